@@ -1,6 +1,80 @@
 """Kronecker-factored curvature (KFAC of the GGN) for standard and custom layers.
 
 This package is self-contained: it imports nothing from :mod:`bayesym`.
+
+Fit the factors with :func:`compute_kfac`; the result (:class:`KFAC`) gives log-determinants
+and effective numbers of parameters with one prior precision per block. New layer types get
+KFAC through one :class:`ModuleAdapter` and one :func:`register_adapter` call.
 """
 
-__all__: list[str] = []
+from curvature.adapters.base import (
+    Approx,
+    BlockSpec,
+    ForwardResult,
+    InputStatistic,
+    ModuleAdapter,
+    covariance,
+    project_rows,
+)
+from curvature.adapters.conv import Conv2dAdapter, conv2d_patches
+from curvature.adapters.linear import LinearAdapter
+from curvature.blocks import CurvatureBlock, DenseBlock, KroneckerBlock, ParameterSlice
+from curvature.engine import KFACConfig, compute_kfac
+from curvature.errors import (
+    CurvatureError,
+    FactorTooLargeError,
+    NonFiniteError,
+    UnsupportedModuleError,
+)
+from curvature.factors import BlockDiagonalFactor, DenseFactor, EigenFactor, Factor
+from curvature.kfac import KFAC, PriorPrecision
+from curvature.likelihoods import CrossEntropy, Gaussian, GGNType, Likelihood, make_likelihood
+from curvature.linalg import kron_effective_parameters, kron_eigenvalues, kron_logdet
+from curvature.registry import ADAPTERS, adapter_for, register_adapter, supported_modules
+
+__all__ = [
+    # fitting
+    "KFAC",
+    "KFACConfig",
+    "compute_kfac",
+    # likelihoods
+    "CrossEntropy",
+    "GGNType",
+    "Gaussian",
+    "Likelihood",
+    "make_likelihood",
+    # blocks and factors
+    "BlockDiagonalFactor",
+    "CurvatureBlock",
+    "DenseBlock",
+    "DenseFactor",
+    "EigenFactor",
+    "Factor",
+    "KroneckerBlock",
+    "ParameterSlice",
+    "PriorPrecision",
+    # linear algebra
+    "kron_effective_parameters",
+    "kron_eigenvalues",
+    "kron_logdet",
+    # extension point
+    "ADAPTERS",
+    "Approx",
+    "BlockSpec",
+    "Conv2dAdapter",
+    "ForwardResult",
+    "InputStatistic",
+    "LinearAdapter",
+    "ModuleAdapter",
+    "adapter_for",
+    "conv2d_patches",
+    "covariance",
+    "project_rows",
+    "register_adapter",
+    "supported_modules",
+    # errors
+    "CurvatureError",
+    "FactorTooLargeError",
+    "NonFiniteError",
+    "UnsupportedModuleError",
+]

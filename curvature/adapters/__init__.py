@@ -1,0 +1,1 @@
+"""Module adapters: how each supported layer type maps to Kronecker-factored blocks."""

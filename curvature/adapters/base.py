@@ -1,0 +1,192 @@
+"""The extension point: how a module type's parameters get Kronecker-factored GGN blocks.
+
+Supporting a new layer = one :class:`ModuleAdapter` subclass + one registry entry
+(:mod:`curvature.registry`). The engine captures every registered module's inputs and
+output during the forward pass and back-propagates ``S`` output directions to the module's
+output (see :mod:`curvature.likelihoods`); the adapter turns these into per-block statistics.
+
+The maths every adapter expresses (paper Sec. 5, App. C; Eschenhagen et al. 2023): a parameter
+enters the layer as a linear map ``s_r = W a_r`` applied at ``R`` weight-sharing positions ``r``
+(conv positions, group elements, the channel copies of a factored layer), so its Jacobian is
+``J_nᵀ = Σ_r a_{n,r} ⊗ g_{n,r}`` with ``g_{n,r} = ∂f/∂s_{n,r}`` and the GGN block is approximated by
+
+* ``"expand"``: ``A = Σ_{n,r} a aᵀ / (N R)``, ``B = Σ_{s,n,r} g gᵀ`` (shared dims act like batch);
+* ``"reduce"``: ``A = Σ_n ā_n ā_nᵀ / N`` with ``ā_n = mean_r a_{n,r}``, ``B = Σ_{s,n} ĝ ĝᵀ`` with
+  ``ĝ_{s,n} = Σ_r g_{s,n,r}``.
+
+Both are exact for one datum without sharing (``N = R = 1``). The adapter returns the sums and
+the count it normalises ``A`` by; the engine accumulates them over the data. Structures the
+method needs are first-class:
+
+* block-diagonal input factors (factored layers: input copies ``e_c ⊗ x_c`` at sharing position
+  ``c``) — return a :class:`~curvature.factors.BlockDiagonalFactor`, never ``C`` dense copies;
+* weights that are a fixed basis projection of free parameters (anchor points, ``W = U Ψ``):
+  project the statistics, ``A_u = Ψ A Ψᵀ`` (:func:`project_rows`);
+* small parameters whose exact GGN is cheap (``kind="dense"``): return ``Σ_{s,n} j jᵀ`` of the
+  per-sample, per-direction gradients ``j = J_nᵀ v_{s,n}``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from curvature.factors import Factor
+
+__all__ = [
+    "Approx",
+    "BlockSpec",
+    "ForwardResult",
+    "InputStatistic",
+    "ModuleAdapter",
+    "covariance",
+    "project_rows",
+]
+
+Approx = Literal["expand", "reduce"]
+"""Weight-sharing approximation: ``"expand"`` (shared dims as batch) or ``"reduce"`` (sum them)."""
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One curvature block a module contributes.
+
+    Attributes:
+        name: suffix of the block name (the engine prefixes the module's qualified name), e.g.
+            ``"weight"``, ``"bias"``, ``"weight.group1"``.
+        params: ``(attribute, start, stop)`` entries of the module's own parameters, flat
+            row-major ranges, concatenated in this order.
+        kind: ``"kronecker"`` (input factor ``A`` and output factor ``B``) or ``"dense"`` (one
+            PSD matrix over the covered entries).
+        order: for ``"kronecker"``, whether the covered entries are ordered ``(output, input)``
+            (dense block ``B ⊗ A``, e.g. ``Linear.weight [out, in]``) or ``(input, output)``
+            (``A ⊗ B``).
+        input_dim: side of ``A`` (Kronecker) — for block-diagonal ``A`` the total ``K b``.
+        input_blocks: number ``K`` of diagonal blocks of ``A`` (1 = dense ``A``).
+        output_dim: side of ``B`` (Kronecker) or of the dense matrix.
+    """
+
+    name: str
+    params: tuple[tuple[str, int, int], ...]
+    kind: Literal["kronecker", "dense"]
+    output_dim: int
+    input_dim: int = 0
+    input_blocks: int = 1
+    order: Literal["output_input", "input_output"] = "output_input"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("kronecker", "dense"):
+            raise ValueError(f"block {self.name!r}: unknown kind {self.kind!r}")
+        covered = sum(stop - start for _, start, stop in self.params)
+        expected = self.output_dim * (self.input_dim if self.kind == "kronecker" else 1)
+        if covered != expected:
+            raise ValueError(
+                f"block {self.name!r}: {self.kind} factors of sizes ({self.output_dim}, "
+                f"{self.input_dim}) describe {expected} entries but params cover {covered}"
+            )
+        if self.kind == "kronecker" and self.input_dim % self.input_blocks:
+            raise ValueError(
+                f"block {self.name!r}: input_dim {self.input_dim} is not divisible into "
+                f"{self.input_blocks} blocks"
+            )
+
+    def factor_bytes(self, element_size: int) -> dict[str, int]:
+        """Bytes of each factor this block will store, for the memory check."""
+        out = {"output factor": self.output_dim**2 * element_size}
+        if self.kind == "kronecker":
+            block = self.input_dim // self.input_blocks
+            out["input factor"] = self.input_blocks * block**2 * element_size
+        return out
+
+
+@dataclass(frozen=True)
+class InputStatistic:
+    """Un-normalised input factor of one batch: ``A_sum = Σ a aᵀ`` and its divisor ``count``."""
+
+    total: Factor
+    count: int
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """What an adapter computes during the forward pass.
+
+    Attributes:
+        inputs: one :class:`InputStatistic` per Kronecker block (``None`` for dense blocks), in
+            the order of :meth:`ModuleAdapter.blocks`.
+        state: anything the backward statistics need (e.g. an intermediate activation).
+    """
+
+    inputs: tuple[InputStatistic | None, ...]
+    state: Any = None
+
+
+class ModuleAdapter(ABC):
+    """Kronecker-factored GGN statistics of one module type. Stateless; one instance per type."""
+
+    @abstractmethod
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """The blocks of ``module``; raises ``UnsupportedModuleError`` for unsupported settings."""
+
+    @abstractmethod
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """Input factors from the module's forward inputs (called under ``torch.no_grad``)."""
+
+    @abstractmethod
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """Per block, ``Σ g gᵀ`` (Kronecker) or ``Σ j jᵀ`` (dense).
+
+        Args:
+            module: the module.
+            state: :attr:`ForwardResult.state` of the same call.
+            output_grads: ``[S, *output.shape]``, gradients of the ``S`` output directions.
+            approx: the weight-sharing approximation.
+        """
+
+
+def covariance(rows: Tensor) -> Tensor:
+    """``rowsᵀ rows`` for ``rows: [M, d]`` → ``[d, d]`` (batched over leading dims)."""
+    return rows.transpose(-1, -2) @ rows
+
+
+def project_rows(rows: Tensor, basis: Tensor) -> Tensor:
+    """Express rows in a basis: ``rows @ basisᵀ`` for ``basis: [M, d]`` (``Ψ``), ``rows: [..., d]``.
+
+    If ``W = U Ψ`` with free parameters ``U [out, M]``, then ``∂f/∂U = (∂f/∂W) Ψᵀ`` and the input
+    factor of ``U`` is ``Ψ A Ψᵀ`` (paper App. C.2) — computed from projected rows ``a Ψᵀ``.
+    """
+    return rows @ basis.transpose(-1, -2)
+
+
+def check_tensor_input(
+    module: nn.Module, inputs: Sequence[Any], min_ndim: int, what: str
+) -> Tensor:
+    """The first forward input as a tensor with at least ``min_ndim`` dims, or a clear error."""
+    from curvature.errors import UnsupportedModuleError
+
+    if not inputs or not isinstance(inputs[0], Tensor):
+        raise UnsupportedModuleError(
+            f"{type(module).__name__}: expected a tensor as first forward input, got "
+            f"{type(inputs[0]).__name__ if inputs else 'nothing'}"
+        )
+    x = inputs[0]
+    if x.ndim < min_ndim:
+        raise UnsupportedModuleError(
+            f"{type(module).__name__}: expected a batched input {what}, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def rows_for(x: Tensor) -> tuple[Tensor, int, int]:
+    """View ``x: [N, ..., d]`` as rows ``[N, R, d]``; returns (rows, N, R)."""
+    n, d = x.shape[0], x.shape[-1]
+    rows = x.reshape(n, -1, d)
+    return rows, n, rows.shape[1]

@@ -1,0 +1,133 @@
+"""KFAC adapter for ``nn.Conv2d`` (Grosse & Martens 2016) honouring every conv setting.
+
+Patches are built exactly as the forward pass sees its input: padded with the module's own
+``padding_mode`` (``zeros``, ``reflect``, ``replicate``, ``circular``; int, tuple or string
+padding including asymmetric ``"same"``), then unfolded with the module's kernel size,
+dilation and stride. (ASDL and curvlinops zero-pad circular convs, which gives the curvature of
+a different model.) With ``x`` the padded input, ``a_{n,t} [C_in/G · kh · kw]`` the patch at
+output position ``t`` and ``g_{s,n,t}`` the output gradient there, each conv group ``k`` of the
+weight ``[C_out, C_in/G, kh, kw]`` gets its own block ``B_k ⊗ A_k``:
+
+* expand: ``A_k = Σ_{n,t} a aᵀ / (N T)``, ``B_k = Σ_{s,n,t} g gᵀ``;
+* reduce: ``A_k = Σ_n ā ā ᵀ / N`` with ``ā = mean_t a``, ``B_k = Σ_{s,n} (Σ_t g)(Σ_t g)ᵀ``.
+
+The bias is the dense output factor over all ``C_out`` channels (constant input ``a = 1``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from curvature.adapters.base import (
+    Approx,
+    BlockSpec,
+    ForwardResult,
+    InputStatistic,
+    ModuleAdapter,
+    check_tensor_input,
+    covariance,
+)
+from curvature.factors import DenseFactor
+
+__all__ = ["Conv2dAdapter", "conv2d_patches"]
+
+
+def _padding(module: nn.Conv2d) -> list[int]:
+    """``F.pad`` amounts ``[left, right, top, bottom]`` that the module's forward applies."""
+    pad = getattr(module, "_reversed_padding_repeated_twice", None)
+    if pad is not None:
+        return list(pad)
+    if isinstance(module.padding, str):  # pragma: no cover - older torch
+        raise ValueError(f"cannot resolve padding={module.padding!r} of {module}")
+    ph, pw = module.padding
+    return [pw, pw, ph, ph]
+
+
+def conv2d_patches(module: nn.Conv2d, x: Tensor) -> Tensor:
+    """Unfolded input patches exactly as ``module`` convolves them.
+
+    Args:
+        module: the convolution.
+        x: ``[N, C_in, H, W]``.
+
+    Returns:
+        ``[N, C_in · kh · kw, T]`` with ``T = H_out · W_out``; the feature index is
+        ``(c, i, j)`` row-major, matching ``weight.flatten(1)``.
+    """
+    pad = _padding(module)
+    if any(pad):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, pad, mode=mode)
+    return F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)
+
+
+class Conv2dAdapter(ModuleAdapter):
+    """Per-conv-group ``B_k ⊗ A_k`` weight blocks and a dense bias block of ``nn.Conv2d``."""
+
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """One Kronecker block per conv group (``weight`` or ``weight.group<k>``) and ``bias``."""
+        c_out = module.out_channels
+        groups = module.groups
+        per_group_out = c_out // groups
+        d_in = module.weight[0].numel()
+        size = per_group_out * d_in
+        specs = []
+        for k in range(groups):
+            name = "weight" if groups == 1 else f"weight.group{k}"
+            specs.append(
+                BlockSpec(
+                    name,
+                    (("weight", k * size, (k + 1) * size),),
+                    "kronecker",
+                    per_group_out,
+                    input_dim=d_in,
+                )
+            )
+        if module.bias is not None:
+            specs.append(BlockSpec("bias", (("bias", 0, c_out),), "dense", c_out))
+        return tuple(specs)
+
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """Per-group patch covariances (block-diagonal over groups, one block each)."""
+        x = check_tensor_input(module, inputs, 4, "[N, C_in, H, W]")
+        patches = conv2d_patches(module, x)  # [N, G·D, T]
+        n, _, t = patches.shape
+        groups = module.groups
+        patches = patches.reshape(n, groups, -1, t)
+        if approx == "expand":
+            rows = patches.permute(1, 0, 3, 2).reshape(groups, n * t, -1)
+            count = n * t
+        else:
+            rows = patches.mean(-1).transpose(0, 1)  # [G, N, D]
+            count = n
+        covs = covariance(rows)  # [G, D, D]
+        stats = tuple(InputStatistic(DenseFactor(covs[k]), count) for k in range(groups))
+        if module.bias is not None:
+            stats = (*stats, None)
+        return ForwardResult(stats)
+
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """Per-group ``Σ g gᵀ`` and, for the bias, the full ``[C_out, C_out]`` covariance."""
+        s, n, c_out = output_grads.shape[:3]
+        g = output_grads.reshape(s, n, c_out, -1)
+        rows = (
+            g.movedim(2, -1).reshape(-1, c_out)
+            if approx == "expand"
+            else g.sum(-1).reshape(-1, c_out)
+        )
+        groups = module.groups
+        if groups == 1:
+            full = covariance(rows)
+            return (full, full) if module.bias is not None else (full,)
+        grouped = covariance(rows.reshape(-1, groups, c_out // groups).transpose(0, 1))
+        out = tuple(grouped[k] for k in range(groups))
+        if module.bias is not None:
+            out = (*out, covariance(rows))
+        return out

@@ -1,0 +1,66 @@
+"""KFAC adapter for ``nn.Linear`` with any number of leading dimensions.
+
+``y[n, r] = W x[n, r] + b`` for ``x: [N, *R, D_in]``: the leading dimensions after the batch
+are weight-sharing positions ``r`` (sequence positions, tokens, ...). Blocks:
+
+* ``weight`` — ``B ⊗ A`` with ``A [D_in, D_in]`` from inputs and ``B [D_out, D_out]`` from output
+  gradients (row-major ``[out, in]`` order);
+* ``bias`` — the dense output factor ``B``: the weight's block for a constant input ``a = 1``
+  (same expand/reduce treatment as the weight, as ASDL and curvlinops do).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from curvature.adapters.base import (
+    Approx,
+    BlockSpec,
+    ForwardResult,
+    InputStatistic,
+    ModuleAdapter,
+    check_tensor_input,
+    covariance,
+    rows_for,
+)
+from curvature.factors import DenseFactor
+
+__all__ = ["LinearAdapter"]
+
+
+class LinearAdapter(ModuleAdapter):
+    """Weight ``B ⊗ A`` and bias ``B`` blocks of ``nn.Linear``."""
+
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """``weight`` (Kronecker) and, if present, ``bias`` (dense)."""
+        d_out, d_in = module.weight.shape
+        specs = [
+            BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, input_dim=d_in)
+        ]
+        if module.bias is not None:
+            specs.append(BlockSpec("bias", (("bias", 0, d_out),), "dense", d_out))
+        return tuple(specs)
+
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """``Σ a aᵀ`` over (batch, positions) (expand) or over per-datum position means (reduce)."""
+        x = check_tensor_input(module, inputs, 2, "[N, ..., in_features]")
+        rows, n, r = rows_for(x)
+        if approx == "expand":
+            stat = InputStatistic(DenseFactor(covariance(rows.reshape(n * r, -1))), n * r)
+        else:
+            stat = InputStatistic(DenseFactor(covariance(rows.mean(1))), n)
+        return ForwardResult((stat, None) if module.bias is not None else (stat,))
+
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """``Σ g gᵀ`` over (directions, batch, positions), positions summed first for reduce."""
+        s, n, d_out = output_grads.shape[0], output_grads.shape[1], output_grads.shape[-1]
+        g = output_grads.reshape(s, n, -1, d_out)
+        rows = g.reshape(-1, d_out) if approx == "expand" else g.sum(2).reshape(-1, d_out)
+        b = covariance(rows)
+        return (b, b) if module.bias is not None else (b,)

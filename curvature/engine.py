@@ -1,0 +1,395 @@
+"""Kronecker factors of the GGN over a data loader.
+
+One pass per batch: a forward pass with hooks on every registered module (input factors are
+accumulated right there, nothing large is kept), then ``S`` backward passes of the output
+directions of :mod:`curvature.likelihoods` (``C - 1`` for the exact softmax GGN, ``k`` for
+Monte-Carlo, one for the empirical Fisher) *to the module outputs only* — no parameter
+gradient is ever formed — and the adapters turn the output gradients into output factors.
+
+Normalisation (the Laplace GGN is a sum over data): ``B`` sums over data and directions,
+``A`` is an average (over data, and over sharing positions for ``"expand"``), so that
+``A ⊗ B ≈ Σ_n J_nᵀ Λ_n J_n`` with exact equality for a single datum without weight sharing.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    >>> x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    >>> kfac = compute_kfac(model, [(x, y)], "classification")
+    >>> kfac.names
+    ['0.weight', '0.bias', '2.weight', '2.bias']
+    >>> [tuple(f.dim for f in kfac[n].factors) for n in kfac.names]
+    [(4, 3), (4,), (2, 4), (2,)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
+from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
+from curvature.errors import FactorTooLargeError, NonFiniteError, UnsupportedModuleError
+from curvature.factors import DenseFactor, Factor
+from curvature.kfac import KFAC
+from curvature.likelihoods import GGNType, Likelihood, make_likelihood
+from curvature.registry import ADAPTERS, supported_modules
+
+__all__ = ["KFACConfig", "compute_kfac"]
+
+
+@dataclass(frozen=True)
+class KFACConfig:
+    """How the Kronecker factors are computed.
+
+    Attributes:
+        ggn_type: ``"exact"`` GGN, ``"mc"`` Monte-Carlo Fisher or ``"empirical"`` Fisher.
+        mc_samples: number ``k`` of Monte-Carlo samples per datum (``ggn_type="mc"``).
+        approx: weight-sharing approximation, ``"expand"`` or ``"reduce"``.
+        seed: seed of the Monte-Carlo draws (``None``: torch's global generator).
+        max_factor_bytes: refuse any factor larger than this (default 2 GiB).
+        max_gradient_bytes: back-propagate output directions in chunks whose module-output
+            gradients take at most this much memory (default 1 GiB; at least one direction).
+        progress: show a tqdm progress bar over the batches.
+    """
+
+    ggn_type: GGNType = "exact"
+    mc_samples: int = 1
+    approx: Approx = "expand"
+    seed: int | None = None
+    max_factor_bytes: int = 2 * 1024**3
+    max_gradient_bytes: int = 1024**3
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ggn_type not in ("exact", "mc", "empirical"):
+            raise ValueError(
+                f"ggn_type must be 'exact', 'mc' or 'empirical', got {self.ggn_type!r}"
+            )
+        if self.approx not in ("expand", "reduce"):
+            raise ValueError(f"approx must be 'expand' or 'reduce', got {self.approx!r}")
+        if self.mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+
+
+@dataclass(eq=False)
+class _Accumulator:
+    """Running sums of one block."""
+
+    name: str
+    spec: BlockSpec
+    params: tuple[ParameterSlice, ...]
+    keep: bool
+    like: Tensor
+    a_total: Factor | None = None
+    a_count: int = 0
+    b_total: Tensor | None = None
+
+    def add_input(self, total: Factor, count: int) -> None:
+        self.a_total = total if self.a_total is None else self.a_total + total
+        self.a_count += count
+
+    def add_output(self, total: Tensor) -> None:
+        self.b_total = total.clone() if self.b_total is None else self.b_total.add_(total)
+
+
+@dataclass(eq=False)
+class _ModulePlan:
+    """A registered module, its adapter and the accumulators of its blocks."""
+
+    name: str
+    module: nn.Module
+    adapter: ModuleAdapter
+    accumulators: list[_Accumulator]
+    calls: int = 0
+
+
+@dataclass(eq=False)
+class _Capture:
+    """One call of a registered module during the current forward pass."""
+
+    plan: _ModulePlan
+    output: Tensor
+    version: int
+    state: Any
+
+
+@dataclass(eq=False)
+class _Session:
+    """Hooks and captures of one fit."""
+
+    plans: list[_ModulePlan]
+    approx: Approx
+    captures: list[_Capture] = field(default_factory=list)
+
+
+def _qualified(module_name: str, attr: str) -> str:
+    return f"{module_name}.{attr}" if module_name else attr
+
+
+def _plan(
+    model: nn.Module,
+    registry: Mapping[type[nn.Module], ModuleAdapter],
+    exclude: Collection[str],
+    config: KFACConfig,
+) -> list[_ModulePlan]:
+    """Match every module with trainable parameters to an adapter, or fail naming it."""
+    exclude = set(exclude)
+    known_modules = {name for name, _ in model.named_modules()}
+    known_params = {name for name, _ in model.named_parameters()}
+    unknown = sorted(exclude - known_modules - known_params)
+    if unknown:
+        raise ValueError(f"exclude names {unknown} are neither modules nor parameters of the model")
+
+    plans = []
+    for mname, module in model.named_modules():
+        own = {
+            attr: p
+            for attr, p in module.named_parameters(recurse=False)
+            if p.requires_grad and mname not in exclude and _qualified(mname, attr) not in exclude
+        }
+        if not own:
+            continue
+        adapter = registry.get(type(module))
+        if adapter is None:
+            raise UnsupportedModuleError(
+                f"module {mname!r} ({type(module).__name__}) has trainable parameters "
+                f"{sorted(own)} but no KFAC adapter is registered for its type. Register one "
+                f"with curvature.register_adapter, or exclude it (exclude=[{mname!r}]). "
+                f"Supported: {supported_modules(registry)}"
+            )
+        specs = adapter.blocks(module)
+        covered: set[str] = set()
+        accumulators = []
+        for spec in specs:
+            attrs = {attr for attr, _, _ in spec.params}
+            kept = attrs & set(own)
+            if kept and kept != attrs:
+                raise UnsupportedModuleError(
+                    f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(attrs)}; "
+                    f"exclude all or none of them (trainable and not excluded: {sorted(kept)})"
+                )
+            covered |= attrs
+            element_size = getattr(module, next(iter(attrs))).element_size()
+            for what, size in spec.factor_bytes(element_size).items():
+                if kept and size > config.max_factor_bytes:
+                    raise FactorTooLargeError(
+                        f"block {_qualified(mname, spec.name)!r}: its {what} would take "
+                        f"{size / 1024**2:.1f} MiB (> max_factor_bytes = "
+                        f"{config.max_factor_bytes / 1024**2:.1f} MiB); raise "
+                        "KFACConfig.max_factor_bytes or exclude the module"
+                    )
+            slices = tuple(ParameterSlice(_qualified(mname, a), s, e) for a, s, e in spec.params)
+            accumulators.append(
+                _Accumulator(
+                    _qualified(mname, spec.name),
+                    spec,
+                    slices,
+                    keep=bool(kept),
+                    like=getattr(module, next(iter(attrs))),
+                )
+            )
+        uncovered = sorted(set(own) - covered)
+        if uncovered:
+            raise UnsupportedModuleError(
+                f"module {mname!r} ({type(module).__name__}): parameters {uncovered} are not "
+                f"covered by {type(adapter).__name__}; exclude them explicitly "
+                f"(exclude={[_qualified(mname, a) for a in uncovered]})"
+            )
+        plans.append(_ModulePlan(mname, module, adapter, accumulators))
+    if not plans:
+        raise UnsupportedModuleError("the model has no trainable parameters to compute KFAC for")
+    return plans
+
+
+def _forward_hook(session: _Session, plan: _ModulePlan):
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if not isinstance(output, Tensor):
+            raise UnsupportedModuleError(
+                f"module {plan.name!r} ({type(module).__name__}) returned "
+                f"{type(output).__name__}; KFAC adapters need a single tensor output"
+            )
+        if not output.requires_grad:
+            raise UnsupportedModuleError(
+                f"module {plan.name!r}: its output does not require grad (was it called under "
+                "torch.no_grad()?)"
+            )
+        with torch.no_grad():
+            result = plan.adapter.forward_statistics(module, inputs, output, session.approx)
+        if len(result.inputs) != len(plan.accumulators):
+            raise UnsupportedModuleError(
+                f"{type(plan.adapter).__name__} returned {len(result.inputs)} input statistics "
+                f"for module {plan.name!r}, which has {len(plan.accumulators)} blocks"
+            )
+        for acc, stat in zip(plan.accumulators, result.inputs, strict=True):
+            if acc.spec.kind == "kronecker":
+                if stat is None:
+                    raise UnsupportedModuleError(
+                        f"{type(plan.adapter).__name__} gave no input statistic for the "
+                        f"Kronecker block {acc.name!r}"
+                    )
+                if acc.keep:
+                    acc.add_input(stat.total, stat.count)
+        plan.calls += 1
+        session.captures.append(_Capture(plan, output, output._version, result.state))
+
+    return hook
+
+
+def _as_batches(data: Any) -> Iterable[tuple[Any, Any]]:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        return [data]
+    return data
+
+
+def _directions_per_chunk(captures: list[_Capture], limit: int) -> int:
+    per_direction = sum(c.output.numel() * c.output.element_size() for c in captures)
+    return max(1, limit // max(1, per_direction))
+
+
+def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int) -> None:
+    """Back-propagate every direction to the captured outputs and accumulate ``B``."""
+    captures = session.captures
+    for cap in captures:
+        if cap.output._version != cap.version:
+            raise UnsupportedModuleError(
+                f"the output of module {cap.plan.name!r} was modified in place after the module "
+                "returned (e.g. ReLU(inplace=True)); its gradient would be wrong. Use out-of-place "
+                "operations after registered modules."
+            )
+    outputs = [c.output for c in captures]
+    total = directions.shape[0]
+    chunk = _directions_per_chunk(captures, limit)
+    for start in range(0, total, chunk):
+        stop = min(total, start + chunk)
+        per_dir = [
+            torch.autograd.grad(
+                f,
+                outputs,
+                directions[s],
+                retain_graph=s < total - 1,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            for s in range(start, stop)
+        ]
+        for i, cap in enumerate(captures):
+            grads = torch.stack([g[i] for g in per_dir])
+            plan = cap.plan
+            stats = plan.adapter.backward_statistics(plan.module, cap.state, grads, session.approx)
+            if len(stats) != len(plan.accumulators):
+                raise UnsupportedModuleError(
+                    f"{type(plan.adapter).__name__} returned {len(stats)} output statistics for "
+                    f"module {plan.name!r}, which has {len(plan.accumulators)} blocks"
+                )
+            for acc, stat in zip(plan.accumulators, stats, strict=True):
+                if acc.keep:
+                    acc.add_output(stat)
+
+
+def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
+    spec = acc.spec
+    b = acc.b_total
+    if b is None:  # no output directions at all: a single-class problem has Λ = 0
+        b = acc.like.new_zeros(spec.output_dim, spec.output_dim).detach()
+    if spec.kind == "dense":
+        block = DenseBlock(acc.name, acc.params, matrix=DenseFactor(b))
+    else:
+        a = acc.a_total * (1.0 / acc.a_count)
+        factors = (DenseFactor(b), a) if spec.order == "output_input" else (a, DenseFactor(b))
+        block = KroneckerBlock(acc.name, acc.params, kron_factors=factors)
+    if not block.is_finite():
+        raise NonFiniteError(
+            f"block {acc.name!r}: a Kronecker factor contains NaN or inf (check the model's "
+            "activations and parameters for overflow)"
+        )
+    return block
+
+
+def compute_kfac(
+    model: nn.Module,
+    data: Iterable[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor],
+    likelihood: str | Likelihood = "classification",
+    config: KFACConfig | None = None,
+    *,
+    sigma: float = 1.0,
+    exclude: Collection[str] = (),
+    registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
+) -> KFAC:
+    """Kronecker-factored GGN (KFAC) of ``model`` summed over ``data``.
+
+    The model's train/eval mode is left as it is (dropout or batch statistics in train mode
+    make the curvature stochastic: call ``model.eval()`` first if that is not wanted).
+
+    Args:
+        model: the network; every module with trainable parameters needs an adapter.
+        data: iterable of ``(x, y)`` batches (e.g. a DataLoader), or one ``(x, y)`` tuple.
+            ``x: [N, ...]``; ``y: [N]`` class indices or ``[N, D]`` regression targets.
+        likelihood: ``"classification"`` (softmax cross-entropy), ``"regression"``
+            (Gaussian with noise ``sigma``) or a :class:`~curvature.likelihoods.Likelihood`.
+        config: :class:`KFACConfig` (GGN type, MC samples, expand/reduce, limits).
+        sigma: Gaussian noise standard deviation (regression only).
+        exclude: module or qualified parameter names to leave out of the curvature.
+        registry: module type -> adapter table (default :data:`curvature.registry.ADAPTERS`).
+
+    Returns:
+        The :class:`~curvature.kfac.KFAC` with one block per adapter block.
+
+    Raises:
+        UnsupportedModuleError: a module with trainable parameters has no adapter (naming it),
+            returns a non-tensor, or its output is modified in place.
+        NonFiniteError: NaN/inf in a batch's inputs or targets, the model output or a factor.
+        FactorTooLargeError: a factor would exceed ``config.max_factor_bytes``.
+    """
+    config = config or KFACConfig()
+    lik = make_likelihood(likelihood, sigma)
+    plans = _plan(model, ADAPTERS if registry is None else registry, exclude, config)
+    session = _Session(plans, config.approx)
+    handles = [p.module.register_forward_hook(_forward_hook(session, p)) for p in plans]
+    device = next(p for p in model.parameters()).device
+    generator = None
+    num_data = 0
+    log_lik = torch.zeros(())
+    try:
+        for index, (x, y) in enumerate(
+            tqdm(_as_batches(data), desc="KFAC", disable=not config.progress)
+        ):
+            x, y = x.to(device), y.to(device)
+            for what, t in (("inputs", x), ("targets", y)):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise NonFiniteError(f"batch {index}: the {what} contain NaN or inf")
+            session.captures.clear()
+            with torch.enable_grad():
+                f = model(x)
+            lik.check_output(f, y)
+            if not bool(torch.isfinite(f).all()):
+                raise NonFiniteError(f"batch {index}: the model output contains NaN or inf")
+            if generator is None and config.seed is not None:
+                generator = torch.Generator(device=f.device).manual_seed(config.seed)
+            directions = lik.output_directions(
+                f, y, config.ggn_type, config.mc_samples, generator
+            ).to(f.dtype)
+            log_lik = log_lik.to(f.dtype) + lik.log_likelihood(f.detach(), y).cpu()
+            num_data += f.shape[0]
+            if directions.shape[0]:
+                _backward(session, f, directions, config.max_gradient_bytes)
+            session.captures.clear()
+            if index == 0:
+                idle = [f"{p.name!r} ({type(p.module).__name__})" for p in plans if p.calls == 0]
+                if idle:
+                    raise UnsupportedModuleError(
+                        f"modules {idle} have trainable parameters but were not called in the "
+                        "forward pass; exclude them"
+                    )
+    finally:
+        for handle in handles:
+            handle.remove()
+        session.captures.clear()
+    if num_data == 0:
+        raise ValueError("data yielded no batches")
+    blocks = tuple(_finalise(acc) for p in plans for acc in p.accumulators if acc.keep)
+    return KFAC(blocks, num_data, log_lik, lik, config)

@@ -1,0 +1,187 @@
+"""Kronecker factors: symmetric positive semi-definite matrices that know their structure.
+
+A factor is either a :class:`DenseFactor` (one ``[d, d]`` matrix) or a
+:class:`BlockDiagonalFactor` (``K`` blocks ``[K, b, b]`` of a ``[K b, K b]`` block-diagonal
+matrix, as the input factor of factored layers, paper App. C.1). The structure is a typed
+attribute, never inferred from tensor ranks, and block-diagonal factors are never
+materialised by the engine: they are eigendecomposed block by block.
+
+Example:
+    >>> import torch
+    >>> f = BlockDiagonalFactor(torch.eye(2).repeat(3, 1, 1) * 2.0)
+    >>> f.dim, f.eigh().eigenvalues.tolist()
+    (6, [2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["BlockDiagonalFactor", "DenseFactor", "EigenFactor", "Factor"]
+
+
+class Factor(ABC):
+    """A symmetric PSD Kronecker factor with known structure."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Side length ``d`` of the (dense equivalent) square matrix."""
+
+    @property
+    @abstractmethod
+    def data(self) -> Tensor:
+        """The stored tensor (``[d, d]`` or ``[K, b, b]``)."""
+
+    @abstractmethod
+    def to_dense(self) -> Tensor:
+        """Materialise the ``[d, d]`` matrix (tests and small factors only)."""
+
+    @abstractmethod
+    def eigh(self, dtype: torch.dtype | None = None) -> EigenFactor:
+        """Eigendecomposition; negative round-off eigenvalues are clamped to zero."""
+
+    @abstractmethod
+    def with_data(self, data: Tensor) -> Factor:
+        """A factor of the same structure holding ``data``."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the stored tensor."""
+        return self.data.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the stored tensor."""
+        return self.data.device
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the stored tensor in bytes."""
+        return self.data.numel() * self.data.element_size()
+
+    def is_finite(self) -> bool:
+        """Whether every stored entry is finite."""
+        return bool(torch.isfinite(self.data).all())
+
+    def __add__(self, other: Factor) -> Factor:
+        if type(other) is not type(self) or other.data.shape != self.data.shape:
+            raise TypeError(
+                f"cannot add {type(self).__name__}{tuple(self.data.shape)} and "
+                f"{type(other).__name__}{tuple(other.data.shape)}"
+            )
+        return self.with_data(self.data + other.data)
+
+    def __mul__(self, scalar: float | Tensor) -> Factor:
+        return self.with_data(self.data * scalar)
+
+    __rmul__ = __mul__
+
+
+@dataclass(frozen=True, eq=False)
+class DenseFactor(Factor):
+    """A dense symmetric PSD factor.
+
+    Attributes:
+        matrix: ``[d, d]``.
+    """
+
+    matrix: Tensor
+
+    def __post_init__(self) -> None:
+        if self.matrix.ndim != 2 or self.matrix.shape[0] != self.matrix.shape[1]:
+            raise ValueError(f"DenseFactor needs a square matrix, got {tuple(self.matrix.shape)}")
+
+    @property
+    def dim(self) -> int:
+        """Side length ``d``."""
+        return self.matrix.shape[0]
+
+    @property
+    def data(self) -> Tensor:
+        """The ``[d, d]`` matrix."""
+        return self.matrix
+
+    def to_dense(self) -> Tensor:
+        """The ``[d, d]`` matrix itself."""
+        return self.matrix
+
+    def with_data(self, data: Tensor) -> DenseFactor:
+        """A dense factor holding ``data``."""
+        return DenseFactor(data)
+
+    def eigh(self, dtype: torch.dtype | None = None) -> EigenFactor:
+        """``Q diag(λ) Qᵀ`` with ``λ >= 0`` (clamped), computed in ``dtype`` if given."""
+        values, vectors = _symmetric_eigh(self.matrix, dtype)
+        return EigenFactor(values, DenseFactor(vectors))
+
+
+@dataclass(frozen=True, eq=False)
+class BlockDiagonalFactor(Factor):
+    """A block-diagonal symmetric PSD factor ``blockdiag(F_1, ..., F_K)``.
+
+    Attributes:
+        blocks: ``[K, b, b]``; the dense equivalent is ``[K b, K b]`` with block ``k`` at rows and
+            columns ``k b .. (k+1) b``.
+    """
+
+    blocks: Tensor
+
+    def __post_init__(self) -> None:
+        if self.blocks.ndim != 3 or self.blocks.shape[1] != self.blocks.shape[2]:
+            raise ValueError(
+                f"BlockDiagonalFactor needs blocks [K, b, b], got {tuple(self.blocks.shape)}"
+            )
+
+    @property
+    def dim(self) -> int:
+        """Side length ``K b``."""
+        return self.blocks.shape[0] * self.blocks.shape[1]
+
+    @property
+    def data(self) -> Tensor:
+        """The ``[K, b, b]`` blocks."""
+        return self.blocks
+
+    def to_dense(self) -> Tensor:
+        """The ``[K b, K b]`` block-diagonal matrix."""
+        return torch.block_diag(*self.blocks.unbind(0))
+
+    def with_data(self, data: Tensor) -> BlockDiagonalFactor:
+        """A block-diagonal factor holding ``data``."""
+        return BlockDiagonalFactor(data)
+
+    def eigh(self, dtype: torch.dtype | None = None) -> EigenFactor:
+        """Batched per-block eigendecomposition; eigenvalues ordered block by block."""
+        values, vectors = _symmetric_eigh(self.blocks, dtype)
+        return EigenFactor(values.reshape(-1), BlockDiagonalFactor(vectors))
+
+
+@dataclass(frozen=True, eq=False)
+class EigenFactor:
+    """Eigendecomposition ``F = Q diag(λ) Qᵀ`` of a factor.
+
+    Attributes:
+        eigenvalues: ``[d]``, clamped to be non-negative, in the order of ``eigenvectors``'
+            columns (block by block for block-diagonal factors).
+        eigenvectors: a factor of the same structure holding ``Q`` (orthogonal).
+    """
+
+    eigenvalues: Tensor
+    eigenvectors: Factor
+
+
+def _symmetric_eigh(matrix: Tensor, dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """Eigendecompose a (batch of) symmetric matrices, clamping round-off negatives to zero.
+
+    Factors are sums of outer products and hence PSD; negative eigenvalues only come from
+    round-off and would make ``log(λ_A λ_B + δ)`` undefined for small ``δ``.
+    """
+    work = matrix if dtype is None else matrix.to(dtype)
+    work = 0.5 * (work + work.transpose(-1, -2))
+    values, vectors = torch.linalg.eigh(work)
+    return values.clamp(min=0.0), vectors

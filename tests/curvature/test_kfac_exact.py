@@ -1,0 +1,205 @@
+"""KFAC for nn.Linear / nn.Conv2d vs the exact GGN (torch.func) and the KFAC definitions."""
+
+import pytest
+import torch
+from oracles import (
+    block,
+    empirical_fisher,
+    exact_ggn,
+    output_hessian,
+    output_jacobian,
+    parameter_layout,
+    relative_error,
+)
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from curvature import KFACConfig, compute_kfac
+
+
+def labels(n, c, likelihood):
+    return torch.randint(0, c, (n,)) if likelihood == "classification" else torch.randn(n, c)
+
+
+def assert_blocks_equal_exact(model, kfac, dense, atol=1e-10):
+    layout = parameter_layout(model)
+    assert sum(b.numel for b in kfac) == sum(n for _, n in layout)  # every parameter covered
+    for b in kfac:
+        expected = block(dense, layout, b.params)
+        assert torch.allclose(b.to_dense(), expected, atol=atol, rtol=1e-10), b.name
+
+
+def mlp(bias=True):
+    return nn.Sequential(
+        nn.Linear(3, 4, bias=bias),
+        nn.Tanh(),
+        nn.Linear(4, 5, bias=bias),
+        nn.Tanh(),
+        nn.Linear(5, 3, bias=bias),
+    )
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_linear_kfac_is_exact_for_one_datum(float64, likelihood, bias, approx):
+    model = mlp(bias)
+    x = torch.randn(1, 3)
+    y = labels(1, 3, likelihood)
+    kfac = compute_kfac(model, (x, y), likelihood, KFACConfig(approx=approx), sigma=0.7)
+    assert_blocks_equal_exact(model, kfac, exact_ggn(model, x, likelihood, sigma=0.7))
+
+
+def test_empirical_fisher_kfac_is_exact_for_one_datum(float64):
+    model = mlp()
+    x, y = torch.randn(1, 3), torch.tensor([2])
+    kfac = compute_kfac(model, (x, y), "classification", KFACConfig(ggn_type="empirical"))
+    assert_blocks_equal_exact(model, kfac, empirical_fisher(model, x, y))
+
+
+def test_monte_carlo_kfac_converges_to_the_exact_ggn(float64):
+    model = mlp()
+    x, y = torch.randn(1, 3), torch.tensor([0])
+    config = KFACConfig(ggn_type="mc", mc_samples=20000, seed=3)
+    kfac = compute_kfac(model, (x, y), "classification", config)
+    dense = exact_ggn(model, x)
+    layout = parameter_layout(model)
+    for b in kfac:
+        assert relative_error(b.to_dense(), block(dense, layout, b.params)) < 0.05, b.name
+    again = compute_kfac(model, (x, y), "classification", config)
+    assert torch.equal(again["0.weight"].factors[0].data, kfac["0.weight"].factors[0].data)
+
+
+def test_linear_with_leading_dims_is_exact_for_one_position(float64):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.randn(1, 1, 3)
+    kfac = compute_kfac(model, (x, torch.tensor([1])))
+    assert_blocks_equal_exact(model, kfac, exact_ggn(model, x))
+
+
+EXACT_CONVS = {
+    "valid-3x3": (dict(kernel_size=3), (3, 3)),
+    "circular-1x1-input": (dict(kernel_size=3, padding=1, padding_mode="circular"), (1, 1)),
+    "strided-groups": (dict(kernel_size=3, stride=3, groups=2), (5, 5)),
+    "dilated-rect": (dict(kernel_size=(2, 3), dilation=2), (3, 5)),
+    "no-bias": (dict(kernel_size=(3, 1), bias=False), (3, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(EXACT_CONVS))
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_conv_kfac_is_exact_for_one_datum_and_one_position(float64, name, approx):
+    options, (h, w) = EXACT_CONVS[name]
+    conv = nn.Conv2d(2, 4, **options)
+    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(1, 2, h, w)
+    kfac = compute_kfac(model, (x, torch.tensor([1])), config=KFACConfig(approx=approx))
+    assert_blocks_equal_exact(model, kfac, exact_ggn(model, x))
+
+
+def test_kfac_over_batches_equals_kfac_of_the_union(float64):
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3))
+    x, y = torch.randn(5, 2, 4, 4), torch.randint(0, 3, (5,))
+    whole = compute_kfac(model, (x, y))
+    batched = compute_kfac(model, [(x[:2], y[:2]), (x[2:], y[2:])])
+    assert batched.num_data == 5
+    assert torch.allclose(batched.log_likelihood, whole.log_likelihood)
+    for b in whole:
+        assert torch.allclose(batched[b.name].to_dense(), b.to_dense(), atol=1e-12), b.name
+
+
+CONV_SETTINGS = {
+    "zeros": dict(padding=1),
+    "circular": dict(padding=1, padding_mode="circular"),
+    "reflect": dict(padding=1, padding_mode="reflect"),
+    "replicate-asym": dict(padding=(1, 2), padding_mode="replicate"),
+    "same-even-kernel": dict(kernel_size=(2, 3), padding="same", padding_mode="circular"),
+    "same-zeros": dict(kernel_size=(2, 2), padding="same"),
+    "valid": dict(padding="valid"),
+    "stride": dict(stride=2, padding=1),
+    "dilation": dict(dilation=2, padding=2, padding_mode="circular"),
+    "groups": dict(groups=2, padding=1),
+    "stride-no-bias": dict(stride=(1, 2), padding=1, bias=False),
+}
+
+
+def conv_definition(model, conv, x, approx):
+    """KFAC factors of ``conv`` computed from their definition with autograd Jacobians."""
+    jac, f, s = output_jacobian(model, conv, x)  # [N, C, Co, Ho, Wo]
+    lam = output_hessian(f, "classification")
+    n, c, c_out = jac.shape[:3]
+    t = s.shape[-2] * s.shape[-1]
+    groups = conv.groups
+    per = c_out // groups
+    # Patches from the Jacobian of the conv output w.r.t. its own weight (no unfold involved).
+    params = {k: v.detach() for k, v in conv.named_parameters()}
+    wjac = jacrev(lambda w: functional_call(conv, {**params, "weight": w}, (x,)))(params["weight"])
+    wjac = wjac.reshape(n, c_out, t, c_out, -1)
+    patches = torch.stack([wjac[:, k * per, :, k * per] for k in range(groups)])  # [G, N, T, D]
+    g = jac.reshape(n, c, c_out, t)
+    # Λ^{1/2}: rows of the output Jacobian combined with Λ give B = Σ Jᵀ Λ J.
+    out = {}
+    for k in range(groups):
+        a = patches[k]
+        gk = g[:, :, k * per : (k + 1) * per]  # [N, C, per, T]
+        if approx == "expand":
+            out[k] = (
+                torch.einsum("ntd,nte->de", a, a) / (n * t),
+                torch.einsum("ncot,ncd,ndpt->op", gk, lam, gk),
+            )
+        else:
+            abar = a.mean(1)
+            gsum = gk.sum(-1)
+            out[k] = (abar.T @ abar / n, torch.einsum("nco,ncd,ndp->op", gsum, lam, gsum))
+    if approx == "expand":
+        bias = torch.einsum("ncot,ncd,ndpt->op", g, lam, g)
+    else:
+        bias = torch.einsum("nco,ncd,ndp->op", g.sum(-1), lam, g.sum(-1))
+    return out, bias
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("name", list(CONV_SETTINGS))
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_conv_factors_match_their_definition(float64, name, approx):
+    options = {"kernel_size": 3, **CONV_SETTINGS[name]}
+    conv = nn.Conv2d(2, 4, **options)
+    probe = conv(torch.zeros(1, 2, 5, 6))
+    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(probe[0].numel(), 3))
+    x = torch.randn(3, 2, 5, 6)
+    kfac = compute_kfac(model, (x, torch.randint(0, 3, (3,))), config=KFACConfig(approx=approx))
+    expected, bias = conv_definition(model, conv, x, approx)
+    for k, (a, b) in expected.items():
+        name_k = "0.weight" if conv.groups == 1 else f"0.weight.group{k}"
+        factors = kfac[name_k].factors
+        assert torch.allclose(factors[1].to_dense(), a, atol=1e-12), name_k
+        assert torch.allclose(factors[0].to_dense(), b, atol=1e-12), name_k
+    if conv.bias is not None:
+        assert torch.allclose(kfac["0.bias"].to_dense(), bias, atol=1e-12)
+
+
+def test_general_case_error_is_reported_and_small_for_single_position_layers(float64, capsys):
+    """KFAC is an approximation for N > 1: report its error; biases stay exact.
+
+    Measured here (N=32, 3-4-5-3 tanh MLP, seeds 0-2): weight blocks 0.09-0.54 relative
+    Frobenius error (largest in the first layer), log det(H + I) within 1-25 %.
+    """
+    model = mlp()
+    x = torch.randn(32, 3)
+    kfac = compute_kfac(model, (x, torch.randint(0, 3, (32,))))
+    dense = exact_ggn(model, x)
+    layout = parameter_layout(model)
+    report = {}
+    for b in kfac:
+        exact = block(dense, layout, b.params)
+        exact_logdet = torch.linalg.slogdet(exact + torch.eye(exact.shape[0]))[1]
+        report[b.name] = (
+            relative_error(b.to_dense(), exact),
+            float(b.logdet(1.0) / exact_logdet - 1),
+        )
+    print("KFAC-expand (Frobenius error, logdet error) per block, N=32 MLP:", report)
+    for name, (err, logdet_err) in report.items():
+        if name.endswith("bias"):
+            assert err < 1e-12  # a bias of a single-position layer is exact
+        else:
+            assert err < 0.6 and abs(logdet_err) < 0.25, (name, err, logdet_err)
