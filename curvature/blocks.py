@@ -80,9 +80,10 @@ class CurvatureBlock(ABC):
 
     def to_dense(self) -> Tensor:
         """Materialise the ``[numel, numel]`` block (tests and small blocks only)."""
-        out = self.factors[0].to_dense()
+        # torch.kron fails on non-contiguous operands (torch 2.14), hence .contiguous().
+        out = self.factors[0].to_dense().contiguous()
         for factor in self.factors[1:]:
-            out = torch.kron(out, factor.to_dense())
+            out = torch.kron(out, factor.to_dense().contiguous())
         return out
 
     def eigendecompose(self, dtype: torch.dtype | None = None) -> tuple[EigenFactor, ...]:
