@@ -1,0 +1,51 @@
+r"""Layers of bayesym: strict, relaxed and parameter-shared linear maps between feature maps.
+
+Every layer is a plain ``nn.Module`` with its parameters as ``nn.Parameter``\ s in the
+shapes of the papers' formulas, a typed ``symmetry`` attribute
+(:class:`~bayesym.layers.symmetry.LayerSymmetry`), and real exceptions naming the layer and
+the shapes on bad input. ``__all__`` is assembled theme by theme below.
+"""
+
+from bayesym.layers.anchors import RBFBasis, default_num_anchors
+from bayesym.layers.conv import PADDING_MODES, PaddingMode, SpatialConv2d
+from bayesym.layers.dense import SpatialLinear
+from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.homotopic import HomotopicLayer, homotopy_parameters
+from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
+from bayesym.layers.registry import LAYER_KINDS, layer_kinds, make_layer, register_layer_kind
+from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
+from bayesym.layers.subsampling import PolyphaseSubsample2d
+from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry, meet_symmetries
+
+# Symmetry metadata.
+__all__ = ["TRIVIAL_SYMMETRY", "LayerSymmetry", "meet_symmetries"]
+
+# Strict and unconstrained layers on [N, C, H, W] feature maps (FC, CONV, F-FC, S-FC, S-CONV).
+__all__ += [
+    "PADDING_MODES",
+    "FactoredLinear",
+    "PaddingMode",
+    "RBFBasis",
+    "SparseConv2d",
+    "SparseFactoredLinear",
+    "SpatialConv2d",
+    "SpatialLinear",
+    "default_num_anchors",
+]
+
+# Relaxed layers (sums of named paths) and ACE homotopic layers.
+__all__ += [
+    "HomotopicLayer",
+    "PathSum",
+    "conv_plus_fc",
+    "fc_plus_conv",
+    "ffc_plus_conv",
+    "homotopy_parameters",
+    "sfc_plus_sconv",
+]
+
+# Shift-equivariant subsampling.
+__all__ += ["PolyphaseSubsample2d"]
+
+# Layer-kind registry.
+__all__ += ["LAYER_KINDS", "layer_kinds", "make_layer", "register_layer_kind"]

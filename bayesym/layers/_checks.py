@@ -1,0 +1,104 @@
+"""Argument and input validation shared by the layers (real exceptions, named culprits)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "check_feature_map",
+    "check_finite_float",
+    "check_kernel_size",
+    "check_positive_int",
+    "check_spatial",
+]
+
+
+def check_positive_int(value: object, *, name: str, owner: str) -> int:
+    """Return ``value`` if it is a positive int, else raise naming ``owner`` and ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+    return value
+
+
+def check_spatial(spatial: object, *, owner: str) -> tuple[int, int]:
+    """Validate a spatial size ``(H, W)`` of two positive ints and return it as a tuple."""
+    if not isinstance(spatial, (tuple, list)) or len(spatial) != 2:
+        raise ValueError(f"{owner}: spatial must be a pair (H, W), got {spatial!r}")
+    height = check_positive_int(spatial[0], name="spatial[0] (H)", owner=owner)
+    width = check_positive_int(spatial[1], name="spatial[1] (W)", owner=owner)
+    return height, width
+
+
+def check_kernel_size(kernel_size: object, *, owner: str) -> int:
+    """Validate an odd positive (square) kernel size, so that 'same' padding is symmetric."""
+    size = check_positive_int(kernel_size, name="kernel_size", owner=owner)
+    if size % 2 == 0:
+        raise ValueError(
+            f"{owner}: kernel_size must be odd (centred filters keep the output grid aligned "
+            f"with the input grid), got {size}"
+        )
+    return size
+
+
+def check_finite_float(value: object, *, name: str, owner: str) -> float:
+    """Return ``value`` as float if it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value}")
+    return float(value)
+
+
+def _describe(owner: object) -> str:
+    return owner if isinstance(owner, str) else repr(owner)
+
+
+def check_feature_map(
+    x: object,
+    *,
+    owner: object,
+    channels: int,
+    spatial: tuple[int, int] | None = None,
+    group_size: int | None = None,
+) -> torch.Tensor:
+    """Check that ``x`` is a floating feature map of the expected shape.
+
+    Args:
+        x: the input to check.
+        owner: the layer (its ``repr`` names it in the error message) or a description;
+            the ``repr`` is only computed when raising.
+        channels: expected channel count ``C``.
+        spatial: expected ``(H, W)``, or None if any size is accepted.
+        group_size: if given, the input must be ``[N, C, |G|, H, W]``, else ``[N, C, H, W]``.
+
+    Returns:
+        ``x`` unchanged.
+
+    Raises:
+        TypeError: if ``x`` is not a floating-point tensor.
+        ValueError: if the shape does not match.
+    """
+    if not isinstance(x, torch.Tensor):
+        owner = _describe(owner)
+        raise TypeError(f"{owner}: expected a torch.Tensor input, got {type(x).__name__}")
+    if not x.is_floating_point():
+        owner = _describe(owner)
+        raise TypeError(f"{owner}: expected a floating-point input, got dtype {x.dtype}")
+    height, width = spatial if spatial is not None else ("H", "W")
+    if group_size is None:
+        expected = ["N", channels, height, width]
+    else:
+        expected = ["N", channels, group_size, height, width]
+    shape = list(x.shape)
+    ok = len(shape) == len(expected) and all(
+        isinstance(e, str) or e == s for e, s in zip(expected, shape, strict=True)
+    )
+    if not ok:
+        owner = _describe(owner)
+        layout = ", ".join(str(e) for e in expected)
+        raise ValueError(f"{owner}: expected input of shape [{layout}], got {shape}")
+    return x

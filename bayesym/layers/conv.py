@@ -1,0 +1,168 @@
+"""CONV: stride-1 convolution with stationary weights (Eq. (3) of the layer-wise paper).
+
+With circular padding (the default) the layer is *exactly* equivariant to every cyclic
+shift of the ``H x W`` grid; other padding modes break equivariance at the border.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bayesym.layers._checks import check_feature_map, check_kernel_size, check_positive_int
+from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
+
+__all__ = ["PADDING_MODES", "PaddingMode", "SpatialConv2d", "check_padding_mode", "same_conv2d"]
+
+PaddingMode = Literal["circular", "zeros", "reflect", "replicate"]
+"""How a stride-1 'same' convolution extends the input beyond its border.
+
+* ``"circular"``: periodic (torus) extension, exact equivariance to cyclic shifts;
+* ``"zeros"``: zero padding (``nn.Conv2d``'s default);
+* ``"reflect"``: mirror without repeating the edge pixel (needs padding < H and < W);
+* ``"replicate"``: repeat the edge pixel.
+"""
+
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
+
+
+def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
+    """Return ``padding_mode`` if it is one of :data:`PADDING_MODES`, else raise ValueError."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
+        )
+    return padding_mode  # type: ignore[return-value]
+
+
+def _circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    # Index arithmetic instead of F.pad(mode="circular"), which refuses to wrap around more
+    # than once (e.g. a 3x3 filter on the 1x1 maps at the end of the backbone).
+    height, width = x.shape[-2:]
+    rows = torch.arange(-pad, height + pad, device=x.device) % height
+    cols = torch.arange(-pad, width + pad, device=x.device) % width
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def same_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding_mode: PaddingMode,
+) -> torch.Tensor:
+    """Stride-1 cross-correlation whose output has the input's spatial size.
+
+    ``y[n, c', h, w] = sum_{c, i, j} weight[c', c, i, j] * x_pad[n, c, h + i, w + j] + bias[c']``
+    with ``x_pad`` the input extended by ``(S - 1) / 2`` pixels on every side.
+
+    Args:
+        x: ``[N, C_in, H, W]``.
+        weight: ``[C_out, C_in, S, S]`` with ``S`` odd.
+        bias: ``[C_out]`` or None.
+        padding_mode: one of :data:`PADDING_MODES`.
+
+    Returns:
+        ``[N, C_out, H, W]``.
+    """
+    pad = weight.shape[-1] // 2
+    if pad > 0:
+        if padding_mode == "circular":
+            x = _circular_pad(x, pad)
+        elif padding_mode == "zeros":
+            x = F.pad(x, (pad, pad, pad, pad), mode="constant", value=0.0)
+        else:
+            if padding_mode == "reflect" and pad >= min(x.shape[-2:]):
+                raise ValueError(
+                    f"reflect padding of {pad} pixels needs H and W > {pad}, got input "
+                    f"{list(x.shape)}"
+                )
+            x = F.pad(x, (pad, pad, pad, pad), mode=padding_mode)
+    return F.conv2d(x, weight, bias)
+
+
+class SpatialConv2d(nn.Module):
+    r"""CONV layer: stride-1 'same' convolution with stationary weights (Eq. (3)).
+
+    .. math::
+        y(c', x', y') = \sum_c \sum_{x, y} x(c, x, y)\, \bar\theta(c', c, x' - x, y' - y) + b(c'),
+
+    with :math:`\bar\theta` supported on an ``S x S`` window: ``C_out * C_in * S^2`` weights
+    (plus ``C_out`` biases). With ``padding_mode="circular"`` the layer commutes with every
+    cyclic shift of the grid (exact translation equivariance); any other padding mode breaks
+    it at the border, and :attr:`symmetry` says so.
+
+    This is a separate class from ``nn.Conv2d`` on purpose: curvature back-ends that
+    recognise ``nn.Conv2d`` build their input patches with zero padding even for circular
+    convolutions, so this layer must go through an explicit adapter.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: odd filter size ``S`` (default 3).
+        padding_mode: see :data:`PaddingMode` (default ``"circular"``).
+        bias: add a learnable per-output-channel bias.
+
+    Shape:
+        ``x: [N, C_in, H, W] -> [N, C_out, H, W]`` for any ``H, W``.
+
+    Attributes:
+        weight: ``[C_out, C_in, S, S]`` stationary filter :math:`\bar\theta`.
+        bias: ``[C_out]`` or None.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> conv = SpatialConv2d(2, 3, kernel_size=3)
+        >>> x = torch.randn(4, 2, 5, 5)
+        >>> shifted = torch.roll(x, shifts=(1, 2), dims=(-2, -1))
+        >>> torch.allclose(conv(shifted), torch.roll(conv(x), (1, 2), (-2, -1)), atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        padding_mode: PaddingMode = "circular",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.in_channels = check_positive_int(in_channels, name="in_channels", owner=owner)
+        self.out_channels = check_positive_int(out_channels, name="out_channels", owner=owner)
+        self.kernel_size = check_kernel_size(kernel_size, owner=owner)
+        self.padding_mode = check_padding_mode(padding_mode, owner=owner)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default init: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, fan_in = C_in S^2."""
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**2)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def symmetry(self) -> LayerSymmetry:
+        """Cyclic-shift equivariance with circular padding, none otherwise."""
+        if self.padding_mode == "circular":
+            return LayerSymmetry(translations=True)
+        return TRIVIAL_SYMMETRY
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the convolution to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
+        check_feature_map(x, owner=self, channels=self.in_channels)
+        return same_conv2d(x, self.weight, self.bias, self.padding_mode)
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"padding_mode={self.padding_mode!r}, bias={self.bias is not None}"
+        )

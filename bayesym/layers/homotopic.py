@@ -1,0 +1,110 @@
+r"""ACE homotopic layers: ``f(x) = f_eq(x) + gamma * f_neq(x)`` (Manolache, Chamon & Niepert).
+
+The homotopy parameter ``gamma`` (one per layer, initialised at 1) interpolates between the
+exactly equivariant map ``f_eq`` (``gamma = 0``) and the least constrained one (``gamma = 1``).
+ACE trains ``gamma`` under the equality constraint ``gamma = 0`` (dual ascent) or a resilient
+relaxation ``|gamma| <= u``; :func:`homotopy_parameters` finds every ``gamma`` of a model for
+such optimisers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bayesym.layers._checks import check_finite_float
+from bayesym.layers.paths import PathSum, path_symmetry
+from bayesym.layers.symmetry import LayerSymmetry
+
+__all__ = ["HOMOTOPY_PARAMETER_NAME", "HomotopicLayer", "homotopy_parameters"]
+
+HOMOTOPY_PARAMETER_NAME = "homotopy_gamma"
+"""Attribute name of the homotopy parameter in every :class:`HomotopicLayer`."""
+
+
+class HomotopicLayer(PathSum):
+    r"""``f(x) = f_eq(x) + gamma * f_neq(x)`` with a learnable scalar ``gamma`` (ACE).
+
+    The two maps are the paths ``"eq"`` and ``"neq"`` of :class:`PathSum` (same layouts,
+    including group axes), so priors and reports can address them like any relaxed layer.
+    At ``gamma = 0`` the layer is exactly as equivariant as ``f_eq``; the equivariance error
+    grows at most linearly in ``|gamma|``.
+
+    Args:
+        equivariant: ``f_eq``.
+        non_equivariant: ``f_neq``.
+        gamma_init: initial ``gamma`` (ACE starts at 1).
+        group_paths: subset of ``{"eq", "neq"}`` taking group feature maps (see
+            :class:`PathSum`).
+        in_group_size: see :class:`PathSum`.
+        out_group_size: see :class:`PathSum`.
+
+    Attributes:
+        homotopy_gamma: ``[]`` parameter ``gamma``.
+
+    Example:
+        >>> from bayesym.layers.conv import SpatialConv2d
+        >>> from bayesym.layers.factored import FactoredLinear
+        >>> _ = torch.manual_seed(0)
+        >>> layer = HomotopicLayer(SpatialConv2d(2, 2), FactoredLinear(2, 2, spatial=(4, 4)))
+        >>> layer.homotopy_gamma.item(), layer.equivariant_symmetry.describe()
+        (1.0, 'translations')
+    """
+
+    def __init__(
+        self,
+        equivariant: nn.Module,
+        non_equivariant: nn.Module,
+        *,
+        gamma_init: float = 1.0,
+        group_paths: tuple[str, ...] = (),
+        in_group_size: int | None = None,
+        out_group_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            {"eq": equivariant, "neq": non_equivariant},
+            group_paths=group_paths,
+            in_group_size=in_group_size,
+            out_group_size=out_group_size,
+        )
+        gamma = check_finite_float(gamma_init, name="gamma_init", owner=type(self).__name__)
+        self.homotopy_gamma = nn.Parameter(torch.tensor(gamma))
+
+    @property
+    def equivariant_symmetry(self) -> LayerSymmetry:
+        """Symmetry of ``f_eq``: what the layer obeys exactly at ``gamma = 0``."""
+        return path_symmetry(self.paths["eq"])
+
+    def strict_symmetry(self) -> LayerSymmetry:
+        """Symmetry of ``f_eq`` if ``gamma == 0`` or ``f_neq`` is zero, else of the whole layer."""
+        if bool(self.homotopy_gamma.detach() == 0) or "neq" not in self.active_paths():
+            return self.equivariant_symmetry
+        return self.symmetry
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``f_eq(x) + gamma * f_neq(x)`` in the layout of :class:`PathSum`."""
+        outputs = self.path_outputs(x)
+        return outputs["eq"] + self.homotopy_gamma * outputs["neq"]
+
+
+def homotopy_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every homotopy parameter ``gamma`` of ``model``, keyed by its qualified name.
+
+    Args:
+        model: any module tree.
+
+    Returns:
+        ``{"<module path>.homotopy_gamma": parameter}`` in module order.
+
+    Example:
+        >>> from bayesym.layers.conv import SpatialConv2d
+        >>> net = nn.Sequential(HomotopicLayer(SpatialConv2d(1, 1), SpatialConv2d(1, 1, 1)))
+        >>> list(homotopy_parameters(net))
+        ['0.homotopy_gamma']
+    """
+    found: dict[str, nn.Parameter] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, HomotopicLayer):
+            prefix = f"{name}." if name else ""
+            found[prefix + HOMOTOPY_PARAMETER_NAME] = module.homotopy_gamma
+    return found

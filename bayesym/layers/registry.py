@@ -1,0 +1,154 @@
+"""Layer-kind registry: one explicit table ``kind -> factory`` with one signature.
+
+Every factory is called as ``factory(in_channels, out_channels, spatial=(H, W),
+kernel_size=S, **options)`` and returns a module mapping ``[N, C_in, H, W]`` to
+``[N, C_out, H, W]``. Adding a layer kind is one entry in :data:`LAYER_KINDS` (or one call
+to :func:`register_layer_kind`). Options a kind does not know raise ``TypeError`` naming
+the kind.
+
+Kinds:
+
+* ``"fc"``: :class:`~bayesym.layers.dense.SpatialLinear` (``kernel_size`` unused);
+* ``"conv"``: :class:`~bayesym.layers.conv.SpatialConv2d`;
+* ``"ffc"``: :class:`~bayesym.layers.factored.FactoredLinear` (``kernel_size`` unused);
+* ``"sfc"``: :class:`~bayesym.layers.sparse.SparseFactoredLinear` (``kernel_size`` unused);
+* ``"sconv"``: :class:`~bayesym.layers.sparse.SparseConv2d`;
+* ``"fc+conv"``, ``"ffc+conv"``, ``"sfc+sconv"``: relaxed :class:`~bayesym.layers.paths.PathSum`
+  layers from :mod:`bayesym.layers.paths`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from torch import nn
+
+from bayesym.layers.conv import SpatialConv2d
+from bayesym.layers.dense import SpatialLinear
+from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.paths import fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
+from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
+
+__all__ = ["LAYER_KINDS", "LayerFactory", "layer_kinds", "make_layer", "register_layer_kind"]
+
+
+class LayerFactory(Protocol):
+    """``(in_channels, out_channels, *, spatial, kernel_size, **options) -> nn.Module``."""
+
+    def __call__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        spatial: tuple[int, int],
+        kernel_size: int,
+        **options: Any,
+    ) -> nn.Module:
+        """Build the layer."""
+        ...
+
+
+def _fc(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return SpatialLinear(in_channels, out_channels, spatial=spatial, **options)
+
+
+def _conv(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return SpatialConv2d(in_channels, out_channels, kernel_size, **options)
+
+
+def _ffc(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return FactoredLinear(in_channels, out_channels, spatial=spatial, **options)
+
+
+def _sfc(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return SparseFactoredLinear(in_channels, out_channels, spatial=spatial, **options)
+
+
+def _sconv(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return SparseConv2d(in_channels, out_channels, kernel_size, **options)
+
+
+LAYER_KINDS: dict[str, LayerFactory] = {
+    "fc": _fc,
+    "conv": _conv,
+    "ffc": _ffc,
+    "sfc": _sfc,
+    "sconv": _sconv,
+    "fc+conv": fc_plus_conv,
+    "ffc+conv": ffc_plus_conv,
+    "sfc+sconv": sfc_plus_sconv,
+}
+"""The registry. Keys are layer kinds, values factories with the :class:`LayerFactory` signature."""
+
+
+def layer_kinds() -> tuple[str, ...]:
+    """The registered kinds, in registration order."""
+    return tuple(LAYER_KINDS)
+
+
+def register_layer_kind(kind: str, factory: LayerFactory, *, replace: bool = False) -> None:
+    """Add ``kind`` to :data:`LAYER_KINDS`.
+
+    Args:
+        kind: the new kind's name.
+        factory: callable with the :class:`LayerFactory` signature.
+        replace: allow overwriting an existing kind.
+
+    Raises:
+        ValueError: if ``kind`` exists and ``replace`` is False, or is not a non-empty string.
+        TypeError: if ``factory`` is not callable.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"register_layer_kind: kind must be a non-empty string, got {kind!r}")
+    if not callable(factory):
+        raise TypeError(f"register_layer_kind: factory for {kind!r} is not callable")
+    if kind in LAYER_KINDS and not replace:
+        raise ValueError(f"register_layer_kind: kind {kind!r} already exists (pass replace=True)")
+    LAYER_KINDS[kind] = factory
+
+
+def make_layer(
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    **options: Any,
+) -> nn.Module:
+    """Build a layer of a registered kind.
+
+    Args:
+        kind: a key of :data:`LAYER_KINDS`.
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        spatial: ``(H, W)`` of input and output.
+        kernel_size: filter size of convolutional kinds (ignored by FC kinds).
+        **options: forwarded to the factory (e.g. ``bias``, ``padding_mode``, ``num_anchors``).
+
+    Returns:
+        The layer, mapping ``[N, C_in, H, W] -> [N, C_out, H, W]``.
+
+    Raises:
+        ValueError: for an unknown kind (the message lists the known ones).
+        TypeError: for an option the kind does not accept.
+
+    Example:
+        >>> layer = make_layer("ffc+conv", 2, 4, spatial=(8, 8))
+        >>> list(layer.paths)
+        ['ffc', 'conv']
+    """
+    try:
+        factory = LAYER_KINDS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"make_layer: unknown layer kind {kind!r}; known kinds: {list(LAYER_KINDS)}"
+        ) from None
+    try:
+        return factory(
+            in_channels, out_channels, spatial=spatial, kernel_size=kernel_size, **options
+        )
+    except TypeError as err:
+        if "unexpected keyword argument" in str(err):
+            raise TypeError(f"make_layer: layer kind {kind!r} does not accept {err}") from err
+        raise

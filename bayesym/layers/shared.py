@@ -1,0 +1,167 @@
+r"""AEN parameter-sharing FC layer: one free weight per orbit of (output, input) unit pairs.
+
+Given actions of one abstract group on the ``n`` input units (``P_in``) and the ``m``
+output units (``P_out``), both by named generators in the gather convention of
+:mod:`bayesym.groups.pixel_transforms`, the layer ``y = W x + b`` is equivariant,
+
+.. math::
+    W (P_{in} x) = P_{out} (W x) \quad\Longleftrightarrow\quad
+    W[\mathrm{perm}_{out}[i], \mathrm{perm}_{in}[j]] = W[i, j] \ \ \forall\ \text{generators},
+
+iff ``W`` is constant on the orbits of :func:`~bayesym.groups.permutation.pair_orbits`
+(Ravanbakhsh et al. 2017; AEN Sec. 4). The bias is shared over the orbits of the output
+units, ``b[perm_out[i]] = b[i]``. With a trivial output action (class logits) the layer is
+invariant to the input action.
+
+Hidden units (AEN's 784-400-400-10 MLP): the 400 hidden units of a layer form a 20 x 20
+grid and every named transformation acts on them exactly as on an image of that size
+(rotating, flipping, translating or scrambling the 20 x 20 grid), the same structure the
+AEN reference experiments use; see :mod:`bayesym.backbones.aen_mlp`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bayesym.groups.permutation import PermutationGroup, grid_group, pair_orbits
+from bayesym.layers.symmetry import LayerSymmetry
+
+__all__ = ["OrbitSharedLinear"]
+
+
+class OrbitSharedLinear(nn.Module):
+    """Linear layer whose weight is shared over the orbits of a permutation-group action (AEN).
+
+    ``W[i, j] = orbit_weights[orbit_index[i, j]]`` and ``b[i] = orbit_bias[bias_index[i]]``.
+
+    Args:
+        in_group: action on the ``n`` input units.
+        out_group: action on the ``m`` output units, with the same generator names.
+        bias: learn a bias shared over output-unit orbits.
+
+    Shape:
+        ``x: [N, n] -> [N, m]``.
+
+    Attributes:
+        orbit_weights: ``[num_orbits]`` free weights (one per pair orbit).
+        orbit_bias: ``[num_output_orbits]`` free biases, or None.
+        orbit_index: ``[m, n]`` int64 buffer, orbit of each weight entry.
+        bias_index: ``[m]`` int64 buffer, orbit of each output unit.
+
+    Raises:
+        ValueError: if the two actions have different generators.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> layer = OrbitSharedLinear.from_transforms(["hflip"], (2, 2), out_spatial=(2, 2))
+        >>> layer.orbit_weights.numel(), layer.orbit_bias.numel()
+        (8, 2)
+        >>> x = torch.randn(3, 4)
+        >>> flip = layer.in_group.act
+        >>> torch.allclose(layer(flip("hflip", x)), layer.out_group.act("hflip", layer(x)))
+        True
+    """
+
+    def __init__(
+        self, in_group: PermutationGroup, out_group: PermutationGroup, *, bias: bool = True
+    ) -> None:
+        super().__init__()
+        if not isinstance(in_group, PermutationGroup) or not isinstance(
+            out_group, PermutationGroup
+        ):
+            raise TypeError(
+                f"{type(self).__name__}: in_group and out_group must be PermutationGroups, got "
+                f"{type(in_group).__name__} and {type(out_group).__name__}"
+            )
+        orbits = pair_orbits(out_group, in_group)
+        self.in_group = in_group
+        self.out_group = out_group
+        self.in_features = in_group.degree
+        self.out_features = out_group.degree
+        self.register_buffer("orbit_index", orbits.ids)
+        self.orbit_weights = nn.Parameter(torch.empty(orbits.count))
+        if bias:
+            bias_index = out_group.point_orbits()
+            self.register_buffer("bias_index", bias_index)
+            self.orbit_bias = nn.Parameter(torch.empty(int(bias_index.max()) + 1))
+        else:
+            self.register_buffer("bias_index", None)
+            self.orbit_bias = None
+        self.reset_parameters()
+
+    @classmethod
+    def from_transforms(
+        cls,
+        transforms: str | Iterable[str],
+        in_spatial: tuple[int, int],
+        *,
+        out_spatial: tuple[int, int] | None = None,
+        out_features: int | None = None,
+        bias: bool = True,
+    ) -> OrbitSharedLinear:
+        """Layer equivariant to named pixel transformations of the shared table.
+
+        Args:
+            transforms: an augmentation preset (``"Aug1"``) or transformation names.
+            in_spatial: grid ``(H, W)`` of the input units (``n = H W``).
+            out_spatial: grid of the output units, acted on by the same transformations;
+                or None with ``out_features`` for output units nothing acts on (invariance).
+            out_features: number of trivially acted output units (exclusive with
+                ``out_spatial``).
+            bias: learn an orbit-shared bias.
+
+        Raises:
+            ValueError: unless exactly one of ``out_spatial``/``out_features`` is given.
+        """
+        if (out_spatial is None) == (out_features is None):
+            raise ValueError(
+                f"{cls.__name__}.from_transforms: give exactly one of out_spatial "
+                f"(got {out_spatial!r}) and out_features (got {out_features!r})"
+            )
+        in_group = grid_group(transforms, in_spatial)
+        if out_spatial is not None:
+            out_group = grid_group(transforms, out_spatial)
+        else:
+            out_group = PermutationGroup.trivial(out_features, in_group.names)
+        return cls(in_group, out_group, bias=bias)
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s init (``U(+-1/sqrt(n))``) for every free weight and bias."""
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.orbit_weights, -bound, bound)
+        if self.orbit_bias is not None:
+            nn.init.uniform_(self.orbit_bias, -bound, bound)
+
+    @property
+    def symmetry(self) -> LayerSymmetry:
+        """The named transformations the layer is equivariant (or invariant) to."""
+        return LayerSymmetry(pixel_permutations=self.in_group.names)
+
+    def expanded_weight(self) -> torch.Tensor:
+        """The shared weight matrix ``W: [m, n]``."""
+        return self.orbit_weights[self.orbit_index]
+
+    def expanded_bias(self) -> torch.Tensor | None:
+        """The shared bias ``b: [m]``, or None."""
+        if self.orbit_bias is None:
+            return None
+        return self.orbit_bias[self.bias_index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = W x + b`` for ``x: [N, n]``."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
+            shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{self!r}: expected input [N, {self.in_features}], got {shape}")
+        return F.linear(x, self.expanded_weight(), self.expanded_bias())
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"transforms={self.in_group.names}, num_orbits={self.orbit_weights.numel()}"
+        )
