@@ -77,4 +77,14 @@ __all__ = [
     "FactorTooLargeError",
     "NonFiniteError",
     "UnsupportedModuleError",
+    # laplace-torch backend (imported lazily: laplace-torch is slow to import)
+    "KFACBackend",
 ]
+
+
+def __getattr__(name: str):
+    if name == "KFACBackend":
+        from curvature.laplace_backend import KFACBackend
+
+        return KFACBackend
+    raise AttributeError(f"module 'curvature' has no attribute {name!r}")

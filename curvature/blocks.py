@@ -121,9 +121,13 @@ class KroneckerBlock(CurvatureBlock):
 
     Attributes:
         kron_factors: at least two factors.
+        input_positions: indices of the factors that are *averages* over the data (the input
+            factors ``A``); the others are sums. Needed to split a batch's contribution
+            (laplace-torch scales input factors by ``M / N``).
     """
 
     kron_factors: tuple[Factor, ...] = ()
+    input_positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.kron_factors) < 2:

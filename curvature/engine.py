@@ -300,8 +300,13 @@ def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
         block = DenseBlock(acc.name, acc.params, matrix=DenseFactor(b))
     else:
         a = acc.a_total * (1.0 / acc.a_count)
-        factors = (DenseFactor(b), a) if spec.order == "output_input" else (a, DenseFactor(b))
-        block = KroneckerBlock(acc.name, acc.params, kron_factors=factors)
+        if spec.order == "output_input":
+            factors, position = (DenseFactor(b), a), 1
+        else:
+            factors, position = (a, DenseFactor(b)), 0
+        block = KroneckerBlock(
+            acc.name, acc.params, kron_factors=factors, input_positions=(position,)
+        )
     if not block.is_finite():
         raise NonFiniteError(
             f"block {acc.name!r}: a Kronecker factor contains NaN or inf (check the model's "

@@ -103,7 +103,7 @@ def test_factored_layer_keeps_block_diagonal_factors_and_matches_definition(floa
 def test_anchor_layer_is_exact_and_is_the_projected_linear_kfac(float64):
     layer = AnchorLinear(6, 3, anchors=4)
     model = nn.Sequential(layer, nn.Tanh(), nn.Linear(3, 3))
-    kfac = assert_exact(model, torch.randn(1, 6), registry())
+    assert_exact(model, torch.randn(1, 6), registry())
     # A_u = Ψ A Ψᵀ with A the input factor of the equivalent plain Linear
     x = torch.randn(7, 6)
     twin = nn.Sequential(nn.Linear(6, 3, bias=False), nn.Tanh(), nn.Linear(3, 3))

@@ -1,0 +1,190 @@
+"""A laplace-torch backend running on :mod:`curvature`'s KFAC engine.
+
+    >>> from laplace import Laplace
+    >>> from curvature.laplace_backend import KFACBackend
+    >>> la = Laplace(model, "classification", subset_of_weights="all",
+    ...              hessian_structure="kron", backend=KFACBackend)  # doctest: +SKIP
+
+Unlike laplace-torch's ASDL / curvlinops / BackPACK backends it supports every module type
+registered with :func:`curvature.register_adapter` (bayesym's factored, anchor-point and group
+layers included), builds conv patches with the conv's own padding mode, and refuses
+unsupported modules instead of skipping them.
+
+Conventions match laplace-torch's Kron: one entry per trainable parameter tensor, in
+``model.parameters()`` order; ``[F_0, F_1]`` with ``kron(F_0, F_1)`` in the parameter's
+row-major order, or one dense matrix; per batch of size ``M`` out of ``N`` data, the input
+factor is scaled by ``M / N`` so that the sum over batches (laplace-torch adds Kron objects
+factor-wise) is the KFAC of the whole data set. Structures laplace-torch cannot represent are
+densified for it: block-diagonal factors (factored layers) and parameters split over several
+blocks (grouped convolutions). The engine's float factors are never rescaled otherwise:
+regression curvature is for unit noise, laplace-torch applies ``1/σ²`` itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import torch
+from laplace.curvature import GGNInterface
+from laplace.utils import Kron
+from torch import Tensor, nn
+
+from curvature.adapters.base import Approx, ModuleAdapter
+from curvature.blocks import CurvatureBlock, KroneckerBlock
+from curvature.engine import KFACConfig, compute_kfac
+from curvature.errors import CurvatureError
+from curvature.likelihoods import GGNType
+
+__all__ = ["KFACBackend"]
+
+
+class _EngineKron(Kron):
+    """A :class:`laplace.utils.Kron` whose factor shapes come from the engine's adapters.
+
+    laplace-torch initialises its running sum with zero factors shaped by parameter rank
+    (``[out, in·k·k]``), which is wrong for layers whose Kronecker structure is not
+    ``[out, rest]`` (e.g. a factored layer's ``θ1`` is ``A ⊗ B`` over ``[(o, c), q]``). Adding an
+    engine Kron to such an all-zero initial Kron therefore returns the engine's factors.
+    """
+
+    def __radd__(self, other: Kron) -> Kron:
+        if isinstance(other, Kron) and all(
+            not bool(torch.count_nonzero(f)) for fs in other.kfacs for f in fs
+        ):
+            return _EngineKron([[f.clone() for f in fs] for fs in self.kfacs])
+        return Kron.__add__(other, self)
+
+    def __add__(self, other: Kron) -> Kron:
+        return _EngineKron(Kron.__add__(self, other).kfacs)
+
+
+def _parameter_entry(blocks: list[CurvatureBlock], numel: int, scale: float) -> list[Tensor]:
+    """The Kron entry of one parameter tensor from the blocks covering it."""
+    if len(blocks) == 1 and blocks[0].params[0].numel == numel and len(blocks[0].params) == 1:
+        block = blocks[0]
+        if isinstance(block, KroneckerBlock) and len(block.factors) == 2:
+            return _scaled_factors(block, scale)
+        if not isinstance(block, KroneckerBlock):
+            return [block.factors[0].to_dense()]
+    # Several blocks (e.g. conv groups) or more than two factors: one dense matrix.
+    dense = None
+    for block in blocks:
+        if len(block.params) != 1:
+            raise CurvatureError(
+                f"block {block.name!r} spans several parameters; laplace-torch's Kron needs "
+                "one entry per parameter tensor"
+            )
+        piece = block.params[0]
+        factors = _scaled_factors(block, scale) if isinstance(block, KroneckerBlock) else None
+        matrix = block.factors[0].to_dense() if factors is None else factors[0]
+        if factors is not None:
+            for factor in factors[1:]:
+                matrix = torch.kron(matrix.contiguous(), factor.contiguous())
+        if dense is None:
+            dense = matrix.new_zeros(numel, numel)
+        dense[piece.start : piece.stop, piece.start : piece.stop] = matrix
+    return [dense]
+
+
+def _scaled_factors(block: KroneckerBlock, scale: float) -> list[Tensor]:
+    """Dense factors with every input factor scaled by ``M / N`` (batch share of the data)."""
+    out = [f.to_dense().contiguous() for f in block.factors]
+    for index in block.input_positions:
+        out[index] = out[index] * scale
+    return out
+
+
+class KFACBackend(GGNInterface):
+    """laplace-torch ``CurvatureInterface`` computing ``kron`` with :func:`curvature.compute_kfac`.
+
+    ``full`` and ``diag`` are inherited from laplace-torch's ``GGNInterface`` (``torch.func``
+    Jacobians). Extra keyword arguments (``backend_kwargs`` of ``Laplace``):
+
+    Args:
+        model: the network.
+        likelihood: ``"classification"`` or ``"regression"``.
+        last_layer: only the last layer (laplace-torch's last-layer Laplace).
+        subnetwork_indices: not supported for Kronecker curvature.
+        dict_key_x: see laplace-torch.
+        dict_key_y: see laplace-torch.
+        stochastic: laplace-torch's switch for the Monte-Carlo Fisher (``ggn_type="mc"``).
+        num_samples: Monte-Carlo samples per datum.
+        ggn_type: ``"exact"``, ``"mc"`` or ``"empirical"`` (overrides ``stochastic``).
+        approx: ``"expand"`` or ``"reduce"`` weight-sharing approximation.
+        exclude: module/parameter names to leave out (they get zero curvature in Kron).
+        registry: adapter table (default: the global one).
+        seed: seed of the Monte-Carlo draws.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: str,
+        last_layer: bool = False,
+        subnetwork_indices: torch.LongTensor | None = None,
+        dict_key_x: str = "input_ids",
+        dict_key_y: str = "labels",
+        stochastic: bool = False,
+        num_samples: int = 1,
+        ggn_type: GGNType | None = None,
+        approx: Approx = "expand",
+        exclude: Collection[str] = (),
+        registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if subnetwork_indices is not None:
+            raise CurvatureError("KFACBackend does not support subnetwork Laplace")
+        super().__init__(
+            model,
+            likelihood,
+            last_layer,
+            subnetwork_indices,
+            dict_key_x,
+            dict_key_y,
+            stochastic,
+            num_samples,
+        )
+        self.config = KFACConfig(
+            ggn_type=ggn_type or ("mc" if stochastic else "exact"),
+            mc_samples=num_samples,
+            approx=approx,
+            seed=seed,
+        )
+        self.exclude = tuple(exclude)
+        self.registry = registry
+
+    def kron(self, x: Any, y: Tensor, N: int, **kwargs: Any) -> tuple[Tensor, Kron]:
+        """Loss (``Σ`` NLL, laplace-torch's convention) and the batch's Kron contribution."""
+        if kwargs:
+            raise CurvatureError(f"KFACBackend.kron got unsupported options {sorted(kwargs)}")
+        model, inputs = self._model, x
+        if self.last_layer:
+            _, inputs = self.model.forward_with_features(x)
+        kfac = compute_kfac(
+            model,
+            (inputs, y),
+            self.likelihood,
+            self.config,
+            exclude=self.exclude,
+            registry=self.registry,
+        )
+        scale = len(y) / N
+        by_param: dict[str, list[CurvatureBlock]] = {}
+        for block in kfac.blocks:
+            by_param.setdefault(block.params[0].name, []).append(block)
+        kfacs = []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            blocks = by_param.get(name)
+            if blocks is None:  # excluded: zero curvature in laplace-torch's layout
+                kfacs.append([p.new_zeros(p.numel(), p.numel())])
+                continue
+            kfacs.append(_parameter_entry(blocks, p.numel(), scale))
+        # laplace-torch's loss: Σ CE, or ½ Σ (y - f)² (unit-noise Gaussian without constant).
+        loss = -kfac.log_likelihood
+        if self.likelihood == "regression":
+            loss = loss - 0.5 * y.numel() * math.log(2 * math.pi)
+        return loss.to(y.device), _EngineKron(kfacs)
