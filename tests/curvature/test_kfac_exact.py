@@ -203,3 +203,17 @@ def test_general_case_error_is_reported_and_small_for_single_position_layers(flo
             assert err < 1e-12  # a bias of a single-position layer is exact
         else:
             assert err < 0.6 and abs(logdet_err) < 0.25, (name, err, logdet_err)
+
+
+@pytest.mark.parametrize("backward", ["loop", "vmap"])
+def test_backward_modes_and_direction_chunks_give_identical_factors(float64, backward):
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 4)
+    )
+    x, y = torch.randn(5, 2, 4, 4), torch.randint(0, 4, (5,))
+    reference = compute_kfac(model, (x, y))
+    tiny_chunks = KFACConfig(backward=backward, max_gradient_bytes=1)  # one direction per chunk
+    for config in (KFACConfig(backward=backward), tiny_chunks):
+        kfac = compute_kfac(model, (x, y), config=config)
+        for b in reference:
+            assert torch.allclose(kfac[b.name].to_dense(), b.to_dense(), atol=1e-12), b.name

@@ -125,3 +125,28 @@ def test_our_backend_handles_grouped_convs_by_densifying(float64):
     expected = expected * torch.block_diag(torch.ones(18, 18), torch.ones(18, 18))  # per group
     assert len(ours.kfacs[0]) == 1
     assert torch.allclose(ours.kfacs[0][0], expected, atol=1e-12)
+
+
+def test_laplace_runs_on_a_registered_custom_layer(float64):
+    """No laplace-torch backend can do this: a factored layer with block-diagonal factors."""
+    from custom_layers import TinyFactoredLinear, registry
+
+    from curvature import compute_kfac
+
+    model = nn.Sequential(TinyFactoredLinear(2, 3, 4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3))
+    x, y = torch.randn(20, 2, 4), torch.randint(0, 3, (20,))
+    la = Laplace(
+        model,
+        "classification",
+        subset_of_weights="all",
+        hessian_structure="kron",
+        backend=KFACBackend,
+        backend_kwargs={"registry": registry()},
+    )
+    la.fit(DataLoader(TensorDataset(x, y), batch_size=8))
+    prior = torch.tensor([0.5, 2.0, 1.0, 3.0])  # per tensor: theta1, theta2, weight, bias
+    kfac = compute_kfac(model, (x, y), registry=registry())
+    precisions = dict(zip(kfac.names, prior, strict=True))
+    la.prior_precision = prior
+    assert torch.allclose(la.log_det_posterior_precision, kfac.logdet(precisions), rtol=1e-10)
+    assert torch.isfinite(la.log_marginal_likelihood())
