@@ -264,9 +264,15 @@ def test_d4_generators_match_torch_rot90_and_flip():
 
 
 def test_d4_rejects_bad_elements_and_non_square_images():
-    with pytest.raises(ValueError, match="f must be 0 or 1, got 2"):
+    with pytest.raises(ValueError, match=r"f must be 0 or 1 and r an int, got \(2, 0\)"):
         d4_image_action(2, 0, torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="r must be an int"):
+    with pytest.raises(ValueError, match=r"must be integers, got \(0, 1\.5\)"):
         d4_image_action(0, 1.5, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="f must be 0 or 1"):
+        d4_image_action(True, 0, torch.zeros(3, 3))
+    x = torch.randn(3, 3)
+    assert torch.equal(
+        d4_image_action(torch.tensor(1), torch.tensor(-1), x), d4_image_action(1, 3, x)
+    )
     with pytest.raises(ValueError, match=r"rot90.*square.*4x5"):
         d4_image_action(0, 1, torch.zeros(4, 5))

@@ -112,7 +112,7 @@ def rotated(base: ImageDataset, seed: int) -> ImageDataset:
     approximate, see :func:`rotate_images`. Metadata ``angle``: ``[N]`` float32 degrees.
     """
     angles = torch.rand(len(base), generator=_generator(seed), dtype=torch.float64) * 360.0
-    angles = angles.to(torch.float32)
+    angles = torch.remainder(angles.to(torch.float32), 360.0)  # rounding could give 360.0
     images = rotate_images(base.images, angles)
     return base.replace(
         images=images,

@@ -64,6 +64,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -494,11 +495,15 @@ def apply_transform(name: str, images: Tensor, power: int = 1) -> Tensor:
     return apply_permutation(pixel_permutation(name, height, width, power), images)
 
 
-def _check_d4(f: int, r: int) -> None:
-    if f not in (0, 1) or isinstance(f, bool):
-        raise ValueError(f"D4 element (f, r): f must be 0 or 1, got {f!r}")
-    if not isinstance(r, int) or isinstance(r, bool):
-        raise ValueError(f"D4 element (f, r): r must be an int (taken mod 4), got {r!r}")
+def _check_d4(f: int, r: int) -> tuple[int, int]:
+    """Validate a D4 element ``(f, r)``; returns plain ints (``r`` reduced mod 4)."""
+    try:
+        f_int, r_int = operator.index(f), operator.index(r)
+    except TypeError:
+        raise ValueError(f"D4 element (f, r) must be integers, got ({f!r}, {r!r})") from None
+    if isinstance(f, bool) or isinstance(r, bool) or f_int not in (0, 1):
+        raise ValueError(f"D4 element (f, r): f must be 0 or 1 and r an int, got ({f!r}, {r!r})")
+    return f_int, r_int % 4
 
 
 def d4_permutation(f: int, r: int, height: int, width: int) -> Tensor:
@@ -516,7 +521,7 @@ def d4_permutation(f: int, r: int, height: int, width: int) -> Tensor:
     Returns:
         ``[H*W]`` int64 on CPU.
     """
-    _check_d4(f, r)
+    f, r = _check_d4(f, r)
     flip = pixel_permutation("vflip", height, width, f)
     rotation = pixel_permutation("rot90", height, width, r)
     return compose_permutations(rotation, flip)
