@@ -10,6 +10,9 @@ from bayesym.layers.anchors import RBFBasis, default_num_anchors
 from bayesym.layers.conv import PADDING_MODES, PaddingMode, SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
+from bayesym.layers.group_norm import GroupBatchNorm
+from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
 from bayesym.layers.homotopic import HomotopicLayer, homotopy_parameters
 from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.registry import LAYER_KINDS, layer_kinds, make_layer, register_layer_kind
@@ -49,3 +52,6 @@ __all__ += ["PolyphaseSubsample2d"]
 
 # Layer-kind registry.
 __all__ += ["LAYER_KINDS", "layer_kinds", "make_layer", "register_layer_kind"]
+
+# Group convolutions over subgroups of D4 on [N, C, |G|, H, W] feature maps.
+__all__ += ["GroupBatchNorm", "GroupConv2d", "GroupPool", "LiftingConv2d", "SymmetricAvgPool2d"]

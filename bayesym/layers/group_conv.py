@@ -1,0 +1,294 @@
+"""Lifting and group convolutions over subgroups of D4, each ONE ``F.conv2d``.
+
+Both layers keep their weight as a plain ``nn.Parameter`` and build the conv kernel by a
+documented gather (:mod:`bayesym.groups.expansion`):
+
+* :class:`LiftingConv2d` (EquiNAS Eq. 2): images ``x: [N, C_in, H, W]`` ->
+  group feature maps ``[N, C_out, |G|, H, W]``; weight ``ψ: [C_out, C_in, k, k]``;
+  ``out[:, d, g] = Σ_c x[:, c] ⋆ T_g ψ[d, c]``.
+* :class:`GroupConv2d` (EquiNAS Eq. 1): ``[N, C_in, |G|, H, W] -> [N, C_out, |G|, H, W]``;
+  weight ``ψ: [C_out, C_in, |G|, k, k]``;
+  ``out[:, d, r] = Σ_{c, h} x[:, c, h] ⋆ T_r ψ[d, c, r^-1 h]``.
+
+(``⋆`` is cross-correlation, ``T_g`` the image action of :mod:`bayesym.groups.actions`.)
+For a later KFAC adapter: the layer is ``F.conv2d`` on ``x.reshape(N, C_in·|G|, H, W)``
+with kernel ``expanded_kernel()``, which is ``weight`` gathered by ``expansion_index``
+(flat index into ``weight[d, c]``; see :func:`~bayesym.groups.expansion.expand_group_kernel`),
+i.e. one linear map with weight sharing over (group element, position).
+
+Both are equivariant to every ``g ∈ G`` (regular action on outputs, image action on the
+input of the lifting layer) and, with the default circular padding, to every cyclic shift.
+Other padding modes (``"zeros"``, ``"reflect"``, ``"replicate"``) keep exact G-equivariance
+on square grids but not shift equivariance. Kernel sizes must be odd. Padding and the
+"same" convolution are shared with :mod:`bayesym.layers.conv` (``PaddingMode``).
+
+Example:
+    >>> import torch
+    >>> from bayesym.groups import d4_subgroup
+    >>> c4 = d4_subgroup("C4")
+    >>> lift, gconv = LiftingConv2d(1, 2, 3, c4), GroupConv2d(2, 3, 3, c4)
+    >>> gconv(lift(torch.randn(5, 1, 7, 7))).shape
+    torch.Size([5, 3, 4, 7, 7])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bayesym.groups.d4 import dihedral4
+from bayesym.groups.expansion import (
+    expand_group_kernel,
+    expand_lifting_kernel,
+    group_conv_expansion_index,
+    lifting_expansion_index,
+)
+from bayesym.groups.finite import FiniteGroup
+from bayesym.layers.conv import PaddingMode, check_padding_mode, same_conv2d
+from bayesym.layers.symmetry import LayerSymmetry
+
+__all__ = ["GroupConv2d", "LiftingConv2d", "check_d4_subgroup"]
+
+
+def check_d4_subgroup(group: object, owner: str) -> FiniteGroup:
+    """Return ``group`` if it is a subgroup of D4, else raise naming ``owner``."""
+    if not isinstance(group, FiniteGroup):
+        raise TypeError(f"{owner}: group must be a FiniteGroup, got {type(group).__name__}")
+    if group.root is not dihedral4():
+        raise ValueError(
+            f"{owner}: group {group.name!r} must be a subgroup of D4 (root {group.root.name!r})"
+        )
+    return group
+
+
+def _check_options(owner: str, kernel_size: int, padding_mode: str, **channels: int) -> None:
+    for name, value in channels.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"{owner}: kernel_size must be a positive int, got {kernel_size!r}")
+    if kernel_size % 2 == 0:
+        raise ValueError(f"{owner}: kernel_size must be odd (centred kernels), got {kernel_size}")
+    check_padding_mode(padding_mode, owner=owner)
+
+
+def _on(index: Tensor, device: torch.device | str | None) -> Tensor:
+    return index if device is None else index.to(device)
+
+
+def _check_input(x: Tensor, layer: nn.Module, expected: tuple, weight: Tensor) -> None:
+    shape = tuple(x.shape)
+    ok = len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape, expected, strict=True)
+    )
+    if not ok:
+        pretty = ", ".join("?" if e is None else str(e) for e in expected)
+        raise ValueError(f"{layer._owner()}: expected input [{pretty}], got {list(shape)}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{layer._owner()}: input dtype {x.dtype} != weight dtype {weight.dtype}")
+
+
+class LiftingConv2d(nn.Module):
+    """Lifting convolution ``[N, C_in, H, W] -> [N, C_out, |G|, H, W]`` (EquiNAS Eq. 2).
+
+    Args:
+        in_channels: ``C_in`` (image channels).
+        out_channels: ``C_out`` (channels per group element).
+        kernel_size: Odd ``k``.
+        group: ``G <= D4`` (e.g. ``d4_subgroup("C4")``).
+        padding_mode: See :data:`~bayesym.layers.conv.PaddingMode` (default ``"circular"``).
+        bias: Learn one bias per output channel ``d``, shared over the group axis.
+        device: Parameter device.
+        dtype: Parameter dtype.
+
+    Attributes:
+        weight: ``ψ: [C_out, C_in, k, k]``.
+        bias: ``[C_out]`` or ``None``.
+        group: ``G``.
+        expansion_index: ``[|G|, k, k]`` buffer, see :meth:`expanded_kernel`.
+
+    Raises:
+        ValueError / TypeError: Bad sizes, even kernel, unknown padding, non-D4 group; on
+            call, wrong input shape or dtype (the message names the layer and shapes).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: FiniteGroup,
+        *,
+        padding_mode: PaddingMode = "circular",
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = f"LiftingConv2d({getattr(group, 'name', group)})"
+        self.group: FiniteGroup = check_d4_subgroup(group, owner)
+        _check_options(
+            owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.padding_mode = kernel_size, padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, kernel_size, kernel_size, **factory)
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.register_buffer(
+            "expansion_index",
+            _on(lifting_expansion_index(self.group, kernel_size), device),
+            persistent=False,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform ``±1/sqrt(fan_in)`` init, ``fan_in = C_in·k²`` (torch's conv default)."""
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**2)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _owner(self) -> str:
+        return f"LiftingConv2d({self.group.name})"
+
+    def expanded_kernel(self) -> Tensor:
+        """``[C_out·|G|, C_in, k, k]``: row ``d·|G| + g`` is ``T_g ψ[d]``.
+
+        ``out.flatten()[d, g, c, p] = weight[d, c].flatten()[expansion_index[g].flatten()[p]]``.
+        """
+        return expand_lifting_kernel(self.weight, self.group, self.expansion_index)
+
+    @property
+    def symmetry(self) -> LayerSymmetry:
+        """The group ``G`` (by name), plus every cyclic shift with circular padding."""
+        return LayerSymmetry(
+            translations=self.padding_mode == "circular", point_group=self.group.name
+        )
+
+    def expanded_bias(self) -> Tensor | None:
+        """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
+        return None if self.bias is None else self.bias.repeat_interleave(self.group.order)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [N, C_in, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
+        _check_input(x, self, (None, self.in_channels, None, None), self.weight)
+        out = same_conv2d(x, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
+        return out.unflatten(1, (self.out_channels, self.group.order))
+
+    def extra_repr(self) -> str:
+        """Constructor arguments, for ``repr``."""
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"group={self.group.name}, padding_mode={self.padding_mode!r}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class GroupConv2d(nn.Module):
+    """Group convolution ``[N, C_in, |G|, H, W] -> [N, C_out, |G|, H, W]`` (EquiNAS Eq. 1).
+
+    Args:
+        in_channels: ``C_in`` (channels per group element).
+        out_channels: ``C_out``.
+        kernel_size: Odd ``k``.
+        group: ``G <= D4``.
+        padding_mode: See :data:`~bayesym.layers.conv.PaddingMode` (default ``"circular"``).
+        bias: Learn one bias per output channel ``d``, shared over the group axis.
+        device: Parameter device.
+        dtype: Parameter dtype.
+
+    Attributes:
+        weight: ``ψ: [C_out, C_in, |G|, k, k]``; ``ψ[d, c, u]`` is the filter for the
+            relative element ``u = r^-1 h``.
+        bias: ``[C_out]`` or ``None``.
+        group: ``G``.
+        expansion_index: ``[|G|, |G|, k, k]`` buffer, see :meth:`expanded_kernel`.
+
+    Raises:
+        ValueError / TypeError: As :class:`LiftingConv2d`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: FiniteGroup,
+        *,
+        padding_mode: PaddingMode = "circular",
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = f"GroupConv2d({getattr(group, 'name', group)})"
+        self.group: FiniteGroup = check_d4_subgroup(group, owner)
+        _check_options(
+            owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.padding_mode = kernel_size, padding_mode
+        factory = {"device": device, "dtype": dtype}
+        n = self.group.order
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, n, kernel_size, kernel_size, **factory)
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.register_buffer(
+            "expansion_index",
+            _on(group_conv_expansion_index(self.group, kernel_size), device),
+            persistent=False,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform ``±1/sqrt(fan_in)`` init, ``fan_in = C_in·|G|·k²``."""
+        fan_in = self.in_channels * self.group.order * self.kernel_size**2
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _owner(self) -> str:
+        return f"GroupConv2d({self.group.name})"
+
+    def expanded_kernel(self) -> Tensor:
+        """``[C_out·|G|, C_in·|G|, k, k]``, block ``(d·|G|+r, c·|G|+h)`` = ``T_r ψ[d, c, r^-1 h]``.
+
+        As a gather, with ``weight[d, c]`` flattened over ``(u, i, j)``:
+        ``out[d, r, c, h].flatten()[p] = weight[d, c].flatten()[M[r, h].flatten()[p]]``,
+        ``M = expansion_index``.
+        """
+        return expand_group_kernel(self.weight, self.group, self.expansion_index)
+
+    @property
+    def symmetry(self) -> LayerSymmetry:
+        """The group ``G`` (by name), plus every cyclic shift with circular padding."""
+        return LayerSymmetry(
+            translations=self.padding_mode == "circular", point_group=self.group.name
+        )
+
+    def expanded_bias(self) -> Tensor | None:
+        """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
+        return None if self.bias is None else self.bias.repeat_interleave(self.group.order)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [N, C_in, |G|, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
+        n = self.group.order
+        _check_input(x, self, (None, self.in_channels, n, None, None), self.weight)
+        flat = x.flatten(1, 2)
+        out = same_conv2d(flat, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
+        return out.unflatten(1, (self.out_channels, n))
+
+    def extra_repr(self) -> str:
+        """Constructor arguments, for ``repr``."""
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"group={self.group.name}, padding_mode={self.padding_mode!r}, "
+            f"bias={self.bias is not None}"
+        )
