@@ -14,6 +14,13 @@ from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.group_norm import GroupBatchNorm
 from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
 from bayesym.layers.homotopic import HomotopicLayer, homotopy_parameters
+from bayesym.layers.mixed import (
+    ARCHITECTURE_PARAMETER_NAME,
+    MixedGroupConv2d,
+    MixedLiftingConv2d,
+    architecture_parameters,
+    weight_parameters,
+)
 from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.registry import LAYER_KINDS, layer_kinds, make_layer, register_layer_kind
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
@@ -55,3 +62,12 @@ __all__ += ["LAYER_KINDS", "layer_kinds", "make_layer", "register_layer_kind"]
 
 # Group convolutions over subgroups of D4 on [N, C, |G|, H, W] feature maps.
 __all__ += ["GroupBatchNorm", "GroupConv2d", "GroupPool", "LiftingConv2d", "SymmetricAvgPool2d"]
+
+# [G]-mixed layers (EquiNAS_D) and the split of their parameters.
+__all__ += [
+    "ARCHITECTURE_PARAMETER_NAME",
+    "MixedGroupConv2d",
+    "MixedLiftingConv2d",
+    "architecture_parameters",
+    "weight_parameters",
+]
