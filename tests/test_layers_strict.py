@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from bayesym.groups import translation_group
 from bayesym.layers import (
     PADDING_MODES,
     FactoredLinear,
@@ -14,6 +15,7 @@ from bayesym.layers import (
     SpatialConv2d,
     SpatialLinear,
 )
+from bayesym.testing import assert_equivariant, assert_not_equivariant, translation_action
 
 TOL = 1e-10
 
@@ -22,18 +24,11 @@ def n_params(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def all_shifts(height, width):
-    return list(itertools.product(range(height), range(width)))
-
-
-def max_shift_error(layer, x):
-    """Largest |layer(roll(x)) - roll(layer(x))| over every cyclic shift of the grid."""
-    y = layer(x)
-    errors = []
-    for shift in all_shifts(*x.shape[-2:]):
-        rolled = layer(torch.roll(x, shift, dims=(-2, -1)))
-        errors.append((rolled - torch.roll(y, shift, dims=(-2, -1))).abs().max())
-    return torch.stack(errors).max().item()
+def assert_shift_equivariant(layer, x):
+    """Every cyclic shift of the grid, float64 tolerance 1e-10."""
+    shifts = translation_group(*x.shape[-2:])
+    act = translation_action(shifts)
+    assert_equivariant(layer, shifts, x, act, act)
 
 
 # --- parameter counts match the paper's formulas ----------------------------------------
@@ -213,13 +208,13 @@ def test_circular_conv_and_sparse_conv_commute_with_every_cyclic_shift(float64):
     x = torch.randn(2, 2, 5, 4)
     for layer in (SpatialConv2d(2, 3, 3), SparseConv2d(2, 3, 3, learnable_anchors=True)):
         assert layer.symmetry.translations
-        assert max_shift_error(layer, x) < TOL
+        assert_shift_equivariant(layer, x)
 
 
 def test_circular_conv_is_equivariant_on_maps_smaller_than_the_filter(float64):
     layer = SpatialConv2d(2, 2, 5)
     x = torch.randn(1, 2, 2, 3)
-    assert max_shift_error(layer, x) < TOL
+    assert_shift_equivariant(layer, x)
     one = torch.randn(3, 2, 1, 1)  # 5x5 circular filter on 1x1 maps: sum of the filter taps
     torch.testing.assert_close(
         layer(one).flatten(1), one.flatten(1) @ layer.weight.sum((-2, -1)).T + layer.bias
@@ -241,10 +236,10 @@ def test_unconstrained_layers_are_measurably_not_shift_equivariant(float64, make
     layer = make()
     assert layer.symmetry.is_trivial
     x = torch.randn(2, 2, 4, 4)
-    y = layer(x)
-    for shift in all_shifts(4, 4)[1:]:
-        error = (layer(torch.roll(x, shift, (-2, -1))) - torch.roll(y, shift, (-2, -1))).abs().max()
-        assert error > 1e-3, shift
+    shifts = translation_group(4, 4)
+    act = translation_action(shifts)
+    non_identity = range(1, shifts.order)
+    assert_not_equivariant(layer, non_identity, x, act, act, require="all")
 
 
 def test_omega_zero_makes_sparse_conv_filters_constant(float64):

@@ -1,0 +1,14 @@
+"""Ready-made networks: the layer-wise paper's 8-block backbone and AEN's shared MLP."""
+
+from bayesym.backbones.aen_mlp import AENMLP, AENMLPConfig
+from bayesym.backbones.layerwise import (
+    LayerwiseBackbone,
+    LayerwiseBackboneConfig,
+    block_plan,
+)
+
+# The 8-block backbone of the layer-wise equivariance paper (App. F.1).
+__all__ = ["LayerwiseBackbone", "LayerwiseBackboneConfig", "block_plan"]
+
+# AEN's parameter-shared 784-400-400-10 MLP.
+__all__ += ["AENMLP", "AENMLPConfig"]
