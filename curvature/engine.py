@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,8 +52,9 @@ class KFACConfig:
         approx: weight-sharing approximation, ``"expand"`` or ``"reduce"``.
         seed: seed of the Monte-Carlo draws (``None``: torch's global generator).
         max_factor_bytes: refuse any factor larger than this (default 2 GiB).
-        max_gradient_bytes: back-propagate output directions in chunks whose module-output
-            gradients take at most this much memory (default 1 GiB; at least one direction).
+        max_gradient_bytes: with ``backward="vmap"``, back-propagate output directions in chunks
+            whose module-output gradients take at most this much memory (default 1 GiB; at
+            least one direction). ``"loop"`` holds one direction's gradients at a time.
         progress: show a tqdm progress bar over the batches.
         backward: how the output directions are back-propagated: ``"loop"``, one autograd pass
             per direction (to the module outputs only), or ``"vmap"``, all directions of a chunk
@@ -259,35 +260,28 @@ def _directions_per_chunk(captures: list[_Capture], limit: int) -> int:
     return max(1, limit // max(1, per_direction))
 
 
-def _gradients(
-    f: Tensor, outputs: list[Tensor], directions: Tensor, start: int, stop: int, mode: str
-) -> list[Tensor]:
-    """``[stop - start, *output.shape]`` gradients of directions ``start..stop`` per output."""
-    last = stop == directions.shape[0]
-    if mode == "vmap":
-        return list(
-            torch.autograd.grad(
-                f,
-                outputs,
-                directions[start:stop],
-                retain_graph=not last,
-                allow_unused=True,
-                materialize_grads=True,
-                is_grads_batched=True,
+def _gradient_chunks(
+    f: Tensor, outputs: list[Tensor], directions: Tensor, mode: str, chunk: int
+) -> Iterator[list[Tensor]]:
+    """Yield, per group of directions, one ``[k, *output.shape]`` gradient per output.
+
+    ``"loop"``: one autograd pass per direction (``k = 1``, no stacking copies);
+    ``"vmap"``: ``chunk`` directions per vectorised pass.
+    """
+    total = directions.shape[0]
+    step = 1 if mode == "loop" else chunk
+    for start in range(0, total, step):
+        stop = min(total, start + step)
+        common = dict(retain_graph=stop < total, allow_unused=True, materialize_grads=True)
+        if mode == "loop":
+            grads = torch.autograd.grad(f, outputs, directions[start], **common)
+            yield [g.unsqueeze(0) for g in grads]
+        else:
+            yield list(
+                torch.autograd.grad(
+                    f, outputs, directions[start:stop], is_grads_batched=True, **common
+                )
             )
-        )
-    per_direction = [
-        torch.autograd.grad(
-            f,
-            outputs,
-            directions[s],
-            retain_graph=not (last and s == stop - 1),
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        for s in range(start, stop)
-    ]
-    return [torch.stack([g[i] for g in per_direction]) for i in range(len(outputs))]
 
 
 def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode: str) -> None:
@@ -301,11 +295,8 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
                 "operations after registered modules."
             )
     outputs = [c.output for c in captures]
-    total = directions.shape[0]
     chunk = _directions_per_chunk(captures, limit)
-    for start in range(0, total, chunk):
-        stop = min(total, start + chunk)
-        grads_per_output = _gradients(f, outputs, directions, start, stop, mode)
+    for grads_per_output in _gradient_chunks(f, outputs, directions, mode, chunk):
         for cap, grads in zip(captures, grads_per_output, strict=True):
             plan = cap.plan
             stats = plan.adapter.backward_statistics(plan.module, cap.state, grads, session.approx)
