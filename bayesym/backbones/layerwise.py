@@ -23,6 +23,14 @@ input         stride-2 blocks     block output sizes          before the head
 
 With a strict kind (every path translation-equivariant, circular padding) the logits are
 exactly invariant to every cyclic shift of the input (up to ties in APS, measure-zero).
+
+Group kinds (registry entries with ``group_axis=True``, e.g. ``"ffc+conv+gconv"`` with
+``layer_options={"group": "C4"}``): the first block lifts images to group feature maps
+``[N, a, |G|, H, W]`` (``lifting=True``), the following blocks keep the group axis (widths
+count channels *per group element*), APS uses one phase for all group channels (which
+commutes with rotations and flips of square grids of even size), and the features are
+averaged over the group axis as well as the grid before the head (group pooling). With only
+the GCONV paths switched on the logits are then invariant to ``G`` and to cyclic shifts.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from torch import nn
 
 from bayesym.layers._checks import check_feature_map, check_positive_int, check_spatial
 from bayesym.layers.conv import SpatialConv2d
-from bayesym.layers.registry import LAYER_KINDS, make_layer
+from bayesym.layers.registry import LAYER_KINDS, layer_kind, make_layer
 from bayesym.layers.subsampling import PolyphaseSubsample2d
 
 __all__ = [
@@ -102,7 +110,8 @@ class LayerwiseBackboneConfig:
         input_size: ``(H, W)`` of the images.
         kernel_size: filter size of convolutional paths.
         layer_options: extra keyword options for every block's layer (e.g.
-            ``{"padding_mode": "zeros"}`` or ``{"num_anchors": 4}``).
+            ``{"padding_mode": "zeros"}``, ``{"num_anchors": 4}`` or ``{"group": "D4"}``);
+            ``lifting`` is set by the backbone for group kinds.
 
     Raises:
         ValueError: for an unknown layer kind or non-positive sizes.
@@ -184,14 +193,18 @@ class LayerwiseBackbone(nn.Module):
         channels = config.in_channels
         blocks = []
         plan = block_plan(config.input_size)
-        for multiplier, (stride, spatial) in zip(BLOCK_WIDTHS, plan, strict=True):
+        self.group_axis = layer_kind(config.layer_kind).group_axis
+        for k, (multiplier, (stride, spatial)) in enumerate(zip(BLOCK_WIDTHS, plan, strict=True)):
+            options = dict(config.layer_options)
+            if self.group_axis:
+                options["lifting"] = k == 0
             layer = make_layer(
                 config.layer_kind,
                 channels,
                 multiplier * a,
                 spatial=spatial,
                 kernel_size=config.kernel_size,
-                **config.layer_options,
+                **options,
             )
             blocks.append(LayerwiseBlock(layer, stride))
             channels = multiplier * a
@@ -209,7 +222,7 @@ class LayerwiseBackbone(nn.Module):
         return [(f"blocks.{k}.layer", block.layer) for k, block in enumerate(self.blocks)]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Output of the 8 blocks, globally average-pooled: ``[N, 16a, 1, 1]``."""
+        """Output of the 8 blocks averaged over the grid (and group axis): ``[N, 16a, 1, 1]``."""
         check_feature_map(
             x,
             owner=self._describe(),
@@ -218,7 +231,8 @@ class LayerwiseBackbone(nn.Module):
         )
         for block in self.blocks:
             x = block(x)
-        return x.mean(dim=(-2, -1), keepdim=True)
+        pooled = x.mean(dim=tuple(range(2, x.dim())))
+        return pooled.view(*pooled.shape, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]`` for images ``x: [N, in_channels, H, W]``."""

@@ -12,6 +12,7 @@ from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.group_norm import GroupBatchNorm
+from bayesym.layers.group_paths import conv_plus_gconv, ffc_plus_conv_plus_gconv, group_path_sum
 from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
 from bayesym.layers.homotopic import HomotopicLayer, homotopy_parameters
 from bayesym.layers.mixed import (
@@ -22,7 +23,14 @@ from bayesym.layers.mixed import (
     weight_parameters,
 )
 from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
-from bayesym.layers.registry import LAYER_KINDS, layer_kinds, make_layer, register_layer_kind
+from bayesym.layers.registry import (
+    LAYER_KINDS,
+    LayerKind,
+    layer_kind,
+    layer_kinds,
+    make_layer,
+    register_layer_kind,
+)
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 from bayesym.layers.subsampling import PolyphaseSubsample2d
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry, meet_symmetries
@@ -43,13 +51,16 @@ __all__ += [
     "default_num_anchors",
 ]
 
-# Relaxed layers (sums of named paths) and ACE homotopic layers.
+# Relaxed layers (sums of named paths, also with a GCONV path) and ACE homotopic layers.
 __all__ += [
     "HomotopicLayer",
     "PathSum",
     "conv_plus_fc",
+    "conv_plus_gconv",
     "fc_plus_conv",
     "ffc_plus_conv",
+    "ffc_plus_conv_plus_gconv",
+    "group_path_sum",
     "homotopy_parameters",
     "sfc_plus_sconv",
 ]
@@ -58,7 +69,14 @@ __all__ += [
 __all__ += ["PolyphaseSubsample2d"]
 
 # Layer-kind registry.
-__all__ += ["LAYER_KINDS", "layer_kinds", "make_layer", "register_layer_kind"]
+__all__ += [
+    "LAYER_KINDS",
+    "LayerKind",
+    "layer_kind",
+    "layer_kinds",
+    "make_layer",
+    "register_layer_kind",
+]
 
 # Group convolutions over subgroups of D4 on [N, C, |G|, H, W] feature maps.
 __all__ += ["GroupBatchNorm", "GroupConv2d", "GroupPool", "LiftingConv2d", "SymmetricAvgPool2d"]

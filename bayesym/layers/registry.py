@@ -14,11 +14,18 @@ Kinds:
 * ``"sfc"``: :class:`~bayesym.layers.sparse.SparseFactoredLinear` (``kernel_size`` unused);
 * ``"sconv"``: :class:`~bayesym.layers.sparse.SparseConv2d`;
 * ``"fc+conv"``, ``"ffc+conv"``, ``"sfc+sconv"``: relaxed :class:`~bayesym.layers.paths.PathSum`
-  layers from :mod:`bayesym.layers.paths`.
+  layers from :mod:`bayesym.layers.paths`;
+* group kinds (``group_axis=True``), mapping group feature maps ``[N, C_in, |G|, H, W]`` to
+  ``[N, C_out, |G|, H, W]`` (images ``[N, C_in, H, W]`` with the option ``lifting=True``)
+  and accepting ``group`` (a D4 subgroup or its name, default ``"C4"``):
+  ``"gconv"`` (:class:`~bayesym.layers.group_conv.GroupConv2d` /
+  :class:`~bayesym.layers.group_conv.LiftingConv2d`), ``"conv+gconv"`` and
+  ``"ffc+conv+gconv"`` from :mod:`bayesym.layers.group_paths`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import nn
@@ -26,10 +33,19 @@ from torch import nn
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.group_paths import conv_plus_gconv, ffc_plus_conv_plus_gconv, group_conv_layer
 from bayesym.layers.paths import fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 
-__all__ = ["LAYER_KINDS", "LayerFactory", "layer_kinds", "make_layer", "register_layer_kind"]
+__all__ = [
+    "LAYER_KINDS",
+    "LayerFactory",
+    "LayerKind",
+    "layer_kind",
+    "layer_kinds",
+    "make_layer",
+    "register_layer_kind",
+]
 
 
 class LayerFactory(Protocol):
@@ -68,17 +84,45 @@ def _sconv(in_channels, out_channels, *, spatial, kernel_size, **options):
     return SparseConv2d(in_channels, out_channels, kernel_size, **options)
 
 
-LAYER_KINDS: dict[str, LayerFactory] = {
-    "fc": _fc,
-    "conv": _conv,
-    "ffc": _ffc,
-    "sfc": _sfc,
-    "sconv": _sconv,
-    "fc+conv": fc_plus_conv,
-    "ffc+conv": ffc_plus_conv,
-    "sfc+sconv": sfc_plus_sconv,
+def _gconv(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return group_conv_layer(in_channels, out_channels, kernel_size=kernel_size, **options)
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One registry entry.
+
+    Attributes:
+        factory: builds the layer (:class:`LayerFactory` signature).
+        group_axis: the layer maps group feature maps ``[N, C, |G|, H, W]`` (``C`` channels
+            per group element); its factory accepts ``group`` and ``lifting`` (``True`` for the
+            first layer of a network, whose input is an image).
+    """
+
+    factory: LayerFactory
+    group_axis: bool = False
+
+    def __post_init__(self) -> None:
+        if not callable(self.factory):
+            raise TypeError(f"LayerKind: factory must be callable, got {self.factory!r}")
+        if not isinstance(self.group_axis, bool):
+            raise TypeError(f"LayerKind: group_axis must be a bool, got {self.group_axis!r}")
+
+
+LAYER_KINDS: dict[str, LayerKind] = {
+    "fc": LayerKind(_fc),
+    "conv": LayerKind(_conv),
+    "ffc": LayerKind(_ffc),
+    "sfc": LayerKind(_sfc),
+    "sconv": LayerKind(_sconv),
+    "fc+conv": LayerKind(fc_plus_conv),
+    "ffc+conv": LayerKind(ffc_plus_conv),
+    "sfc+sconv": LayerKind(sfc_plus_sconv),
+    "gconv": LayerKind(_gconv, group_axis=True),
+    "conv+gconv": LayerKind(conv_plus_gconv, group_axis=True),
+    "ffc+conv+gconv": LayerKind(ffc_plus_conv_plus_gconv, group_axis=True),
 }
-"""The registry. Keys are layer kinds, values factories with the :class:`LayerFactory` signature."""
+"""The registry: layer kind -> :class:`LayerKind` (factory and feature-map layout)."""
 
 
 def layer_kinds() -> tuple[str, ...]:
@@ -86,12 +130,27 @@ def layer_kinds() -> tuple[str, ...]:
     return tuple(LAYER_KINDS)
 
 
-def register_layer_kind(kind: str, factory: LayerFactory, *, replace: bool = False) -> None:
+def layer_kind(kind: str) -> LayerKind:
+    """The registry entry of ``kind``.
+
+    Raises:
+        ValueError: for an unknown kind (the message lists the known ones).
+    """
+    try:
+        return LAYER_KINDS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown layer kind {kind!r}; known kinds: {list(LAYER_KINDS)}") from None
+
+
+def register_layer_kind(
+    kind: str, factory: LayerFactory, *, group_axis: bool = False, replace: bool = False
+) -> None:
     """Add ``kind`` to :data:`LAYER_KINDS`.
 
     Args:
         kind: the new kind's name.
         factory: callable with the :class:`LayerFactory` signature.
+        group_axis: see :class:`LayerKind`.
         replace: allow overwriting an existing kind.
 
     Raises:
@@ -104,7 +163,7 @@ def register_layer_kind(kind: str, factory: LayerFactory, *, replace: bool = Fal
         raise TypeError(f"register_layer_kind: factory for {kind!r} is not callable")
     if kind in LAYER_KINDS and not replace:
         raise ValueError(f"register_layer_kind: kind {kind!r} already exists (pass replace=True)")
-    LAYER_KINDS[kind] = factory
+    LAYER_KINDS[kind] = LayerKind(factory, group_axis=group_axis)
 
 
 def make_layer(
@@ -139,11 +198,9 @@ def make_layer(
         ['ffc', 'conv']
     """
     try:
-        factory = LAYER_KINDS[kind]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"make_layer: unknown layer kind {kind!r}; known kinds: {list(LAYER_KINDS)}"
-        ) from None
+        factory = layer_kind(kind).factory
+    except ValueError as err:
+        raise ValueError(f"make_layer: {err}") from None
     try:
         return factory(
             in_channels, out_channels, spatial=spatial, kernel_size=kernel_size, **options

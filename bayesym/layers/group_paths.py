@@ -1,0 +1,216 @@
+r"""Relaxed layers with a group-convolution path: F-FC + CONV + GCONV (App. A/B, Sec. 6.3).
+
+Feature maps of these layers carry a group axis (a subgroup ``G`` of D4, regular
+representation): a relaxed layer maps ``[N, C_in, |G|, H, W]`` to ``[N, C_out, |G|, H, W]``,
+or, as the *lifting* first layer of a network, images ``[N, C_in, H, W]`` to
+``[N, C_out, |G|, H, W]``. Following :class:`~bayesym.layers.paths.PathSum`:
+
+* the ``"gconv"`` path (:class:`~bayesym.layers.group_conv.GroupConv2d`, or
+  :class:`~bayesym.layers.group_conv.LiftingConv2d` when lifting) sees the group feature
+  maps as they are and is exactly equivariant to ``G`` (rotations/flips acting on the grid
+  and, by the regular representation, on the group axis) and to every cyclic shift;
+* the plain paths (``"fc"``, ``"ffc"``, ``"sfc"``, ``"conv"``, ``"sconv"``) see the channel
+  and group axes merged, ``[N, C_in |G|, H, W] -> [N, C_out |G|, H, W]`` with merged channel
+  ``c |G| + g``. ``"conv"``/``"sconv"`` commute with cyclic shifts but not with ``G``;
+  the FC kinds with neither.
+
+So with the FC path zero the layer is translation-equivariant; with the FC and CONV paths
+zero it is exactly ``G``-and-translation equivariant (Eq. (11) with the groups
+``{e}``, ``Z^2``, ``Z^2 x G``). The per-channel bias (shared over the group axis) sits in the
+``"gconv"`` path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from bayesym.groups.d4 import d4_subgroup
+from bayesym.groups.finite import FiniteGroup
+from bayesym.layers._checks import check_positive_int
+from bayesym.layers.conv import PaddingMode, SpatialConv2d
+from bayesym.layers.dense import SpatialLinear
+from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
+from bayesym.layers.paths import PathSum
+from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
+
+__all__ = [
+    "GROUP_PATH_KINDS",
+    "conv_plus_gconv",
+    "ffc_plus_conv_plus_gconv",
+    "group_conv_layer",
+    "group_path_sum",
+    "resolve_group",
+]
+
+GROUP_PATH_KINDS: tuple[str, ...] = ("fc", "ffc", "sfc", "conv", "sconv", "gconv")
+"""Path kinds :func:`group_path_sum` can combine."""
+
+
+def resolve_group(group: FiniteGroup | str) -> FiniteGroup:
+    """A subgroup of D4 from its name (``"C4"``, ``"D4"``, ...) or the group itself."""
+    if isinstance(group, str):
+        return d4_subgroup(group)
+    if not isinstance(group, FiniteGroup):
+        raise TypeError(
+            f"group must be a FiniteGroup or a D4 subgroup name, got {type(group).__name__}"
+        )
+    return group
+
+
+def group_conv_layer(
+    in_channels: int,
+    out_channels: int,
+    *,
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "C4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> nn.Module:
+    """GCONV: :class:`LiftingConv2d` if ``lifting`` else :class:`GroupConv2d` over ``group``."""
+    layer_class = LiftingConv2d if lifting else GroupConv2d
+    return layer_class(
+        in_channels,
+        out_channels,
+        kernel_size,
+        resolve_group(group),
+        padding_mode=padding_mode,
+        bias=bias,
+    )
+
+
+def group_path_sum(
+    paths: Sequence[str],
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "C4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> PathSum:
+    """A relaxed layer on group feature maps from path kinds (see the module docstring).
+
+    Args:
+        paths: path kinds from :data:`GROUP_PATH_KINDS`, including ``"gconv"``; they become
+            the keys of ``layer.paths`` in this order.
+        in_channels: ``C_in`` per group element (image channels when ``lifting``).
+        out_channels: ``C_out`` per group element.
+        spatial: ``(H, W)``.
+        kernel_size: filter size of the convolutional paths.
+        group: ``G <= D4`` or its name.
+        lifting: the input is an image ``[N, C_in, H, W]`` (first layer of a network).
+        padding_mode: padding of every convolutional path.
+        bias: per-output-channel bias in the ``"gconv"`` path (shared over the group axis).
+
+    Returns:
+        A :class:`PathSum` with ``group_paths=("gconv",)``.
+
+    Raises:
+        ValueError: for unknown or repeated path kinds, or no ``"gconv"`` path.
+
+    Example:
+        >>> layer = group_path_sum(["ffc", "conv", "gconv"], 2, 3, spatial=(4, 4))
+        >>> list(layer.paths), layer.out_group_size
+        (['ffc', 'conv', 'gconv'], 4)
+    """
+    owner = "group_path_sum"
+    unknown = [p for p in paths if p not in GROUP_PATH_KINDS]
+    if unknown or len(set(paths)) != len(paths) or "gconv" not in paths:
+        raise ValueError(
+            f"{owner}: paths must be distinct kinds from {GROUP_PATH_KINDS} including 'gconv', "
+            f"got {list(paths)}"
+        )
+    check_positive_int(in_channels, name="in_channels", owner=owner)
+    check_positive_int(out_channels, name="out_channels", owner=owner)
+    g = resolve_group(group)
+    size = g.order
+    plain_in = in_channels if lifting else in_channels * size
+    plain_out = out_channels * size
+    builders = {
+        "fc": lambda: SpatialLinear(plain_in, plain_out, spatial=spatial, bias=False),
+        "ffc": lambda: FactoredLinear(plain_in, plain_out, spatial=spatial, bias=False),
+        "sfc": lambda: SparseFactoredLinear(plain_in, plain_out, spatial=spatial, bias=False),
+        "conv": lambda: SpatialConv2d(
+            plain_in, plain_out, kernel_size, padding_mode=padding_mode, bias=False
+        ),
+        "sconv": lambda: SparseConv2d(
+            plain_in, plain_out, kernel_size, padding_mode=padding_mode, bias=False
+        ),
+        "gconv": lambda: group_conv_layer(
+            in_channels,
+            out_channels,
+            kernel_size=kernel_size,
+            group=g,
+            lifting=lifting,
+            padding_mode=padding_mode,
+            bias=bias,
+        ),
+    }
+    return PathSum(
+        {name: builders[name]() for name in paths},
+        group_paths=("gconv",),
+        in_group_size=None if lifting else size,
+        out_group_size=size,
+    )
+
+
+def ffc_plus_conv_plus_gconv(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "C4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> PathSum:
+    """F-FC + CONV + GCONV (Sec. 6.3): paths ``"ffc"``, ``"conv"``, ``"gconv"``.
+
+    Weights (non-lifting): ``2 (C' |G|)(C |G|) XY + (C' |G|)(C |G|) S^2 + C' C |G| S^2``.
+    """
+    return group_path_sum(
+        ("ffc", "conv", "gconv"),
+        in_channels,
+        out_channels,
+        spatial=spatial,
+        kernel_size=kernel_size,
+        group=group,
+        lifting=lifting,
+        padding_mode=padding_mode,
+        bias=bias,
+    )
+
+
+def conv_plus_gconv(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "D4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> PathSum:
+    """CONV + GCONV: a ``C_1`` layer in parallel with a ``G`` layer (EquiNAS's RPP baseline).
+
+    Paths ``"conv"`` (on the merged channel/group axes) and ``"gconv"``.
+    """
+    return group_path_sum(
+        ("conv", "gconv"),
+        in_channels,
+        out_channels,
+        spatial=spatial,
+        kernel_size=kernel_size,
+        group=group,
+        lifting=lifting,
+        padding_mode=padding_mode,
+        bias=bias,
+    )
