@@ -14,7 +14,9 @@ from curvature.adapters.base import (
     InputStatistic,
     ModuleAdapter,
     covariance,
+    parameter_tangents,
     project_rows,
+    tangent_ggn,
 )
 from curvature.adapters.conv import Conv2dAdapter, conv2d_patches
 from curvature.adapters.linear import LinearAdapter
@@ -69,7 +71,9 @@ __all__ = [
     "adapter_for",
     "conv2d_patches",
     "covariance",
+    "parameter_tangents",
     "project_rows",
+    "tangent_ggn",
     "register_adapter",
     "supported_modules",
     # errors

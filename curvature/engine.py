@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,6 +135,16 @@ class _Session:
     plans: list[_ModulePlan]
     approx: Approx
     captures: list[_Capture] = field(default_factory=list)
+    busy: bool = False  # an adapter is computing: its own forward calls are not captured
+
+    @contextmanager
+    def adapter_call(self):
+        """Mark an adapter computation (hooks ignore the forward passes it may run)."""
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
 
 
 def _qualified(module_name: str, attr: str) -> str:
@@ -217,6 +228,8 @@ def _plan(
 
 def _forward_hook(session: _Session, plan: _ModulePlan):
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if session.busy:
+            return
         if not isinstance(output, Tensor):
             raise UnsupportedModuleError(
                 f"module {plan.name!r} ({type(module).__name__}) returned "
@@ -227,7 +240,7 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
                 f"module {plan.name!r}: its output does not require grad (was it called under "
                 "torch.no_grad()?)"
             )
-        with torch.no_grad():
+        with torch.no_grad(), session.adapter_call():
             result = plan.adapter.forward_statistics(module, inputs, output, session.approx)
         if len(result.inputs) != len(plan.accumulators):
             raise UnsupportedModuleError(
@@ -299,7 +312,10 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
     for grads_per_output in _gradient_chunks(f, outputs, directions, mode, chunk):
         for cap, grads in zip(captures, grads_per_output, strict=True):
             plan = cap.plan
-            stats = plan.adapter.backward_statistics(plan.module, cap.state, grads, session.approx)
+            with torch.no_grad(), session.adapter_call():
+                stats = plan.adapter.backward_statistics(
+                    plan.module, cap.state, grads, session.approx
+                )
             if len(stats) != len(plan.accumulators):
                 raise UnsupportedModuleError(
                     f"{type(plan.adapter).__name__} returned {len(stats)} output statistics for "

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from curvature.factors import Factor
@@ -44,7 +45,9 @@ __all__ = [
     "InputStatistic",
     "ModuleAdapter",
     "covariance",
+    "parameter_tangents",
     "project_rows",
+    "tangent_ggn",
 ]
 
 Approx = Literal["expand", "reduce"]
@@ -190,3 +193,60 @@ def rows_for(x: Tensor) -> tuple[Tensor, int, int]:
     n, d = x.shape[0], x.shape[-1]
     rows = x.reshape(n, -1, d)
     return rows, n, rows.shape[1]
+
+
+def parameter_tangents(module: nn.Module, inputs: tuple[Any, ...], names: Sequence[str]) -> Tensor:
+    """Exact output derivatives ``∂y / ∂θ_k`` for every entry ``k`` of a few small parameters.
+
+    Forward-mode AD (``torch.func.jvp``) through the module's own forward, one tangent per
+    scalar entry, so the cost is ``Σ numel`` forward passes: meant for a handful of scalars
+    (a homotopy coefficient, RBF lengthscales), whose exact GGN block is then
+    :func:`tangent_ggn`. Runs inside an adapter call, so the engine does not capture it.
+
+    Args:
+        module: the module.
+        inputs: its forward inputs.
+        names: attribute names of the parameters (flattened and concatenated in this order).
+
+    Returns:
+        ``[N, K, *y.shape[1:]]`` with ``K = Σ numel``.
+    """
+    from torch.func import functional_call, jvp
+
+    primals = {n: getattr(module, n).detach() for n in names}
+    total = sum(p.numel() for p in primals.values())
+
+    def call(params: dict[str, Tensor]) -> Tensor:
+        return functional_call(module, params, inputs)
+
+    tangents = []
+    for k in range(total):
+        ref = next(iter(primals.values()))
+        flat = torch.zeros(total, dtype=ref.dtype, device=ref.device)
+        flat[k] = 1.0
+        direction, offset = {}, 0
+        for n, p in primals.items():
+            direction[n] = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
+        _, tangent = jvp(call, (primals,), (direction,))
+        tangents.append(tangent)
+    return torch.stack(tangents, dim=1)
+
+
+def tangent_ggn(tangents: Tensor, output_grads: Tensor) -> Tensor:
+    """Exact GGN block ``Σ_{s,n} j jᵀ`` with ``j_{s,n,k} = <∂f/∂y_n (v_s), ∂y_n/∂θ_k>``.
+
+    Args:
+        tangents: ``[N, K, *y.shape[1:]]`` from :func:`parameter_tangents`.
+        output_grads: ``[S, N, *y.shape[1:]]``.
+
+    Returns:
+        ``[K, K]``.
+    """
+    n, k = tangents.shape[:2]
+    j = torch.einsum(
+        "nkd,snd->snk",
+        tangents.reshape(n, k, -1),
+        output_grads.reshape(output_grads.shape[0], n, -1),
+    )
+    return covariance(j.reshape(-1, k))

@@ -156,3 +156,44 @@ def registry() -> dict:
         TinyFactoredLinear: TinyFactoredLinearAdapter(),
         AnchorLinear: AnchorLinearAdapter(),
     }
+
+
+class ScaledLinear(nn.Module):
+    """``y = exp(τ) · (W x)``: a Kronecker block for ``W`` and an exact dense block for ``τ``."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d_out, d_in) / d_in**0.5)
+        self.log_scale = nn.Parameter(torch.tensor([0.3]))
+        self.inner = nn.Linear(d_in, d_in)  # a registered child: must not be captured twice
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.log_scale.exp() * (self.inner(x) @ self.weight.T)
+
+
+class ScaledLinearAdapter(ModuleAdapter):
+    def blocks(self, module):
+        d_out, d_in = module.weight.shape
+        return (
+            BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, d_in),
+            BlockSpec("log_scale", (("log_scale", 0, 1),), "dense", 1),
+        )
+
+    def forward_statistics(self, module, inputs, output, approx):
+        from curvature import parameter_tangents
+
+        a = module.inner(inputs[0])  # recomputed inside the adapter call: not captured
+        tangents = parameter_tangents(module, inputs, ["log_scale"])
+        return ForwardResult(
+            (InputStatistic(DenseFactor(covariance(a)), a.shape[0]), None), state=tangents
+        )
+
+    def backward_statistics(self, module, state, output_grads, approx):
+        from curvature import tangent_ggn
+
+        g = output_grads * module.log_scale.exp()  # ∂f/∂(W a)
+        return (covariance(g.reshape(-1, g.shape[-1])), tangent_ggn(state, output_grads))
+
+
+def registry_with_scaled() -> dict:
+    return {**registry(), ScaledLinear: ScaledLinearAdapter()}

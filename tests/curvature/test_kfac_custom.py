@@ -126,3 +126,25 @@ def test_uncovered_parameter_is_an_error_unless_excluded(float64):
         compute_kfac(model, (x, y), registry=registry())
     kfac = compute_kfac(model, (x, y), registry=registry(), exclude=["0.basis"])
     assert "0.anchor_values" in kfac.names
+
+
+def test_small_parameters_get_exact_dense_blocks_via_jvp(float64):
+    from custom_layers import ScaledLinear, registry_with_scaled
+
+    model = nn.Sequential(ScaledLinear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(1, 3), torch.tensor([0])
+    kfac = assert_exact(model, x, registry_with_scaled())
+    assert kfac.names == [
+        "0.weight",
+        "0.log_scale",
+        "0.inner.weight",
+        "0.inner.bias",
+        "2.weight",
+        "2.bias",
+    ]
+    # A dense block is the exact GGN block for any amount of data.
+    x = torch.randn(9, 3)
+    kfac = compute_kfac(model, (x, torch.randint(0, 3, (9,))), registry=registry_with_scaled())
+    dense, layout = exact_ggn(model, x), parameter_layout(model)
+    got = kfac["0.log_scale"].to_dense()
+    assert torch.allclose(got, block(dense, layout, kfac["0.log_scale"].params), atol=1e-12)
