@@ -4,9 +4,14 @@ import pytest
 import torch
 
 from bayesym.backbones import LayerwiseBackbone, LayerwiseBackboneConfig, block_plan
-from bayesym.groups import translation_group
+from bayesym.groups import d4_subgroup, translation_group
 from bayesym.layers import PathSum, PolyphaseSubsample2d
-from bayesym.testing import assert_not_equivariant, translation_action, trivial_action
+from bayesym.testing import (
+    assert_not_equivariant,
+    image_action,
+    translation_action,
+    trivial_action,
+)
 
 SOME_SHIFTS = [1, 7, 9, 30, 63]  # element indices of T(8x8): (0,1), (0,7), (1,1), (3,6), (7,7)
 
@@ -83,6 +88,16 @@ def test_strict_backbone_is_invariant_to_every_cyclic_shift(float64, kind, size,
     net.train(mode == "train")
     x = torch.randn(2, 2, size, size)
     assert_invariant_to_all_shifts(net, x)
+
+
+def test_strict_conv_backbone_is_not_invariant_outside_its_group(float64):
+    config = LayerwiseBackboneConfig(
+        "conv", width=1, in_channels=1, num_classes=3, input_size=(8, 8)
+    )
+    net = LayerwiseBackbone(config)
+    d4 = d4_subgroup("D4")
+    x = torch.randn(2, 1, 8, 8)
+    assert_not_equivariant(net, range(1, 8), x, image_action(d4), trivial_action(), require="all")
 
 
 def test_relaxed_backbone_is_measurably_not_invariant(float64):

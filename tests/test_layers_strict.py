@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bayesym.groups import translation_group
+from bayesym.groups import d4_subgroup, translation_group
 from bayesym.layers import (
     PADDING_MODES,
     FactoredLinear,
@@ -15,7 +15,12 @@ from bayesym.layers import (
     SpatialConv2d,
     SpatialLinear,
 )
-from bayesym.testing import assert_equivariant, assert_not_equivariant, translation_action
+from bayesym.testing import (
+    assert_equivariant,
+    assert_not_equivariant,
+    image_action,
+    translation_action,
+)
 
 TOL = 1e-10
 
@@ -211,6 +216,17 @@ def test_circular_conv_and_sparse_conv_commute_with_every_cyclic_shift(float64):
         assert_shift_equivariant(layer, x)
 
 
+def test_conv_layers_are_not_equivariant_to_elements_outside_the_translations(float64):
+    """Rotations and flips are outside CONV's group: every non-identity D4 element fails."""
+    d4 = d4_subgroup("D4")
+    x = torch.randn(2, 2, 5, 5)
+    for layer in (SpatialConv2d(2, 3, 3), SparseConv2d(2, 3, 3)):
+        assert layer.symmetry.point_group is None
+        assert_not_equivariant(
+            layer, range(1, 8), x, image_action(d4), image_action(d4), require="all"
+        )
+
+
 def test_circular_conv_is_equivariant_on_maps_smaller_than_the_filter(float64):
     layer = SpatialConv2d(2, 2, 5)
     x = torch.randn(1, 2, 2, 3)
@@ -275,6 +291,10 @@ def test_wrong_input_shape_names_the_layer_and_the_shapes():
         layer(torch.randn(1, 2, 4, 5))
     with pytest.raises(ValueError, match=r"SpatialConv2d.*\[N, 3, H, W\].*\[1, 2, 4, 4\]"):
         SpatialConv2d(3, 1)(torch.randn(1, 2, 4, 4))
+    with pytest.raises(
+        TypeError, match=r"SpatialLinear.*input dtype torch.float32 differs.*float64"
+    ):
+        SpatialLinear(1, 1, spatial=(2, 2)).double()(torch.ones(1, 1, 2, 2))
     with pytest.raises(TypeError, match="floating-point"):
         SpatialConv2d(1, 1)(torch.ones(1, 1, 3, 3, dtype=torch.int64))
 

@@ -63,9 +63,9 @@ def check_feature_map(
     owner: object,
     channels: int,
     spatial: tuple[int, int] | None = None,
-    group_size: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Check that ``x`` is a floating feature map of the expected shape.
+    """Check that ``x`` is a floating feature map ``[N, C, H, W]`` of the expected shape.
 
     Args:
         x: the input to check.
@@ -73,13 +73,13 @@ def check_feature_map(
             the ``repr`` is only computed when raising.
         channels: expected channel count ``C``.
         spatial: expected ``(H, W)``, or None if any size is accepted.
-        group_size: if given, the input must be ``[N, C, |G|, H, W]``, else ``[N, C, H, W]``.
+        dtype: the layer's parameter dtype the input must match, or None.
 
     Returns:
         ``x`` unchanged.
 
     Raises:
-        TypeError: if ``x`` is not a floating-point tensor.
+        TypeError: if ``x`` is not a floating-point tensor or has another dtype than ``dtype``.
         ValueError: if the shape does not match.
     """
     if not isinstance(x, torch.Tensor):
@@ -89,10 +89,7 @@ def check_feature_map(
         owner = _describe(owner)
         raise TypeError(f"{owner}: expected a floating-point input, got dtype {x.dtype}")
     height, width = spatial if spatial is not None else ("H", "W")
-    if group_size is None:
-        expected = ["N", channels, height, width]
-    else:
-        expected = ["N", channels, group_size, height, width]
+    expected = ["N", channels, height, width]
     shape = list(x.shape)
     ok = len(shape) == len(expected) and all(
         isinstance(e, str) or e == s for e, s in zip(expected, shape, strict=True)
@@ -101,4 +98,7 @@ def check_feature_map(
         owner = _describe(owner)
         layout = ", ".join(str(e) for e in expected)
         raise ValueError(f"{owner}: expected input of shape [{layout}], got {shape}")
+    if dtype is not None and x.dtype != dtype:
+        owner = _describe(owner)
+        raise TypeError(f"{owner}: input dtype {x.dtype} differs from the parameters' {dtype}")
     return x

@@ -157,7 +157,7 @@ class SpatialConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the convolution to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels)
+        check_feature_map(x, owner=self, channels=self.in_channels, dtype=self.weight.dtype)
         return same_conv2d(x, self.weight, self.bias, self.padding_mode)
 
     def extra_repr(self) -> str:

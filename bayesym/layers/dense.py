@@ -94,7 +94,9 @@ class SpatialLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``y = W x + b`` to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels, spatial=self.spatial)
+        check_feature_map(
+            x, owner=self, channels=self.in_channels, spatial=self.spatial, dtype=self.weight.dtype
+        )
         unit_bias = self.bias if self.bias_kind == "unit" else None
         y = F.linear(x.flatten(1), self.weight, unit_bias)
         y = y.view(x.shape[0], self.out_channels, *self.spatial)

@@ -118,7 +118,9 @@ class FactoredLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply Eq. (5) to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels, spatial=self.spatial)
+        check_feature_map(
+            x, owner=self, channels=self.in_channels, spatial=self.spatial, dtype=self.theta1.dtype
+        )
         y = factored_linear(x.flatten(2), self.theta1, self.theta2, self.bias)
         return y.view(x.shape[0], self.out_channels, *self.spatial)
 

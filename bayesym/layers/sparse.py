@@ -126,7 +126,7 @@ class SparseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x: [N, C_in, H, W]`` with the interpolated filter -> ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels)
+        check_feature_map(x, owner=self, channels=self.in_channels, dtype=self.anchor_values.dtype)
         return same_conv2d(x, self.filter(), self.bias, self.padding_mode)
 
     def extra_repr(self) -> str:
@@ -243,7 +243,13 @@ class SparseFactoredLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply Eq. (7) to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels, spatial=self.spatial)
+        check_feature_map(
+            x,
+            owner=self,
+            channels=self.in_channels,
+            spatial=self.spatial,
+            dtype=self.anchor_values_in.dtype,
+        )
         theta1, theta2 = self.factors()
         y = factored_linear(x.flatten(2), theta1, theta2, self.bias)
         return y.view(x.shape[0], self.out_channels, *self.spatial)
