@@ -231,6 +231,14 @@ class FiniteGroup:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, order={self.order})"
 
+    # Groups are immutable and compared by identity (``group.root is dihedral4()``), so
+    # copying a module that holds a group must keep the very same group object.
+    def __copy__(self) -> FiniteGroup:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> FiniteGroup:
+        return self
+
     def _check(self, a: int) -> int:
         if isinstance(a, Tensor) and a.numel() == 1:
             a = int(a)

@@ -22,6 +22,7 @@ from bayesym.layers.mixed import (
     architecture_parameters,
     weight_parameters,
 )
+from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_linear
 from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.registry import (
     LAYER_KINDS,
@@ -89,3 +90,6 @@ __all__ += [
     "architecture_parameters",
     "weight_parameters",
 ]
+
+# The equivariance relaxation morphism (EquiNAS_E).
+__all__ += ["adapt_input_layout", "relax", "relax_pooled_linear"]

@@ -1,0 +1,362 @@
+"""The EquiNAS backbone: lifting + group convolutions with per-layer groups (EquiNAS App. B).
+
+Architecture (App. B of the EquiNAS paper, widths scaled by ``width`` for CPU use):
+
+* ``depth`` convolution blocks (paper: 8): block 0 is a lifting convolution, the others
+  group convolutions; each is followed by an equivariant batch norm
+  (:class:`~bayesym.layers.group_norm.GroupBatchNorm`, statistics shared over the group
+  axis) and a ReLU; a D4-symmetric stride-2 average pool
+  (:class:`~bayesym.layers.group_pool.SymmetricAvgPool2d`) follows every ``pool_every``-th
+  block except the last (paper: every other layer; 28 -> 14 -> 7 -> 4, 16 -> 8 -> 4 -> 2).
+* Channels: the first half of the blocks has ``width`` D4-channels, the second half
+  ``2·width`` (paper: 16 and 32); a block over ``K`` has ``[D4:K]`` times as many channels,
+  so every block has the same width once expanded to a plain convolution (EquiNAS Sec. 6).
+* Head: mean (or max) pooling over the group axis, global spatial mean, then
+  ``Linear -> BatchNorm1d -> ReLU -> Linear`` to the classes.
+
+Per-layer groups must be non-increasing with depth (``G_{l+1} <= G_l``). Between blocks
+whose groups differ, the G-feature map is re-read as a ``G_{l+1}``-feature map
+(:func:`~bayesym.groups.restriction.restrict_feature_map`). With ``layer_type="mixed"``
+the blocks are [G]-mixed layers (EquiNAS_D) whose ``groups`` are the layout groups
+(default D4) mixing all named subgroups of each.
+
+A strict backbone (every block over ``G``) has G-invariant logits in train and eval mode.
+:meth:`EquiNASNet.relax_layer` applies the relaxation morphism to one block (EquiNAS_E),
+returning a new network with identical logits; :meth:`EquiNASNet.relaxations` lists the
+allowed ``(block, subgroup)`` moves that keep the groups non-increasing.
+
+Example:
+    >>> import torch
+    >>> net = EquiNASNet(EquiNASConfig(width=1, depth=4), groups="C4")
+    >>> net(torch.randn(2, 1, 16, 16)).shape
+    torch.Size([2, 10])
+    >>> child = net.eval().relax_layer(3, "C2")
+    >>> [g.name for g in child.groups]
+    ['C4', 'C4', 'C4', 'C2']
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from bayesym.groups.d4 import d4_subgroup, dihedral4
+from bayesym.groups.finite import FiniteGroup, coset_index, is_subgroup
+from bayesym.groups.lattice import d4_lattice
+from bayesym.groups.restriction import restrict_feature_map
+from bayesym.layers.conv import PaddingMode, check_padding_mode
+from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d, check_d4_subgroup
+from bayesym.layers.group_norm import GroupBatchNorm
+from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
+from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
+from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_linear
+
+__all__ = ["EquiNASBlock", "EquiNASConfig", "EquiNASNet"]
+
+GroupSpec = str | FiniteGroup
+
+
+@dataclass(frozen=True)
+class EquiNASConfig:
+    """Sizes and options of :class:`EquiNASNet`.
+
+    Attributes:
+        in_channels: Image channels.
+        num_classes: Output logits.
+        width: D4-channels of the first half of the blocks (second half: ``2·width``);
+            paper: 16.
+        depth: Number of convolution blocks (paper: 8), at least 2.
+        kernel_size: Odd kernel size.
+        pool_every: Stride-2 pooling after every ``pool_every``-th block except the last
+            (paper: 2); 0 disables pooling.
+        hidden_features: Width of the hidden linear layer (default ``16·width``).
+        padding_mode: ``"circular"`` (default), ``"zeros"``, ``"reflect"`` or ``"replicate"``.
+        group_pooling: ``"mean"`` (paper; needed by :meth:`EquiNASNet.relax_layer` on the
+            last block) or ``"max"``.
+        layer_type: ``"fixed"`` (one group per block) or ``"mixed"`` ([G]-mixed blocks).
+    """
+
+    in_channels: int = 1
+    num_classes: int = 10
+    width: int = 2
+    depth: int = 8
+    kernel_size: int = 3
+    pool_every: int = 2
+    hidden_features: int | None = None
+    padding_mode: PaddingMode = "circular"
+    group_pooling: Literal["mean", "max"] = "mean"
+    layer_type: Literal["fixed", "mixed"] = "fixed"
+
+    def __post_init__(self) -> None:
+        positive = {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "width": self.width,
+            "kernel_size": self.kernel_size,
+        }
+        if self.hidden_features is not None:
+            positive["hidden_features"] = self.hidden_features
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"EquiNASConfig: {name} must be an int >= 1, got {value!r}")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
+            raise ValueError(f"EquiNASConfig: depth must be an int >= 2, got {self.depth!r}")
+        if isinstance(self.pool_every, bool) or not isinstance(self.pool_every, int):
+            raise ValueError(f"EquiNASConfig: pool_every must be an int, got {self.pool_every!r}")
+        if self.pool_every < 0:
+            raise ValueError(f"EquiNASConfig: pool_every must be >= 0, got {self.pool_every}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"EquiNASConfig: kernel_size must be odd, got {self.kernel_size}")
+        check_padding_mode(self.padding_mode, owner="EquiNASConfig")
+        if self.group_pooling not in ("mean", "max"):
+            raise ValueError(
+                f"EquiNASConfig: group_pooling must be 'mean' or 'max', got {self.group_pooling!r}"
+            )
+        if self.layer_type not in ("fixed", "mixed"):
+            raise ValueError(
+                f"EquiNASConfig: layer_type must be 'fixed' or 'mixed', got {self.layer_type!r}"
+            )
+
+    def base_channels(self, block: int) -> int:
+        """D4-channels of ``block``: ``width`` in the first half, ``2·width`` after."""
+        return self.width if block < self.depth // 2 else 2 * self.width
+
+    def pools_after(self, block: int) -> bool:
+        """Whether a stride-2 pool follows ``block``."""
+        return self.pool_every > 0 and (block + 1) % self.pool_every == 0 and block < self.depth - 1
+
+
+class EquiNASBlock(nn.Module):
+    """Re-read the input to ``conv.group`` if needed, then conv -> norm -> ReLU (-> pool).
+
+    Args:
+        conv: Lifting / group (or mixed) convolution.
+        norm: :class:`~bayesym.layers.group_norm.GroupBatchNorm` over the conv's group.
+        pool: Whether to apply :class:`~bayesym.layers.group_pool.SymmetricAvgPool2d`.
+        in_group: Group of the incoming feature map (``None`` for images).
+
+    Input: ``[N, C_in, H, W]`` (lifting) or ``[N, C, |in_group|, H, W]``;
+    output ``[N, C_out, |G|, H', W']``.
+    """
+
+    def __init__(
+        self, conv: nn.Module, norm: GroupBatchNorm, pool: bool, in_group: FiniteGroup | None
+    ) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norm = norm
+        self.pool = SymmetricAvgPool2d() if pool else None
+        self.in_group = in_group
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block (class docstring)."""
+        if self.in_group is not None and self.in_group is not self.conv.group:
+            x = restrict_feature_map(x, self.in_group, self.conv.group)
+        x = torch.relu(self.norm(self.conv(x)))
+        return x if self.pool is None else self.pool(x)
+
+
+def _resolve(group: GroupSpec, owner: str) -> FiniteGroup:
+    if isinstance(group, str):
+        return d4_subgroup(group)
+    return check_d4_subgroup(group, owner)
+
+
+class EquiNASNet(nn.Module):
+    """The EquiNAS network with one group per block (module docstring).
+
+    Args:
+        config: Sizes and options.
+        groups: One group (name or object) for every block, or a single one for all
+            blocks (default ``"D4"``). Must be non-increasing with depth. For
+            ``layer_type="mixed"`` these are the layout groups.
+        components: Mixed blocks only: component groups of every block (default: the
+            named D4 subgroups of each layout group).
+
+    Attributes:
+        blocks: ``nn.ModuleList`` of :class:`EquiNASBlock`.
+        group_pool: :class:`~bayesym.layers.group_pool.GroupPool`.
+        head: ``Linear -> BatchNorm1d -> ReLU -> Linear``.
+
+    Raises:
+        ValueError: Wrong number of groups, increasing groups, unknown group names; on call,
+            wrong input shape.
+    """
+
+    def __init__(
+        self,
+        config: EquiNASConfig,
+        groups: GroupSpec | Sequence[GroupSpec] = "D4",
+        *,
+        components: Sequence[GroupSpec] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, EquiNASConfig):
+            raise TypeError(f"EquiNASNet: config must be an EquiNASConfig, got {config!r}")
+        if isinstance(groups, (str, FiniteGroup)):
+            groups = [groups] * config.depth
+        resolved = [_resolve(g, "EquiNASNet") for g in groups]
+        if len(resolved) != config.depth:
+            raise ValueError(
+                f"EquiNASNet: got {len(resolved)} groups for depth {config.depth}: "
+                f"{[g.name for g in resolved]}"
+            )
+        for i in range(1, len(resolved)):
+            if not is_subgroup(resolved[i], resolved[i - 1]):
+                raise ValueError(
+                    f"EquiNASNet: groups must be non-increasing with depth, but block {i} "
+                    f"({resolved[i].name}) is not a subgroup of block {i - 1} "
+                    f"({resolved[i - 1].name})"
+                )
+        if components is not None and config.layer_type != "mixed":
+            raise ValueError("EquiNASNet: components are only used with layer_type='mixed'")
+        mixed_components = (
+            None if components is None else [_resolve(k, "EquiNASNet") for k in components]
+        )
+        self.config = config
+        d4 = dihedral4()
+        blocks, in_channels, in_group = [], config.in_channels, None
+        for i, group in enumerate(resolved):
+            channels = config.base_channels(i) * coset_index(d4, group)
+            options = {"padding_mode": config.padding_mode, "bias": False}
+            if config.layer_type == "mixed":
+                cls = MixedLiftingConv2d if i == 0 else MixedGroupConv2d
+                kept = mixed_components
+                if kept is not None:
+                    kept = [k for k in kept if is_subgroup(k, group)]
+                options["components"] = kept
+            else:
+                cls = LiftingConv2d if i == 0 else GroupConv2d
+            if in_group is not None:
+                in_channels *= coset_index(in_group, group)
+            conv = cls(in_channels, channels, config.kernel_size, group, **options)
+            norm = GroupBatchNorm(channels, group)
+            blocks.append(EquiNASBlock(conv, norm, config.pools_after(i), in_group))
+            in_channels, in_group = channels, group
+        self.blocks = nn.ModuleList(blocks)
+        self.group_pool = GroupPool(config.group_pooling)
+        hidden = config.hidden_features or 16 * config.width
+        self.head = nn.Sequential(
+            nn.Linear(in_channels, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, config.num_classes),
+        )
+
+    @property
+    def groups(self) -> tuple[FiniteGroup, ...]:
+        """The group of every block (layout groups for mixed blocks)."""
+        return tuple(block.conv.group for block in self.blocks)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Invariant features ``[N, C_last]`` (group then spatial pooling)."""
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"EquiNASNet: expected images [N, {self.config.in_channels}, H, W], "
+                f"got {list(x.shape)}"
+            )
+        for block in self.blocks:
+            x = block(x)
+        return self.group_pool(x).mean(dim=(-2, -1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [N, C_in, H, W]`` -> logits ``[N, num_classes]``."""
+        return self.head(self.features(x))
+
+    # --- relaxation (EquiNAS_E) ------------------------------------------------------------
+    def relaxations(self) -> tuple[tuple[int, FiniteGroup], ...]:
+        """Every ``(block, H)`` with ``G_{block+1} <= H < G_block`` among the named subgroups.
+
+        These are the children EquiNAS_E may create: relaxing one block to a proper
+        subgroup while keeping the groups non-increasing with depth.
+        """
+        if self.config.layer_type != "fixed":
+            return ()
+        lattice, groups = d4_lattice(), self.groups
+        moves = []
+        for i, group in enumerate(groups):
+            lower = groups[i + 1] if i + 1 < len(groups) else d4_subgroup("C1")
+            for sub in lattice.between(lower=lattice.group(lower), upper=lattice.group(group)):
+                if sub is not lattice.group(group):
+                    moves.append((i, sub))
+        return tuple(moves)
+
+    def relax_layer(self, block: int, subgroup: GroupSpec) -> EquiNASNet:
+        """A copy of the network with ``block`` relaxed to ``subgroup``; identical logits.
+
+        The block's convolution and norm are relaxed (:func:`~bayesym.layers.morphism.relax`);
+        the changed feature-map layouts around it are absorbed into the relaxed block's and
+        the next block's weights (:func:`~bayesym.layers.morphism.adapt_input_layout`), or
+        into the first head layer when the last block is relaxed
+        (:func:`~bayesym.layers.morphism.relax_pooled_linear`). ``self`` is unchanged.
+
+        Raises:
+            TypeError: Mixed networks (they are relaxed through their architecture weights).
+            ValueError: Bad block index, ``subgroup`` not ``<=`` the block's group, the next
+                block's group not ``<= subgroup``, or max group pooling with the last block.
+        """
+        if self.config.layer_type != "fixed":
+            raise TypeError("EquiNASNet.relax_layer: only networks with layer_type='fixed'")
+        depth = len(self.blocks)
+        if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block < depth:
+            raise ValueError(
+                f"EquiNASNet.relax_layer: block must be in 0..{depth - 1}, got {block!r}"
+            )
+        sub = _resolve(subgroup, "EquiNASNet.relax_layer")
+        group = self.groups[block]
+        if not is_subgroup(sub, group):
+            raise ValueError(
+                f"EquiNASNet.relax_layer: {sub.name} is not a subgroup of block {block}'s "
+                f"group {group.name}"
+            )
+        if block + 1 < depth and not is_subgroup(self.groups[block + 1], sub):
+            raise ValueError(
+                f"EquiNASNet.relax_layer: block {block + 1} has group "
+                f"{self.groups[block + 1].name}, which is not a subgroup of {sub.name}; groups "
+                "must stay non-increasing with depth"
+            )
+        if block + 1 == depth and self.config.group_pooling != "mean" and sub is not group:
+            raise ValueError(
+                "EquiNASNet.relax_layer: relaxing the last block preserves the function only "
+                "with group_pooling='mean'"
+            )
+        new = copy.deepcopy(self)
+        if sub is group:
+            return new
+        target = new.blocks[block]
+        relaxed = relax(target.conv, sub)
+        if target.in_group is not None:
+            prev = target.in_group
+            labels = _labels(self.blocks[block - 1].conv.out_channels, prev)
+            expected = _restrict(_restrict(labels, prev, group), group, sub)
+            provided = _restrict(labels, prev, sub)
+            relaxed = adapt_input_layout(relaxed, expected, provided)
+        target.conv = relaxed
+        target.norm = relax(target.norm, sub)
+        if block + 1 < depth:
+            following = new.blocks[block + 1]
+            later = following.conv.group
+            labels = _labels(self.blocks[block].conv.out_channels, group)
+            expected = _restrict(labels, group, later)
+            provided = _restrict(_restrict(labels, group, sub), sub, later)
+            following.conv = adapt_input_layout(following.conv, expected, provided)
+            following.in_group = sub
+        else:
+            new.head[0] = relax_pooled_linear(new.head[0], coset_index(group, sub))
+        return new
+
+
+def _labels(channels: int, group: FiniteGroup) -> Tensor:
+    """Distinct integer labels of a ``[channels, |G|]`` feature map (as ``[C, |G|, 1, 1]``)."""
+    return torch.arange(channels * group.order).reshape(channels, group.order, 1, 1)
+
+
+def _restrict(labels: Tensor, group: FiniteGroup, sub: FiniteGroup) -> Tensor:
+    if labels.dim() == 2:
+        labels = labels[:, :, None, None]
+    return restrict_feature_map(labels, group, sub)[:, :, 0, 0]
