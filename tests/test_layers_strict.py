@@ -120,6 +120,15 @@ def test_factored_linear_equals_the_dense_weight_it_factorises(float64):
     torch.testing.assert_close(layer(x), expected.view(5, c_out, h, w), rtol=0, atol=TOL)
 
 
+def test_factored_intermediate_is_the_input_of_theta1(float64):
+    layer = FactoredLinear(2, 3, spatial=(2, 3))
+    x = torch.randn(4, 2, 2, 3)
+    x1 = layer.intermediate(x)
+    assert x1.shape == (4, 3, 2)
+    expected = torch.einsum("oiq,noi->noq", layer.theta1, x1) + layer.bias.view(1, -1, 1)
+    torch.testing.assert_close(layer(x), expected.view(4, 3, 2, 3), rtol=0, atol=TOL)
+
+
 def test_spatial_linear_is_equation_1(float64):
     c_in, c_out, h, w = 2, 2, 3, 3
     layer = SpatialLinear(c_in, c_out, spatial=(h, w), bias=False)

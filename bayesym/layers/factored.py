@@ -116,6 +116,21 @@ class FactoredLinear(nn.Module):
         """No structural symmetry."""
         return TRIVIAL_SYMMETRY
 
+    def intermediate(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The pooled inputs of ``theta1`` (App. C.1): ``[N, C_out, C_in]``.
+
+        ``x_1[n, c', c] = sum_p theta2[c', c, p] x[n, c, p]``; the output is
+        ``y[n, c', p'] = sum_c theta1[c', c, p'] x_1[n, c', c]`` (plus bias). Curvature
+        adapters use it as the input statistic of ``theta1``.
+
+        Args:
+            x: ``[N, C_in, H, W]``.
+        """
+        check_feature_map(
+            x, owner=self, channels=self.in_channels, spatial=self.spatial, dtype=self.theta1.dtype
+        )
+        return torch.einsum("oip,nip->noi", self.theta2, x.flatten(2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply Eq. (5) to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
         check_feature_map(
