@@ -392,7 +392,7 @@ def compute_kfac(
     handles = [p.module.register_forward_hook(_forward_hook(session, p)) for p in plans]
     device = next(p for p in model.parameters()).device
     generator = None
-    num_data = 0
+    num_data = output_dim = 0
     log_lik = torch.zeros(())
     try:
         for index, (x, y) in enumerate(
@@ -415,6 +415,7 @@ def compute_kfac(
             ).to(f.dtype)
             log_lik = log_lik.to(f.dtype) + lik.log_likelihood(f.detach(), y).cpu()
             num_data += f.shape[0]
+            output_dim = f.shape[1]
             if directions.shape[0]:
                 _backward(session, f, directions, config.max_gradient_bytes, config.backward)
             session.captures.clear()
@@ -432,4 +433,4 @@ def compute_kfac(
     if num_data == 0:
         raise ValueError("data yielded no batches")
     blocks = tuple(_finalise(acc) for p in plans for acc in p.accumulators if acc.keep)
-    return KFAC(blocks, num_data, log_lik, lik, config)
+    return KFAC(blocks, num_data, log_lik, lik, config, output_dim=output_dim)

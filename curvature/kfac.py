@@ -39,6 +39,7 @@ class KFAC:
         log_likelihood: ``Σ_n log p(y_n | f(x_n))`` at the fitted parameters (0-dim, detached).
         likelihood: the likelihood the GGN belongs to.
         config: the :class:`~curvature.engine.KFACConfig` used.
+        output_dim: number of model outputs per datum (classes ``C`` or regression ``D``).
     """
 
     blocks: tuple[CurvatureBlock, ...]
@@ -46,6 +47,7 @@ class KFAC:
     log_likelihood: Tensor
     likelihood: Likelihood
     config: KFACConfig
+    output_dim: int = 0
 
     def __post_init__(self) -> None:
         self._by_name = {b.name: b for b in self.blocks}

@@ -1,0 +1,286 @@
+r"""Gaussian priors over named parameter groups, parametrised by log precisions.
+
+The prior is :math:`p(\theta) = \prod_g \mathcal{N}(\theta_g \mid 0, \delta_g^{-1} I)` with one
+precision :math:`\delta_g = \exp(\rho_g)` per parameter group :math:`g` (paper Sec. 3.2). The
+group *structure* decides what can be learned:
+
+* ``"path"`` (default) — one group per (layer, path): each path of a relaxed layer
+  (:class:`~bayesym.layers.PathSum`, e.g. ``blocks.3.layer.ffc`` and ``blocks.3.layer.conv``)
+  and each other parametrised module. A path whose precision grows to infinity is switched
+  off: the layer becomes as equivariant as its remaining paths (Eq. 8).
+* ``"layer"`` — one group per relaxed layer (all its paths) or parametrised module.
+* ``"tensor"`` — one group per parameter tensor (laplace-torch's per-tensor prior).
+* ``"scalar"`` — one group for the whole model.
+
+Anchor-point layers (S-FC, S-CONV) carry the symmetry-controlling prior on their anchor values
+by default (``sparse_prior="anchor_values"``); with ``"lengthscales"`` the RBF lengthscales
+``omega`` get their own group (``<path>.omega``), whose precision then controls the symmetry
+(``omega -> 0`` makes the filter constant in position), as the paper's second placement.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    >>> prior = GaussianPrior(model)
+    >>> [g.name for g in prior.groups], prior.precisions.tolist()
+    (['0', '2'], [1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor, nn
+
+from bayesym.layers.paths import PathSum
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curvature import KFAC
+
+__all__ = [
+    "GaussianPrior",
+    "ParameterGroup",
+    "PriorStructure",
+    "SparsePriorPlacement",
+    "parameter_groups",
+]
+
+PriorStructure = Literal["path", "layer", "tensor", "scalar"]
+"""Granularity of the prior precisions; see the module docstring."""
+
+SparsePriorPlacement = Literal["anchor_values", "lengthscales"]
+"""Which parameters of anchor-point layers carry the symmetry-controlling prior."""
+
+_LENGTHSCALE_PARAMETERS = ("omega",)
+
+
+@dataclass(frozen=True)
+class ParameterGroup:
+    """Parameters sharing one prior precision.
+
+    Attributes:
+        name: unique group name, ``"<layer>.<path>"`` for a path of a relaxed layer.
+        layer: qualified name of the layer the group belongs to (the relaxed layer, or the
+            module itself); groups of one layer are compared by the inspection tools.
+        path: the path's name within its layer (``"ffc"``, ``"conv"``, ...), or the module's
+            class name for layers without paths.
+        parameters: qualified names of the parameters.
+        numel: number of scalar parameters ``P_g``.
+    """
+
+    name: str
+    layer: str
+    path: str
+    parameters: tuple[str, ...]
+    numel: int
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def parameter_groups(
+    model: nn.Module,
+    structure: PriorStructure = "path",
+    *,
+    sparse_prior: SparsePriorPlacement = "anchor_values",
+    exclude: Collection[str] = (),
+) -> tuple[ParameterGroup, ...]:
+    """Partition the trainable parameters of ``model`` into prior groups.
+
+    Args:
+        model: the network.
+        structure: ``"path"``, ``"layer"``, ``"tensor"`` or ``"scalar"``.
+        sparse_prior: prior placement for anchor-point layers (see module docstring).
+        exclude: qualified parameter names without a prior (e.g. architecture weights).
+
+    Returns:
+        The groups, in parameter order of first appearance.
+
+    Raises:
+        ValueError: on an unknown structure/placement, unknown excluded names, or a model
+            without trainable parameters.
+    """
+    if structure not in ("path", "layer", "tensor", "scalar"):
+        raise ValueError(
+            f"prior structure must be 'path', 'layer', 'tensor' or 'scalar', got {structure!r}"
+        )
+    if sparse_prior not in ("anchor_values", "lengthscales"):
+        raise ValueError(
+            f"sparse_prior must be 'anchor_values' or 'lengthscales', got {sparse_prior!r}"
+        )
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    unknown = sorted(set(exclude) - set(params))
+    if unknown:
+        raise ValueError(f"excluded parameters {unknown} are not trainable parameters of the model")
+    params = {n: p for n, p in params.items() if n not in set(exclude)}
+    if not params:
+        raise ValueError("the model has no trainable parameters to put a prior on")
+
+    # (layer, path, path-group name) of every parameter: paths of relaxed layers first, then
+    # the module owning the parameter.
+    owner: dict[str, tuple[str, str, str]] = {}
+    for mname, module in model.named_modules():
+        if isinstance(module, PathSum):
+            for key, path in module.paths.items():
+                for pname, _ in path.named_parameters():
+                    qualified = _join(_join(_join(mname, "paths"), key), pname)
+                    owner.setdefault(qualified, (mname, key, _join(mname, key)))
+    for mname, module in model.named_modules():
+        for pname, _ in module.named_parameters(recurse=False):
+            owner.setdefault(_join(mname, pname), (mname, type(module).__name__, mname or "model"))
+
+    keys: dict[str, tuple[str, str, str]] = {}  # param -> (group name, layer, path)
+    for name in params:
+        layer, path, path_group = owner[name]
+        if structure == "scalar":
+            keys[name] = ("all", "", "all")
+        elif structure == "tensor":
+            keys[name] = (name, layer, path)
+        elif structure == "layer":
+            keys[name] = (layer or "model", layer, "all")
+        else:
+            keys[name] = (path_group, layer, path)
+            attr = name.rsplit(".", 1)[-1]
+            if sparse_prior == "lengthscales" and attr in _LENGTHSCALE_PARAMETERS:
+                keys[name] = (f"{path_group}.{attr}", layer, f"{path}.{attr}")
+
+    groups: dict[str, list[str]] = {}
+    meta: dict[str, tuple[str, str]] = {}
+    for name, (group, layer, path) in keys.items():
+        groups.setdefault(group, []).append(name)
+        meta[group] = (layer, path)
+    return tuple(
+        ParameterGroup(
+            g, meta[g][0], meta[g][1], tuple(names), sum(params[n].numel() for n in names)
+        )
+        for g, names in groups.items()
+    )
+
+
+class GaussianPrior(nn.Module):
+    r"""Zero-mean Gaussian prior with one learnable log precision per parameter group.
+
+    .. math::
+        \log p(\theta) = \sum_g \Big[\tfrac{P_g}{2} \log \delta_g
+        - \tfrac{\delta_g}{2} \lVert\theta_g\rVert^2\Big] - \tfrac{P}{2} \log 2\pi
+
+    Args:
+        model: the network whose trainable parameters get the prior.
+        structure: group granularity (:data:`PriorStructure`).
+        init_precision: initial :math:`\delta_g` for every group (the paper uses 1).
+        sparse_prior: placement for anchor-point layers (:data:`SparsePriorPlacement`).
+        exclude: parameter names without a prior.
+
+    Attributes:
+        groups: the :class:`ParameterGroup` s.
+        log_precision: ``[G]`` learnable :math:`\rho_g = \log \delta_g`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        structure: PriorStructure = "path",
+        *,
+        init_precision: float = 1.0,
+        sparse_prior: SparsePriorPlacement = "anchor_values",
+        exclude: Collection[str] = (),
+    ) -> None:
+        super().__init__()
+        if not math.isfinite(init_precision) or init_precision <= 0:
+            raise ValueError(f"init_precision must be positive and finite, got {init_precision}")
+        self.structure = structure
+        self.groups = parameter_groups(model, structure, sparse_prior=sparse_prior, exclude=exclude)
+        self.group_index = {p: i for i, g in enumerate(self.groups) for p in g.parameters}
+        ref = next(p for p in model.parameters() if p.requires_grad)
+        self.log_precision = nn.Parameter(
+            torch.full(
+                (len(self.groups),), math.log(init_precision), dtype=ref.dtype, device=ref.device
+            )
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """Group names in order."""
+        return [g.name for g in self.groups]
+
+    @property
+    def precisions(self) -> Tensor:
+        r"""``[G]`` precisions :math:`\delta_g = \exp(\rho_g)`."""
+        return self.log_precision.exp()
+
+    @property
+    def numels(self) -> Tensor:
+        """``[G]`` numbers of parameters per group."""
+        return torch.tensor(
+            [g.numel for g in self.groups],
+            dtype=self.log_precision.dtype,
+            device=self.log_precision.device,
+        )
+
+    def group(self, name: str) -> ParameterGroup:
+        """The group called ``name``."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(f"no prior group {name!r}; groups are {self.names}")
+
+    def squared_norms(self, model: nn.Module) -> Tensor:
+        r"""``[G]`` :math:`\lVert\theta_g\rVert^2` of the model's current parameters."""
+        params = dict(model.named_parameters())
+        missing = [p for p in self.group_index if p not in params]
+        if missing:
+            raise ValueError(f"the model lacks the prior's parameters {missing[:5]}")
+        return torch.stack(
+            [sum(params[p].square().sum() for p in g.parameters) for g in self.groups]
+        )
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        r""":math:`\tfrac12 \sum_g \delta_g \lVert\theta_g\rVert^2` with precisions held fixed.
+
+        The MAP objective's prior term (differentiable in the parameters only).
+        """
+        return 0.5 * (self.precisions.detach() * self.squared_norms(model)).sum()
+
+    def log_prob(self, model: nn.Module) -> Tensor:
+        r""":math:`\log p(\theta)`, differentiable in the log precisions and parameters."""
+        numels = self.numels
+        return (
+            0.5 * (numels * self.log_precision).sum()
+            - 0.5 * (self.precisions * self.squared_norms(model)).sum()
+            - 0.5 * numels.sum() * math.log(2 * math.pi)
+        )
+
+    def block_precisions(self, kfac: KFAC) -> dict[str, Tensor]:
+        """Map every curvature block to its group's precision (differentiable).
+
+        Raises:
+            ValueError: if a block covers parameters of several groups, or a parameter that
+                has no prior.
+        """
+        precisions = self.precisions
+        out = {}
+        for block in kfac.blocks:
+            indices = set()
+            for piece in block.params:
+                if piece.name not in self.group_index:
+                    raise ValueError(
+                        f"curvature block {block.name!r} covers {piece.name!r}, which has no prior"
+                    )
+                indices.add(self.group_index[piece.name])
+            if len(indices) != 1:
+                names = sorted(self.groups[i].name for i in indices)
+                raise ValueError(
+                    f"curvature block {block.name!r} spans prior groups {names}; one block needs "
+                    "one precision"
+                )
+            out[block.name] = precisions[indices.pop()]
+        return out
+
+    def as_dict(self) -> Mapping[str, float]:
+        """Group name -> current precision (plain floats, for logs and reports)."""
+        return dict(zip(self.names, self.precisions.detach().cpu().tolist(), strict=True))
