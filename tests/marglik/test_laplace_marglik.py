@@ -1,4 +1,4 @@
-"""The Laplace marglik vs its dense term-by-term formula, and its gradients vs finite differences."""
+"""The Laplace marglik vs its dense term-by-term formula; its gradients vs finite differences."""
 
 import math
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from bayesym.marglik import log_marginal_likelihood
 from bayesym.priors import GaussianPrior
-from curvature import KFACConfig, compute_kfac
+from curvature import compute_kfac
 
 
 def small_cnn():
@@ -122,5 +122,5 @@ def test_parameter_without_prior_is_an_error():
     model = small_cnn()
     x, y = torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,))
     prior = GaussianPrior(model, exclude=["3.bias"])
-    with pytest.raises(ValueError, match="covers '3.bias', which has no prior"):
+    with pytest.raises(ValueError, match=r"covers '3\.bias', which has no prior"):
         log_marginal_likelihood(compute_kfac(model, (x, y)), prior, model)
