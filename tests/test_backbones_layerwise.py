@@ -137,6 +137,13 @@ def test_every_kind_builds_a_working_backbone(kind):
     out.sum().backward()
 
 
+def test_config_is_hashable_and_compares_by_value():
+    a = LayerwiseBackboneConfig("sconv", width=2, layer_options={"num_anchors": 4})
+    b = LayerwiseBackboneConfig("sconv", width=2, layer_options={"num_anchors": 4})
+    assert a == b and hash(a) == hash(b)
+    assert a != LayerwiseBackboneConfig("sconv", width=2, layer_options={"num_anchors": 5})
+
+
 def test_config_and_input_errors():
     with pytest.raises(ValueError, match="unknown layer_kind 'cnn'"):
         LayerwiseBackboneConfig("cnn")

@@ -138,6 +138,20 @@ class LayerwiseBackboneConfig:
         object.__setattr__(self, "input_size", check_spatial(self.input_size, owner=owner))
         object.__setattr__(self, "layer_options", MappingProxyType(dict(self.layer_options)))
 
+    def __hash__(self) -> int:
+        options = tuple(sorted(self.layer_options.items()))
+        return hash(
+            (
+                self.layer_kind,
+                self.width,
+                self.in_channels,
+                self.num_classes,
+                self.input_size,
+                self.kernel_size,
+                options,
+            )
+        )
+
 
 class LayerwiseBlock(nn.Module):
     """One block: ``layer -> [PolyphaseSubsample2d if stride 2] -> ReLU``.

@@ -53,7 +53,7 @@ def _check_permutation(perm: object, *, degree: int, name: str) -> Tensor:
     return perm.cpu()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PermutationGroup:
     """A group of permutations of ``{0, ..., degree-1}`` given by named generators.
 
@@ -61,6 +61,9 @@ class PermutationGroup:
         degree: size ``n`` of the set acted on.
         names: generator names (unique), e.g. transformation names of the pixel table.
         generators: one int64 ``[n]`` gather permutation per name (CPU).
+
+    Equality is identity (the generators are tensors); compare ``names`` and
+    ``generators`` explicitly if needed.
 
     Raises:
         ValueError: for duplicate names, a count mismatch, or a generator that is not a
@@ -229,7 +232,7 @@ def orbit_labels(num_points: int, maps: Sequence[Tensor]) -> tuple[Tensor, int]:
     return ids, int(roots.numel())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PairOrbits:
     """Orbits of (output unit, input unit) pairs: the parameter sharing of an equivariant FC layer.
 
