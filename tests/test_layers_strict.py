@@ -10,6 +10,7 @@ from bayesym.groups import d4_subgroup, translation_group
 from bayesym.layers import (
     PADDING_MODES,
     FactoredLinear,
+    LayerSymmetry,
     SparseConv2d,
     SparseFactoredLinear,
     SpatialConv2d,
@@ -265,6 +266,20 @@ def test_unconstrained_layers_are_measurably_not_shift_equivariant(float64, make
     act = translation_action(shifts)
     non_identity = range(1, shifts.order)
     assert_not_equivariant(layer, non_identity, x, act, act, require="all")
+
+
+def test_sparse_fc_with_zero_lengthscale_parameter_is_shift_equivariant(float64):
+    """Sec. 3.2: a prior forcing omega -> 0 makes S-FC stationary, hence equivariant."""
+    layer = SparseFactoredLinear(2, 2, spatial=(4, 4), learnable_omega=True)
+    x = torch.randn(2, 2, 4, 4)
+    assert layer.symmetry.is_trivial
+    with torch.no_grad():
+        layer.basis_out.omega.zero_()
+    assert layer.symmetry.is_trivial  # one factor still position-dependent
+    with torch.no_grad():
+        layer.basis_in.omega.zero_()
+    assert layer.symmetry == LayerSymmetry(translations=True)
+    assert_shift_equivariant(layer, x)
 
 
 def test_omega_zero_makes_sparse_conv_filters_constant(float64):

@@ -238,7 +238,15 @@ class SparseFactoredLinear(nn.Module):
 
     @property
     def symmetry(self) -> LayerSymmetry:
-        """No structural symmetry."""
+        """None in general; cyclic shifts when both ``omega`` are exactly 0.
+
+        At ``omega = 0`` every basis function is constant, so ``s_1`` and ``s_2`` do not
+        depend on position and the layer maps ``x`` to a per-channel global sum broadcast
+        over the grid: exactly shift-equivariant. This is the limit a zero-variance prior on
+        the lengthscales enforces (Sec. 3.2).
+        """
+        if bool(self.basis_out.omega.detach() == 0) and bool(self.basis_in.omega.detach() == 0):
+            return LayerSymmetry(translations=True)
         return TRIVIAL_SYMMETRY
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
