@@ -11,6 +11,7 @@ Modules, one concept each:
 * :mod:`~bayesym.groups.restriction` — re-reading G-feature maps as H-feature maps.
 * :mod:`~bayesym.groups.expansion` — index maps expanding group filters to conv kernels.
 * :mod:`~bayesym.groups.pixel_transforms` — the one table of named pixel permutations.
+* :mod:`~bayesym.groups.permutation` — AEN permutation groups on pixel grids and orbits.
 """
 
 from bayesym.groups.actions import (
@@ -47,7 +48,25 @@ from bayesym.groups.finite import (
     right_coset_representatives,
 )
 from bayesym.groups.lattice import SubgroupLattice, d4_lattice
-from bayesym.groups.pixel_transforms import d4_image_action, d4_permutation
+from bayesym.groups.permutation import (
+    PairOrbits,
+    PermutationGroup,
+    grid_group,
+    orbit_labels,
+    pair_orbits,
+)
+from bayesym.groups.pixel_transforms import (
+    AUGMENTATION_PRESETS,
+    PIXEL_TRANSFORMS,
+    TRANSFORM_NAMES,
+    PixelTransform,
+    apply_transform,
+    d4_image_action,
+    d4_permutation,
+    get_transform,
+    pixel_permutation,
+    resolve_transforms,
+)
 from bayesym.groups.restriction import (
     expand_feature_map,
     restrict_feature_map,
@@ -87,6 +106,21 @@ __all__ = [
     "image_transform",
     "d4_image_action",
     "d4_permutation",
+    # named pixel permutations (one table for data and layers)
+    "PIXEL_TRANSFORMS",
+    "TRANSFORM_NAMES",
+    "AUGMENTATION_PRESETS",
+    "PixelTransform",
+    "get_transform",
+    "resolve_transforms",
+    "pixel_permutation",
+    "apply_transform",
+    # AEN permutation groups and parameter-sharing orbits
+    "PermutationGroup",
+    "PairOrbits",
+    "grid_group",
+    "orbit_labels",
+    "pair_orbits",
     # feature-map layouts and kernel expansion
     "restriction_index",
     "restrict_feature_map",
