@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from bayesym.priors import GaussianPrior
 from curvature import KFAC, Gaussian
 
-__all__ = ["log_marginal_likelihood"]
+__all__ = ["effective_parameters_per_group", "log_marginal_likelihood"]
 
 
 def log_marginal_likelihood(
@@ -35,6 +35,7 @@ def log_marginal_likelihood(
     model: nn.Module,
     *,
     sigma: Tensor | float | None = None,
+    data_scale: float = 1.0,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     r"""Laplace log marginal likelihood at the model's current parameters :math:`\theta_*`.
@@ -48,6 +49,8 @@ def log_marginal_likelihood(
         model: the network (for :math:`\lVert\theta_g\rVert^2`).
         sigma: Gaussian noise std to evaluate at (regression only); default: the one the
             curvature was computed with.
+        data_scale: ``N / M`` when the curvature was computed on ``M`` of ``N`` training points:
+            the log likelihood and the GGN are scaled up to the full data set.
         dtype: eigendecompose the factors in this dtype (e.g. ``torch.float64``).
 
     Returns:
@@ -59,20 +62,7 @@ def log_marginal_likelihood(
     precisions = prior.precisions
     norms = prior.squared_norms(model).detach()
     numels = prior.numels
-    log_lik = kfac.log_likelihood.to(precisions)
-    scale = torch.ones((), dtype=precisions.dtype, device=precisions.device)
-    if sigma is not None:
-        if not isinstance(kfac.likelihood, Gaussian):
-            raise ValueError(
-                "sigma is only a hyperparameter of the Gaussian (regression) likelihood"
-            )
-        sigma = torch.as_tensor(sigma, dtype=precisions.dtype, device=precisions.device)
-        fitted = kfac.likelihood.sigma
-        count = kfac.num_data * kfac.output_dim
-        # Σ(y - f)² recovered from the log likelihood at the fitted noise.
-        sse = -2 * fitted**2 * (float(log_lik) + 0.5 * count * math.log(2 * math.pi * fitted**2))
-        log_lik = -0.5 * sse / sigma**2 - 0.5 * count * torch.log(2 * math.pi * sigma**2)
-        scale = fitted**2 / sigma**2
+    log_lik, scale = _scaled_likelihood(kfac, precisions, sigma, data_scale)
     block_precision = prior.block_precisions(kfac)
     covered = torch.zeros_like(numels)
     logdet = torch.zeros((), dtype=precisions.dtype, device=precisions.device)
@@ -87,3 +77,52 @@ def log_marginal_likelihood(
         - 0.5 * (precisions * norms).sum()
         - 0.5 * logdet
     )
+
+
+def effective_parameters_per_group(
+    kfac: KFAC,
+    prior: GaussianPrior,
+    *,
+    sigma: Tensor | float | None = None,
+    data_scale: float = 1.0,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Tensor]:
+    r"""Effective number of parameters per prior group (App. D.2).
+
+    :math:`\gamma_g = \sum_{b \in g} \sum_{\lambda} \lambda / (\lambda + \delta_g)` over the
+    eigenvalues :math:`\lambda` of each block of the (noise- and data-scaled) GGN. Uncovered
+    parameters contribute 0.
+
+    Returns:
+        group name -> 0-dim tensor, for every group of ``prior``.
+    """
+    precisions = prior.precisions
+    _, scale = _scaled_likelihood(kfac, precisions, sigma, data_scale)
+    block_precision = prior.block_precisions(kfac)
+    out = {g.name: precisions.new_zeros(()) for g in prior.groups}
+    for block in kfac.blocks:
+        group = prior.groups[prior.group_index[block.params[0].name]].name
+        delta = block_precision[block.name] / scale
+        out[group] = out[group] + block.effective_parameters(delta, dtype)
+    return out
+
+
+def _scaled_likelihood(
+    kfac: KFAC, like: Tensor, sigma: Tensor | float | None, data_scale: float
+) -> tuple[Tensor, Tensor]:
+    """Log likelihood at ``sigma`` scaled to the full data, and the GGN's scale factor."""
+    if not math.isfinite(data_scale) or data_scale <= 0:
+        raise ValueError(f"data_scale must be positive and finite, got {data_scale}")
+    log_lik = kfac.log_likelihood.to(like)
+    scale = torch.ones((), dtype=like.dtype, device=like.device)
+    if sigma is not None:
+        if not isinstance(kfac.likelihood, Gaussian):
+            raise ValueError("sigma is only a hyperparameter of the Gaussian likelihood")
+        sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
+        fitted = kfac.likelihood.sigma
+        count = kfac.num_data * kfac.output_dim
+        # Σ(y - f)² recovered from the log likelihood at the fitted noise.
+        sse = -2 * fitted**2 * (float(log_lik) + 0.5 * count * math.log(2 * math.pi * fitted**2))
+        log_lik = -0.5 * sse / sigma**2 - 0.5 * count * torch.log(2 * math.pi * sigma**2)
+        scale = fitted**2 / sigma**2
+    return data_scale * log_lik, data_scale * scale

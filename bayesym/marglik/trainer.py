@@ -1,0 +1,428 @@
+r"""Train a network with the Laplace marginal likelihood (paper Sec. 4, App. F.6).
+
+Parameters take MAP steps on :math:`\frac1B\sum_{b} -\log p(y_b|x_b,\theta) +
+\frac{1}{2N}\sum_g \delta_g\lVert\theta_g\rVert^2`; after a burn-in, every ``hyper_every``
+epochs the KFAC curvature is computed on *un-augmented* training data (all of it or a fixed
+seeded subset, rescaled to ``N``) in eval mode, and the prior log precisions (and, for
+regression, the log noise) take ``hyper_steps`` Adam steps on :math:`-\log p(\mathcal D|\eta)/N`.
+The factors are eigendecomposed once per hyper step, so its Adam steps are cheap.
+
+Every epoch is checkpointed (model, prior, both optimisers, the schedule, RNG states, history);
+a run whose directory holds a checkpoint resumes from it and reaches the same result as an
+uninterrupted run with the same seed. The model is in train mode for MAP steps and in eval
+mode only while curvature and validation metrics are computed (laplace-torch's
+``marglik_training`` leaves it in eval mode).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bayesym.marglik.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bayesym.marglik.laplace import effective_parameters_per_group, log_marginal_likelihood
+from bayesym.priors import GaussianPrior
+from curvature import KFACConfig, compute_kfac
+
+__all__ = ["MarglikConfig", "MarglikTrainer", "TrainingData"]
+
+TrainingData = tuple[Tensor, Tensor]
+"""``(x [N, ...], y [N] or [N, D])``, or any object with ``.images`` and ``.labels``."""
+
+
+@dataclass(frozen=True)
+class MarglikConfig:
+    """Schedule and optimisers of :class:`MarglikTrainer` (defaults follow App. F.6).
+
+    Attributes:
+        epochs: number of epochs.
+        batch_size: MAP mini-batch size.
+        lr: learning rate of the parameters (cosine-annealed to ``lr_min``).
+        lr_min: final learning rate.
+        optimizer: ``"adam"`` (paper) or ``"sgd"`` (momentum 0.9).
+        learn_prior: learn the prior precisions (``False``: plain MAP with a fixed prior).
+        burn_in: epochs before the first hyper step.
+        hyper_every: a hyper step after every ``hyper_every`` epochs past the burn-in.
+        hyper_steps: Adam steps on the log precisions per hyper step.
+        lr_hyper: learning rate of the hyperparameters.
+        marglik_subset: number of training points for the curvature (``None``: all).
+        marglik_batch_size: batch size of the curvature pass (``None``: ``batch_size``).
+        kfac: curvature settings (GGN type, MC samples, expand/reduce).
+        restore_best: restore the parameters/prior of the best marglik at the end.
+        sigma: initial Gaussian noise (regression).
+        learn_sigma: learn the Gaussian noise with the marglik (regression).
+        seed: seed of shuffling, subset choice and Monte-Carlo curvature.
+        progress: show a tqdm progress bar.
+    """
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-2
+    lr_min: float = 0.0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learn_prior: bool = True
+    burn_in: int = 10
+    hyper_every: int = 5
+    hyper_steps: int = 20
+    lr_hyper: float = 0.1
+    marglik_subset: int | None = None
+    marglik_batch_size: int | None = None
+    kfac: KFACConfig = field(default_factory=KFACConfig)
+    restore_best: bool = False
+    sigma: float = 1.0
+    learn_sigma: bool = False
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "hyper_every", "hyper_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MarglikConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.burn_in < 0:
+            raise ValueError(f"MarglikConfig.burn_in must be >= 0, got {self.burn_in}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(
+                f"MarglikConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"
+            )
+        if self.marglik_subset is not None and self.marglik_subset < 1:
+            raise ValueError("MarglikConfig.marglik_subset must be positive or None")
+
+    def is_hyper_epoch(self, epoch: int) -> bool:
+        """Whether a hyper step follows epoch ``epoch`` (0-based)."""
+        done = epoch + 1
+        return (
+            self.learn_prior
+            and done >= self.burn_in
+            and (done - self.burn_in) % self.hyper_every == 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        out = dataclasses.asdict(self)
+        out["kfac"] = dataclasses.asdict(self.kfac)
+        return out
+
+
+def _as_tensors(data: TrainingData | Any) -> TrainingData:
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        return data.images, data.labels
+    if isinstance(data, tuple) and len(data) == 2:
+        return data
+    raise TypeError(f"expected (x, y) tensors or a dataset with .images/.labels, got {type(data)}")
+
+
+def _batches(x: Tensor, y: Tensor, size: int, seed: int | None):
+    """Batches of one epoch; shuffled with a generator seeded by ``seed`` (None: in order)."""
+    n = x.shape[0]
+    order = (
+        None if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    )
+    for start in range(0, n, size):
+        index = slice(start, start + size) if order is None else order[start : start + size]
+        yield x[index], y[index]
+
+
+class MarglikTrainer:
+    """Fit a model's parameters by MAP and its prior precisions by the Laplace marglik.
+
+    Args:
+        model: the network (any registered layers; see :mod:`curvature`).
+        likelihood: ``"classification"`` (softmax cross-entropy) or ``"regression"``.
+        prior: a :class:`~bayesym.priors.GaussianPrior` over ``model`` (default: per path).
+        config: :class:`MarglikConfig`.
+        run_dir: where checkpoints and ``history.json`` go; an existing checkpoint is resumed.
+        augment: optional ``x -> x`` applied to MAP batches only (never to the curvature data).
+        exclude: parameter/module names without curvature (passed to ``compute_kfac``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> config = MarglikConfig(epochs=4, burn_in=2, hyper_every=2, progress=False)
+        >>> history = MarglikTrainer(model, config=config).fit((x, y))
+        >>> [row["marglik"] is not None for row in history]
+        [False, True, False, True]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: Literal["classification", "regression"] = "classification",
+        *,
+        prior: GaussianPrior | None = None,
+        config: MarglikConfig | None = None,
+        run_dir: str | Path | None = None,
+        augment: Callable[[Tensor], Tensor] | None = None,
+        exclude: tuple[str, ...] = (),
+    ) -> None:
+        if likelihood not in ("classification", "regression"):
+            raise ValueError(
+                f"likelihood must be 'classification' or 'regression', got {likelihood!r}"
+            )
+        self.model = model
+        self.likelihood = likelihood
+        self.config = config or MarglikConfig()
+        self.prior = prior if prior is not None else GaussianPrior(model)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.augment = augment
+        self.exclude = exclude
+        ref = next(p for p in model.parameters() if p.requires_grad)
+        self.log_sigma = nn.Parameter(
+            torch.tensor(math.log(self.config.sigma), dtype=ref.dtype, device=ref.device)
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=self.config.lr, momentum=0.9)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.config.epochs, eta_min=self.config.lr_min
+        )
+        hyper = [self.prior.log_precision]
+        if likelihood == "regression" and self.config.learn_sigma:
+            hyper.append(self.log_sigma)
+        self.hyper_optimizer = torch.optim.Adam(hyper, lr=self.config.lr_hyper)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.epoch = 0  # next epoch to run
+        self.last_kfac = None
+
+    # ----------------------------------------------------------------------------- objectives
+    def _nll(self, f: Tensor, y: Tensor) -> Tensor:
+        """Mean negative log-likelihood per datum."""
+        if self.likelihood == "classification":
+            return F.cross_entropy(f, y)
+        sigma = self.log_sigma.exp().detach()
+        d = f[0].numel()
+        return (
+            0.5 * ((f - y) ** 2).sum() / (f.shape[0] * sigma**2)
+            + 0.5 * d * math.log(2 * math.pi)
+            + d * torch.log(sigma)
+        )
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -------------------------------------------------------------------------- hyper step
+    def _hyper_step(self, x: Tensor, y: Tensor, epoch: int) -> dict[str, Any]:
+        config = self.config
+        n = x.shape[0]
+        if config.marglik_subset is not None and config.marglik_subset < n:
+            generator = torch.Generator().manual_seed(config.seed + 7919)
+            index = torch.randperm(n, generator=generator)[: config.marglik_subset]
+            xs, ys = x[index], y[index]
+        else:
+            xs, ys = x, y
+        data_scale = n / xs.shape[0]
+        kfac_config = dataclasses.replace(config.kfac, seed=config.seed * 100003 + epoch)
+        size = config.marglik_batch_size or config.batch_size
+        device = self._device()
+        self.model.eval()
+        try:
+            kfac = compute_kfac(
+                self.model,
+                [(xb.to(device), yb.to(device)) for xb, yb in _batches(xs, ys, size, None)],
+                self.likelihood,
+                kfac_config,
+                sigma=float(self.log_sigma.detach().exp()),
+                exclude=self.exclude,
+            )
+        finally:
+            self.model.train()
+        sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
+        for _ in range(config.hyper_steps):
+            self.hyper_optimizer.zero_grad(set_to_none=True)
+            sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
+            lml = log_marginal_likelihood(
+                kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale
+            )
+            (-lml / n).backward()
+            self.hyper_optimizer.step()
+        with torch.no_grad():
+            sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
+            lml = log_marginal_likelihood(
+                kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale
+            )
+            gammas = effective_parameters_per_group(
+                kfac, self.prior, sigma=sigma, data_scale=data_scale
+            )
+        self.last_kfac = kfac
+        return {
+            "marglik": float(lml) / n,
+            "effective_parameters": {k: float(v) for k, v in gammas.items()},
+        }
+
+    # ---------------------------------------------------------------------------- metrics
+    @torch.no_grad()
+    def evaluate(self, data: TrainingData | Any, batch_size: int | None = None) -> dict[str, float]:
+        """Mean NLL and (classification) accuracy in eval mode; restores the previous mode."""
+        x, y = _as_tensors(data)
+        was_training = self.model.training
+        self.model.eval()
+        total_nll, correct, device = 0.0, 0, self._device()
+        try:
+            for xb, yb in _batches(x, y, batch_size or self.config.batch_size, None):
+                xb, yb = xb.to(device), yb.to(device)
+                f = self.model(xb)
+                total_nll += float(self._nll(f, yb)) * xb.shape[0]
+                if self.likelihood == "classification":
+                    correct += int((f.argmax(-1) == yb).sum())
+        finally:
+            self.model.train(was_training)
+        out = {"nll": total_nll / x.shape[0]}
+        if self.likelihood == "classification":
+            out["accuracy"] = correct / x.shape[0]
+        return out
+
+    # ------------------------------------------------------------------------ checkpointing
+    def _checkpoint_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "checkpoint.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume."""
+        return {
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "prior": self.prior.state_dict(),
+            "log_sigma": self.log_sigma.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (the configuration must be identical)."""
+        if state["config"] != self.config.to_dict():
+            changed = sorted(
+                k for k in state["config"] if state["config"][k] != self.config.to_dict().get(k)
+            )
+            raise ValueError(
+                f"cannot resume: the checkpoint was written with a different configuration "
+                f"(differs in {changed}); use a new run directory"
+            )
+        self.model.load_state_dict(state["model"])
+        self.prior.load_state_dict(state["prior"])
+        with torch.no_grad():
+            self.log_sigma.copy_(state["log_sigma"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.history = state["history"]
+        self.best = state["best"]
+        self.epoch = state["epoch"]
+        set_rng_state(state["rng"])
+
+    def _save(self) -> None:
+        path = self._checkpoint_path()
+        if path is None:
+            return
+        save_checkpoint(path, self.state_dict())
+        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+
+    # ---------------------------------------------------------------------------- training
+    def fit(
+        self, train: TrainingData | Any, valid: TrainingData | Any | None = None
+    ) -> list[dict[str, Any]]:
+        """Train for the configured epochs (resuming from ``run_dir`` if it holds a checkpoint).
+
+        Args:
+            train: training data (see :data:`TrainingData`).
+            valid: optional validation data, evaluated every epoch.
+
+        Returns:
+            The history: one dict per epoch with losses, metrics, ``marglik`` (per datum, at
+            hyper epochs, else ``None``), ``precisions`` and ``effective_parameters`` per group.
+        """
+        x, y = _as_tensors(train)
+        n = x.shape[0]
+        path = self._checkpoint_path()
+        if path is not None and path.is_file():
+            self.load_state_dict(load_checkpoint(path))
+        config = self.config
+        device = self._device()
+        self.model.train()
+        bar = tqdm(
+            range(self.epoch, config.epochs),
+            initial=self.epoch,
+            total=config.epochs,
+            desc="marglik" if config.learn_prior else "MAP",
+            disable=not config.progress,
+        )
+        for epoch in bar:
+            start = time.perf_counter()
+            total_loss = total_nll = 0.0
+            correct = 0
+            for xb, yb in _batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
+                xb, yb = xb.to(device), yb.to(device)
+                if self.augment is not None:
+                    xb = self.augment(xb)
+                self.optimizer.zero_grad(set_to_none=True)
+                f = self.model(xb)
+                nll = self._nll(f, yb)
+                loss = nll + self.prior.penalty(self.model) / n
+                loss.backward()
+                self.optimizer.step()
+                total_loss += float(loss.detach()) * xb.shape[0]
+                total_nll += float(nll.detach()) * xb.shape[0]
+                if self.likelihood == "classification":
+                    correct += int((f.argmax(-1) == yb).sum())
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": total_loss / n,
+                "train_nll": total_nll / n,
+            }
+            if self.likelihood == "classification":
+                row["train_accuracy"] = correct / n
+            self.scheduler.step()
+            row["marglik"], row["effective_parameters"] = None, None
+            if config.is_hyper_epoch(epoch):
+                row.update(self._hyper_step(x, y, epoch))
+                if config.restore_best and (
+                    self.best is None or row["marglik"] > self.best["marglik"]
+                ):
+                    self.best = {
+                        "marglik": row["marglik"],
+                        "epoch": epoch + 1,
+                        "model": copy.deepcopy(self.model.state_dict()),
+                        "prior": copy.deepcopy(self.prior.state_dict()),
+                    }
+            row["precisions"] = self.prior.as_dict()
+            if self.likelihood == "regression":
+                row["sigma"] = float(self.log_sigma.detach().exp())
+            if valid is not None:
+                row.update({f"valid_{k}": v for k, v in self.evaluate(valid).items()})
+            row["seconds"] = time.perf_counter() - start
+            self.history.append(row)
+            self.epoch = epoch + 1
+            self._save()
+            bar.set_postfix(
+                {
+                    k: f"{row[k]:.3g}"
+                    for k in ("train_loss", "marglik", "valid_accuracy")
+                    if row.get(k) is not None
+                }
+            )
+        if config.restore_best and self.best is not None:
+            self.model.load_state_dict(self.best["model"])
+            self.prior.load_state_dict(self.best["prior"])
+        self.model.train()
+        return self.history
