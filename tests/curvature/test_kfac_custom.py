@@ -132,7 +132,7 @@ def test_small_parameters_get_exact_dense_blocks_via_jvp(float64):
     from custom_layers import ScaledLinear, registry_with_scaled
 
     model = nn.Sequential(ScaledLinear(3, 4), nn.Tanh(), nn.Linear(4, 3))
-    x, y = torch.randn(1, 3), torch.tensor([0])
+    x = torch.randn(1, 3)
     kfac = assert_exact(model, x, registry_with_scaled())
     assert kfac.names == [
         "0.weight",
