@@ -151,26 +151,40 @@ def _qualified(module_name: str, attr: str) -> str:
     return f"{module_name}.{attr}" if module_name else attr
 
 
+def _excluded(qualified: str, exclude: set[str]) -> bool:
+    """A parameter is excluded by its own name or the name of any module containing it."""
+    parts = qualified.split(".")
+    return any(".".join(parts[:i]) in exclude for i in range(1, len(parts) + 1))
+
+
 def _plan(
     model: nn.Module,
     registry: Mapping[type[nn.Module], ModuleAdapter],
     exclude: Collection[str],
     config: KFACConfig,
 ) -> list[_ModulePlan]:
-    """Match every module with trainable parameters to an adapter, or fail naming it."""
+    """Match every module with trainable parameters to an adapter, or fail naming it.
+
+    Modules are visited parents first; an adapter may cover parameters of its descendants
+    (dotted names such as ``"basis.omega"``), which then need no adapter of their own.
+    """
     exclude = set(exclude)
     known_modules = {name for name, _ in model.named_modules()}
     known_params = {name for name, _ in model.named_parameters()}
     unknown = sorted(exclude - known_modules - known_params)
     if unknown:
         raise ValueError(f"exclude names {unknown} are neither modules nor parameters of the model")
-
+    trainable = {
+        n for n, p in model.named_parameters() if p.requires_grad and not _excluded(n, exclude)
+    }
+    covered_by_ancestors: set[str] = set()
     plans = []
     for mname, module in model.named_modules():
         own = {
-            attr: p
-            for attr, p in module.named_parameters(recurse=False)
-            if p.requires_grad and mname not in exclude and _qualified(mname, attr) not in exclude
+            _qualified(mname, attr)
+            for attr, _ in module.named_parameters(recurse=False)
+            if _qualified(mname, attr) in trainable
+            and _qualified(mname, attr) not in covered_by_ancestors
         }
         if not own:
             continue
@@ -182,20 +196,19 @@ def _plan(
                 f"with curvature.register_adapter, or exclude it (exclude=[{mname!r}]). "
                 f"Supported: {supported_modules(registry)}"
             )
-        specs = adapter.blocks(module)
         covered: set[str] = set()
         accumulators = []
-        for spec in specs:
-            attrs = {attr for attr, _, _ in spec.params}
-            kept = attrs & set(own)
-            if kept and kept != attrs:
+        for spec in adapter.blocks(module):
+            names = {_qualified(mname, attr) for attr, _, _ in spec.params}
+            kept = names & trainable
+            if kept and kept != names:
                 raise UnsupportedModuleError(
-                    f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(attrs)}; "
+                    f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(names)}; "
                     f"exclude all or none of them (trainable and not excluded: {sorted(kept)})"
                 )
-            covered |= attrs
-            element_size = getattr(module, next(iter(attrs))).element_size()
-            for what, size in spec.factor_bytes(element_size).items():
+            covered |= names
+            like = module.get_parameter(spec.params[0][0])
+            for what, size in spec.factor_bytes(like.element_size()).items():
                 if kept and size > config.max_factor_bytes:
                     raise FactorTooLargeError(
                         f"block {_qualified(mname, spec.name)!r}: its {what} would take "
@@ -205,21 +218,16 @@ def _plan(
                     )
             slices = tuple(ParameterSlice(_qualified(mname, a), s, e) for a, s, e in spec.params)
             accumulators.append(
-                _Accumulator(
-                    _qualified(mname, spec.name),
-                    spec,
-                    slices,
-                    keep=bool(kept),
-                    like=getattr(module, next(iter(attrs))),
-                )
+                _Accumulator(_qualified(mname, spec.name), spec, slices, keep=bool(kept), like=like)
             )
-        uncovered = sorted(set(own) - covered)
+        uncovered = sorted(own - covered)
         if uncovered:
             raise UnsupportedModuleError(
                 f"module {mname!r} ({type(module).__name__}): parameters {uncovered} are not "
                 f"covered by {type(adapter).__name__}; exclude them explicitly "
-                f"(exclude={[_qualified(mname, a) for a in uncovered]})"
+                f"(exclude={uncovered})"
             )
+        covered_by_ancestors |= covered
         plans.append(_ModulePlan(mname, module, adapter, accumulators))
     if not plans:
         raise UnsupportedModuleError("the model has no trainable parameters to compute KFAC for")

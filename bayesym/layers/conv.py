@@ -16,7 +16,14 @@ from torch import nn
 from bayesym.layers._checks import check_feature_map, check_kernel_size, check_positive_int
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
-__all__ = ["PADDING_MODES", "PaddingMode", "SpatialConv2d", "check_padding_mode", "same_conv2d"]
+__all__ = [
+    "PADDING_MODES",
+    "PaddingMode",
+    "SpatialConv2d",
+    "check_padding_mode",
+    "pad_same",
+    "same_conv2d",
+]
 
 PaddingMode = Literal["circular", "zeros", "reflect", "replicate"]
 """How a stride-1 'same' convolution extends the input beyond its border.
@@ -68,20 +75,28 @@ def same_conv2d(
     Returns:
         ``[N, C_out, H, W]``.
     """
-    pad = weight.shape[-1] // 2
-    if pad > 0:
-        if padding_mode == "circular":
-            x = _circular_pad(x, pad)
-        elif padding_mode == "zeros":
-            x = F.pad(x, (pad, pad, pad, pad), mode="constant", value=0.0)
-        else:
-            if padding_mode == "reflect" and pad >= min(x.shape[-2:]):
-                raise ValueError(
-                    f"reflect padding of {pad} pixels needs H and W > {pad}, got input "
-                    f"{list(x.shape)}"
-                )
-            x = F.pad(x, (pad, pad, pad, pad), mode=padding_mode)
-    return F.conv2d(x, weight, bias)
+    return F.conv2d(pad_same(x, weight.shape[-1] // 2, padding_mode), weight, bias)
+
+
+def pad_same(x: torch.Tensor, pad: int, padding_mode: PaddingMode) -> torch.Tensor:
+    """Extend ``x: [N, C, H, W]`` by ``pad`` pixels on every side as :func:`same_conv2d` does.
+
+    Curvature adapters build their conv patches with exactly this function.
+
+    Returns:
+        ``[N, C, H + 2 pad, W + 2 pad]``.
+    """
+    if pad <= 0:
+        return x
+    if padding_mode == "circular":
+        return _circular_pad(x, pad)
+    if padding_mode == "zeros":
+        return F.pad(x, (pad, pad, pad, pad), mode="constant", value=0.0)
+    if padding_mode == "reflect" and pad >= min(x.shape[-2:]):
+        raise ValueError(
+            f"reflect padding of {pad} pixels needs H and W > {pad}, got input {list(x.shape)}"
+        )
+    return F.pad(x, (pad, pad, pad, pad), mode=padding_mode)
 
 
 class SpatialConv2d(nn.Module):

@@ -61,8 +61,9 @@ class BlockSpec:
     Attributes:
         name: suffix of the block name (the engine prefixes the module's qualified name), e.g.
             ``"weight"``, ``"bias"``, ``"weight.group1"``.
-        params: ``(attribute, start, stop)`` entries of the module's own parameters, flat
-            row-major ranges, concatenated in this order.
+        params: ``(attribute, start, stop)`` entries of the module's parameters, flat
+            row-major ranges, concatenated in this order. Dotted attributes (``"basis.omega"``)
+            name parameters of descendants, which then need no adapter of their own.
         kind: ``"kronecker"`` (input factor ``A`` and output factor ``B``) or ``"dense"`` (one
             PSD matrix over the covered entries).
         order: for ``"kronecker"``, whether the covered entries are ordered ``(output, input)``
