@@ -214,7 +214,7 @@ def parameter_tangents(module: nn.Module, inputs: tuple[Any, ...], names: Sequen
     """
     from torch.func import functional_call, jvp
 
-    primals = {n: getattr(module, n).detach() for n in names}
+    primals = {n: module.get_parameter(n).detach() for n in names}
     total = sum(p.numel() for p in primals.values())
 
     def call(params: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,319 @@
+r"""KFAC adapters of the convolutions of the layer zoo (CONV, S-CONV, lifting, GCONV, mixed).
+
+All of them are ``same_conv2d(pad(x), W)`` with a kernel gathered from a parameter
+(:mod:`bayesym.kfac.gathered`): patches are built with the layer's own padding
+(:func:`bayesym.layers.conv.pad_same`), the structure is probed from the layer's own expansion.
+Blocks per layer:
+
+* the kernel parameter: ``B ⊗ A`` (``[out, in]`` order), for anchor-point convolutions with
+  ``A_u = (I ⊗ Φ) A (I ⊗ Φ)ᵀ`` (App. C.2), for weight-normalised mixed components with the
+  output factor scaled by ``z_K² · norm_r / ‖v_r‖`` per row (exact up to the radial projection
+  ``I - u uᵀ`` of weight normalisation, along which the function is flat);
+* the bias ``[C_out]`` (shared over group axis and positions): a dense output factor;
+* small non-linear parameters (RBF ``omega`` and anchor locations, mixture logits ``α``): exact
+  dense blocks from forward-mode tangents (:func:`curvature.parameter_tangents`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bayesym.kfac.gathered import GatherStructure, gather_structure, unfold_same
+from bayesym.layers.conv import SpatialConv2d
+from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
+from bayesym.layers.mixed import ARCHITECTURE_PARAMETER_NAME
+from bayesym.layers.sparse import SparseConv2d
+from curvature import (
+    Approx,
+    BlockSpec,
+    DenseFactor,
+    ForwardResult,
+    InputStatistic,
+    ModuleAdapter,
+    covariance,
+    parameter_tangents,
+    tangent_ggn,
+)
+
+__all__ = [
+    "GroupConvAdapter",
+    "MixedConvAdapter",
+    "SparseConvAdapter",
+    "SpatialConvAdapter",
+    "learnable_basis_parameters",
+    "tangent_blocks",
+    "tangent_specs",
+]
+
+
+def _bias_statistic(grads: Tensor, approx: Approx) -> Tensor:
+    """``Σ g gᵀ`` for a bias shared over everything but dim 2: ``grads: [S, N, C, ...]``."""
+    s, n, c = grads.shape[:3]
+    g = grads.reshape(s, n, c, -1)
+    rows = g.movedim(2, -1).reshape(-1, c) if approx == "expand" else g.sum(-1).reshape(-1, c)
+    return covariance(rows)
+
+
+def learnable_basis_parameters(module: nn.Module) -> list[str]:
+    """Dotted names of the trainable parameters of a module's RBF bases (``basis*.omega`` ...)."""
+    return [
+        name
+        for name, p in module.named_parameters()
+        if "." in name and name.split(".")[0].startswith("basis") and p.requires_grad
+    ]
+
+
+def tangent_specs(module: nn.Module, names: list[str]) -> list[BlockSpec]:
+    """One exact dense block per small parameter (so each can sit in its own prior group)."""
+    return [
+        BlockSpec(
+            n, ((n, 0, module.get_parameter(n).numel()),), "dense", module.get_parameter(n).numel()
+        )
+        for n in names
+    ]
+
+
+def tangent_blocks(
+    module: nn.Module, names: list[str], tangents: Tensor, output_grads: Tensor
+) -> list[Tensor]:
+    """Split joint tangents ``[N, K, ...]`` into the exact dense blocks of :func:`tangent_specs`."""
+    out, offset = [], 0
+    for n in names:
+        k = module.get_parameter(n).numel()
+        out.append(tangent_ggn(tangents[:, offset : offset + k], output_grads))
+        offset += k
+    return out
+
+
+class _GatheredConvAdapter(ModuleAdapter):
+    """Shared logic: kernel block, optional dense tangent block, bias block."""
+
+    kernel_name: str = "weight"
+
+    # --- what subclasses describe ---------------------------------------------------------
+    def structure(self, module: nn.Module) -> GatherStructure:
+        """The kernel's gather structure (probed from the layer's expansion)."""
+        raise NotImplementedError
+
+    def patches(self, module: nn.Module, x: Tensor) -> Tensor:
+        """Unfolded patches ``[N, D, T]`` of the module's input."""
+        return unfold_same(x, module.kernel_size, module.padding_mode)
+
+    def input_factor(self, module: nn.Module, a_sum: Tensor) -> Tensor:
+        """Map the kernel's input factor to the parameter's (identity unless projected)."""
+        return a_sum
+
+    def output_scale(self, module: nn.Module) -> Tensor | None:
+        """Per parameter-row scale of the output factor (``None``: 1)."""
+        return None
+
+    def tangent_names(self, module: nn.Module) -> list[str]:
+        """Small parameters with exact dense blocks from tangents."""
+        return []
+
+    # --- ModuleAdapter ---------------------------------------------------------------------
+    def _kernel_spec(self, module: nn.Module) -> BlockSpec:
+        param = module.get_parameter(self.kernel_name)
+        rows = param.shape[0]
+        return BlockSpec(
+            self.kernel_name,
+            ((self.kernel_name, 0, param.numel()),),
+            "kronecker",
+            rows,
+            param.numel() // rows,
+        )
+
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """Kernel (Kronecker), tangent parameters (dense) and bias (dense) blocks."""
+        specs = [self._kernel_spec(module), *tangent_specs(module, self.tangent_names(module))]
+        if module.bias is not None:
+            specs.append(
+                BlockSpec("bias", (("bias", 0, module.bias.numel()),), "dense", module.bias.numel())
+            )
+        return tuple(specs)
+
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """Permuted patch covariance of the kernel; tangents of the small parameters."""
+        x = inputs[0]
+        structure = self.structure(module)
+        a_sum, count = structure.input_statistic(self.patches(module, x), approx)
+        stats: list[InputStatistic | None] = [
+            InputStatistic(DenseFactor(self.input_factor(module, a_sum)), count)
+        ]
+        names = self.tangent_names(module)
+        tangents = parameter_tangents(module, inputs, names) if names else None
+        stats.extend([None] * len(names))
+        if module.bias is not None:
+            stats.append(None)
+        return ForwardResult(tuple(stats), state=(structure, tangents))
+
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """Output factor of the kernel, exact tangent block, bias factor."""
+        structure, tangents = state
+        s, n = output_grads.shape[:2]
+        rows_exp = structure.copy_rows.numel()
+        flat = output_grads.reshape(s, n, rows_exp, -1)
+        b = structure.output_statistic(flat, approx)
+        scale = self.output_scale(module)
+        if scale is not None:
+            b = b * scale[:, None] * scale[None, :]
+        out = [b]
+        if tangents is not None:
+            out.extend(tangent_blocks(module, self.tangent_names(module), tangents, output_grads))
+        if module.bias is not None:
+            out.append(_bias_statistic(output_grads, approx))
+        return tuple(out)
+
+
+def _identity_structure(param: Tensor) -> GatherStructure:
+    rows, width = param.shape[0], param[0].numel()
+    return GatherStructure(inverse=torch.arange(width)[None], copy_rows=torch.arange(rows)[:, None])
+
+
+class SpatialConvAdapter(_GatheredConvAdapter):
+    """CONV (:class:`~bayesym.layers.conv.SpatialConv2d`): plain conv, its own padding."""
+
+    def structure(self, module: SpatialConv2d) -> GatherStructure:
+        """One copy per row (no group)."""
+        return _identity_structure(module.weight)
+
+
+class SparseConvAdapter(_GatheredConvAdapter):
+    """S-CONV: ``A_u = (I ⊗ Φ) A (I ⊗ Φ)ᵀ`` for anchor values ``u [C_out, C_in, M]``."""
+
+    kernel_name = "anchor_values"
+
+    def structure(self, module: SparseConv2d) -> GatherStructure:
+        """One copy per row; the basis projection is applied to the input factor."""
+        c_out = module.out_channels
+        return GatherStructure(
+            inverse=torch.arange(module.in_channels * module.kernel_size**2)[None],
+            copy_rows=torch.arange(c_out)[:, None],
+        )
+
+    def input_factor(self, module: SparseConv2d, a_sum: Tensor) -> Tensor:
+        """Project the filter-space factor onto the anchor values."""
+        psi = module.basis.matrix().detach().to(a_sum)  # [M, k²]
+        c, k2 = module.in_channels, module.kernel_size**2
+        a4 = a_sum.reshape(c, k2, c, k2)
+        return torch.einsum("ipjq,mp,nq->imjn", a4, psi, psi).reshape(c * psi.shape[0], -1)
+
+    def tangent_names(self, module: SparseConv2d) -> list[str]:
+        """Learnable ``basis.omega`` / ``basis.anchor_locations``."""
+        return learnable_basis_parameters(module)
+
+
+class GroupConvAdapter(_GatheredConvAdapter):
+    """Lifting and group convolutions: weight sharing over (group element, position)."""
+
+    def structure(self, module: LiftingConv2d | GroupConv2d) -> GatherStructure:
+        """Probe :meth:`expanded_kernel`'s index map with an ``arange`` weight."""
+        from bayesym.groups.expansion import expand_group_kernel, expand_lifting_kernel
+
+        expand = expand_lifting_kernel if isinstance(module, LiftingConv2d) else expand_group_kernel
+        return gather_structure(
+            lambda w: expand(w, module.group, module.expansion_index.cpu()),
+            module.weight.shape,
+            type(module).__name__,
+        )
+
+    def patches(self, module: nn.Module, x: Tensor) -> Tensor:
+        """Group feature maps are convolved with the group axis merged into channels."""
+        if x.dim() == 5:
+            x = x.flatten(1, 2)
+        return super().patches(module, x)
+
+
+class MixedConvAdapter(ModuleAdapter):
+    """[G]-mixed convolutions: one Kronecker block per component direction ``v^K``.
+
+    The layer's kernel is ``Σ_K z_K E_K(c ⊙ v^K / ‖v^K‖)``; each component's direction gets
+    the gathered-conv factors of its own expansion ``E_K``, with the output factor scaled by
+    ``(z_K c_r / ‖v^K_r‖)²`` per row. The architecture logits ``α`` (excluded by EquiNAS_D,
+    which learns them on validation data) get an exact dense block.
+    """
+
+    def _components(self, module: nn.Module) -> list[str]:
+        return [k.name for k in module.components]
+
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """``directions.<K>`` for every component, ``architecture_logits`` and ``bias``."""
+        specs = []
+        for name in self._components(module):
+            p = module.directions[name]
+            attr = f"directions.{name}"
+            specs.append(
+                BlockSpec(attr, ((attr, 0, p.numel()),), "kronecker", p.shape[0], p[0].numel())
+            )
+        logits = getattr(module, ARCHITECTURE_PARAMETER_NAME)
+        specs.append(
+            BlockSpec(
+                ARCHITECTURE_PARAMETER_NAME,
+                ((ARCHITECTURE_PARAMETER_NAME, 0, logits.numel()),),
+                "dense",
+                logits.numel(),
+            )
+        )
+        if module.bias is not None:
+            specs.append(
+                BlockSpec("bias", (("bias", 0, module.bias.numel()),), "dense", module.bias.numel())
+            )
+        return tuple(specs)
+
+    def _structure(self, module: nn.Module, name: str) -> GatherStructure:
+        component = module.components[self._components(module).index(name)]
+        shape = module.directions[name].shape
+
+        def expand(w: Tensor) -> Tensor:
+            with torch.no_grad():
+                return module._expand_component(
+                    w.to(module.directions[name].device), component
+                ).cpu()
+
+        return gather_structure(expand, shape, f"{type(module).__name__} component {name}")
+
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """Per-component permuted patch covariances and the logits' tangents."""
+        x = inputs[0]
+        flat = x.flatten(1, 2) if x.dim() == 5 else x
+        patches = unfold_same(flat, module.kernel_size, module.padding_mode)
+        structures, stats = {}, []
+        for name in self._components(module):
+            structures[name] = self._structure(module, name)
+            a_sum, count = structures[name].input_statistic(patches, approx)
+            stats.append(InputStatistic(DenseFactor(a_sum), count))
+        tangents = parameter_tangents(module, inputs, [ARCHITECTURE_PARAMETER_NAME])
+        stats.append(None)
+        if module.bias is not None:
+            stats.append(None)
+        return ForwardResult(tuple(stats), state=(structures, tangents))
+
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """Scaled per-component output factors, the logits' block, the bias factor."""
+        structures, tangents = state
+        s, n = output_grads.shape[:2]
+        z = module.architecture_weights().detach()
+        out = []
+        for i, name in enumerate(self._components(module)):
+            structure = structures[name]
+            flat = output_grads.reshape(s, n, structure.copy_rows.numel(), -1)
+            b = structure.output_statistic(flat, approx)
+            direction = module.directions[name].detach()
+            norm = getattr(module, f"norm_{name}")
+            scale = z[i] * norm / direction.flatten(1).norm(dim=1)
+            out.append(b * scale[:, None] * scale[None, :])
+        out.append(tangent_ggn(tangents, output_grads))
+        if module.bias is not None:
+            out.append(_bias_statistic(output_grads, approx))
+        return tuple(out)

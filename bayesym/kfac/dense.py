@@ -1,0 +1,105 @@
+r"""KFAC adapters of the unstructured layers: FC on feature maps and AEN orbit-shared FC.
+
+* :class:`~bayesym.layers.dense.SpatialLinear` *is* a linear layer on the flattened map:
+  ``B ⊗ A`` with ``A`` over ``x.flatten(1)`` and ``B`` over ``y.flatten(1)``; a per-unit bias is
+  the dense ``B``, a per-channel bias (shared by the positions) its exact GGN block.
+* :class:`~bayesym.layers.shared.OrbitSharedLinear` has ``W = θ[orbit]``: the GGN of ``θ`` is
+  ``Eᵀ (B ⊗ A) E`` for the orbit indicator ``E``, not Kronecker. It gets its *exact* GGN block
+  ``Σ_{s,n} j jᵀ`` from per-datum gradients ``j[o] = Σ_{(i,k) ∈ o} g_i x_k`` (a single-position
+  layer: no weight-sharing approximation at all), which costs ``O(#orbits²)`` memory — meant for
+  the small layers it is used in; larger ones are refused by the engine's memory limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from curvature import (
+    Approx,
+    BlockSpec,
+    DenseFactor,
+    ForwardResult,
+    InputStatistic,
+    ModuleAdapter,
+    covariance,
+)
+
+__all__ = ["OrbitSharedLinearAdapter", "SpatialLinearAdapter"]
+
+
+class SpatialLinearAdapter(ModuleAdapter):
+    """FC: ``weight [C_out P, C_in P]`` as ``nn.Linear`` on ``x.flatten(1)``."""
+
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """``weight`` (Kronecker) and ``bias`` (dense)."""
+        d_out, d_in = module.weight.shape
+        specs = [BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, d_in)]
+        if module.bias is not None:
+            specs.append(
+                BlockSpec("bias", (("bias", 0, module.bias.numel()),), "dense", module.bias.numel())
+            )
+        return tuple(specs)
+
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """``Σ x xᵀ`` over the flattened inputs."""
+        x = inputs[0].flatten(1)
+        stats = [InputStatistic(DenseFactor(covariance(x)), x.shape[0])]
+        if module.bias is not None:
+            stats.append(None)
+        return ForwardResult(tuple(stats))
+
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """``Σ g gᵀ`` over flattened outputs; the bias block summed over positions if shared."""
+        s, n = output_grads.shape[:2]
+        g = output_grads.reshape(s * n, -1)
+        b = covariance(g)
+        if module.bias is None:
+            return (b,)
+        if module.bias.numel() == g.shape[1]:  # one bias per output unit
+            return (b, b)
+        return (b, covariance(g.reshape(s * n, module.bias.numel(), -1).sum(-1)))
+
+
+class OrbitSharedLinearAdapter(ModuleAdapter):
+    """AEN parameter sharing: exact dense GGN blocks of the orbit weights and biases."""
+
+    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
+        """``orbit_weights`` and ``orbit_bias`` (dense, exact)."""
+        k = module.orbit_weights.numel()
+        specs = [BlockSpec("orbit_weights", (("orbit_weights", 0, k),), "dense", k)]
+        if module.orbit_bias is not None:
+            kb = module.orbit_bias.numel()
+            specs.append(BlockSpec("orbit_bias", (("orbit_bias", 0, kb),), "dense", kb))
+        return tuple(specs)
+
+    def forward_statistics(
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+    ) -> ForwardResult:
+        """Keep the inputs for the per-datum gradients."""
+        stats = (None, None) if module.orbit_bias is not None else (None,)
+        return ForwardResult(stats, state=inputs[0].detach())
+
+    def backward_statistics(
+        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+    ) -> tuple[Tensor, ...]:
+        """``Σ j jᵀ`` with ``j = Eᵀ vec(g xᵀ)``, one direction at a time (bounded memory)."""
+        x = state  # [N, n_in]
+        k = module.orbit_weights.numel()
+        index = module.orbit_index.reshape(-1)
+        h = output_grads.new_zeros(k, k)
+        for g in output_grads:  # [N, m]
+            outer = (g[:, :, None] * x[:, None, :]).reshape(g.shape[0], -1)
+            j = outer.new_zeros(g.shape[0], k).index_add_(1, index, outer)
+            h += covariance(j)
+        if module.orbit_bias is None:
+            return (h,)
+        kb = module.orbit_bias.numel()
+        rows = output_grads.reshape(-1, output_grads.shape[-1])
+        jb = rows.new_zeros(rows.shape[0], kb).index_add_(1, module.bias_index, rows)
+        return (h, covariance(jb))

@@ -1,0 +1,131 @@
+r"""KFAC for convolutions whose kernel is a gather of a parameter (CONV, lifting, GCONV, mixed).
+
+Every convolution of the layer zoo is ``y = conv(pad(x), W)`` with an expanded kernel
+``W [R_exp, D]`` (rows: output channels, flattened over the group axis; columns: the unfolded
+patch feature ``(c, [h,] i, j)``) whose every row is a *permuted copy* of a row of the
+parameter ``ψ [R, D]``:
+
+.. math::
+    W[o, e] = \psi[\rho(o), \pi_o(e)], \qquad
+    y_{o,t} = \sum_e W[o, e]\, p_{e,t} = \sum_d \psi[\rho(o), d]\, p_{\pi_o^{-1}(d), t}.
+
+For a group convolution the ``m = |G|`` copies of a row are the group elements
+(:mod:`bayesym.groups.expansion`), for a mixed component the ``|K|`` elements of the component,
+for a plain convolution ``m = 1``. So ``ψ`` is a linear map shared over (copy ``j``, position
+``t``) with inputs ``a_{j,t} = Π_j p_t`` (App. A; Sec. 5), and
+
+* expand: ``A = (1/m) Σ_j Π_j C Π_jᵀ`` with ``C = Σ_{n,t} p pᵀ / (N T)`` (one patch covariance,
+  ``m`` cheap gathers), ``B = Σ_{s,n,j,t} g gᵀ`` over the output gradients of the copies;
+* reduce: ``ā_n = mean_{j,t} a``, ``ĝ = Σ_{j,t} g``.
+
+The structure (``ρ``, the ``m`` permutations, which expanded row is copy ``j`` of row ``r``) is
+read off by *probing* the layer's own expansion with ``ψ = arange`` — the adapter cannot drift
+from the layer's index maps. A structure whose rows do not share one set of permutations is
+refused (it would not be Kronecker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from curvature import Approx, CurvatureError, covariance
+
+__all__ = ["GatherStructure", "gather_structure", "unfold_same"]
+
+
+@dataclass(frozen=True)
+class GatherStructure:
+    """How an expanded kernel ``[R_exp, D]`` is gathered from a parameter ``[R, D]``.
+
+    Attributes:
+        inverse: ``[m, D]`` — ``a_j = p[inverse[j]]`` is the input of copy ``j``.
+        copy_rows: ``[R, m]`` — expanded row that is copy ``j`` of parameter row ``r``.
+    """
+
+    inverse: Tensor
+    copy_rows: Tensor
+
+    @property
+    def copies(self) -> int:
+        """Number ``m`` of copies of every parameter row."""
+        return self.inverse.shape[0]
+
+    def input_statistic(self, patches: Tensor, approx: Approx) -> tuple[Tensor, int]:
+        """``(Σ a aᵀ, count)`` from unfolded patches ``[N, D, T]``."""
+        n, _, t = patches.shape
+        m = self.copies
+        if approx == "expand":
+            rows = patches.transpose(1, 2).reshape(n * t, -1)
+            c = covariance(rows)
+            inverse = self.inverse.to(c.device)
+            total = sum(c[inv[:, None], inv[None, :]] for inv in inverse)
+            return total, n * t * m
+        mean = patches.mean(-1)  # [N, D]
+        abar = sum(mean[:, inv] for inv in self.inverse.to(mean.device)) / m
+        return covariance(abar), n
+
+    def output_statistic(self, grads: Tensor, approx: Approx) -> Tensor:
+        """``Σ g gᵀ`` over the parameter rows from output gradients ``[S, N, R_exp, T]``."""
+        g = grads[:, :, self.copy_rows.to(grads.device)]  # [S, N, R, m, T]
+        r = g.shape[2]
+        rows = (
+            g.movedim(2, -1).reshape(-1, r) if approx == "expand" else g.sum((3, 4)).reshape(-1, r)
+        )
+        return covariance(rows)
+
+
+def gather_structure(
+    expand: Callable[[Tensor], Tensor], shape: torch.Size, owner: str
+) -> GatherStructure:
+    """Probe ``expand`` (parameter -> kernel ``[R_exp, C, k, k]``) with ``arange`` values.
+
+    Args:
+        expand: the layer's own expansion of a parameter-shaped tensor.
+        shape: the parameter's shape ``[R, ...]``.
+        owner: name for error messages.
+
+    Raises:
+        CurvatureError: if kernel rows are not permuted copies of parameter rows sharing one
+            set of permutations.
+    """
+    numel = int(torch.Size(shape).numel())
+    probe = torch.arange(numel, dtype=torch.float64).reshape(shape)
+    index = expand(probe).reshape(-1).round().long()
+    rows_param = shape[0]
+    width = numel // rows_param
+    index = index.reshape(-1, width)
+    if index.shape[1] != width:
+        raise CurvatureError(
+            f"{owner}: expanded kernel rows have {index.shape[1]} entries, expected {width}"
+        )
+    source = index // width
+    cols = index % width
+    if not bool((source == source[:, :1]).all()):
+        raise CurvatureError(f"{owner}: an expanded kernel row mixes several parameter rows")
+    source = source[:, 0]
+    if not bool((cols.sort(dim=1).values == torch.arange(width)).all()):
+        raise CurvatureError(
+            f"{owner}: an expanded kernel row is not a permutation of a parameter row"
+        )
+    distinct, which = torch.unique(cols, dim=0, return_inverse=True)
+    m = distinct.shape[0]
+    copy_rows = torch.full((rows_param, m), -1, dtype=torch.long)
+    copy_rows[source, which] = torch.arange(index.shape[0])
+    counts = torch.bincount(source, minlength=rows_param)
+    if not bool((counts == m).all()) or bool((copy_rows < 0).any()):
+        raise CurvatureError(
+            f"{owner}: parameter rows are not all expanded with the same {m} permutations; "
+            "the layer has no Kronecker-factored curvature of this form"
+        )
+    return GatherStructure(inverse=distinct.argsort(dim=1), copy_rows=copy_rows)
+
+
+def unfold_same(x: Tensor, kernel_size: int, padding_mode: str) -> Tensor:
+    """Patches ``[N, C k², T]`` of a stride-1 'same' convolution, padded as ``same_conv2d`` pads."""
+    from bayesym.layers.conv import pad_same
+
+    return torch.nn.functional.unfold(pad_same(x, kernel_size // 2, padding_mode), kernel_size)
