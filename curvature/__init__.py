@@ -15,6 +15,7 @@ from curvature.adapters.base import (
     ModuleAdapter,
     covariance,
     parameter_tangents,
+    patch_covariance,
     project_rows,
     tangent_ggn,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "conv2d_patches",
     "covariance",
     "parameter_tangents",
+    "patch_covariance",
     "project_rows",
     "tangent_ggn",
     "register_adapter",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from curvature import Approx, CurvatureError, covariance
+from curvature import Approx, CurvatureError, covariance, patch_covariance
 
 __all__ = ["GatherStructure", "gather_structure", "unfold_same"]
 
@@ -59,8 +59,7 @@ class GatherStructure:
         n, _, t = patches.shape
         m = self.copies
         if approx == "expand":
-            rows = patches.transpose(1, 2).reshape(n * t, -1)
-            c = covariance(rows)
+            c = patch_covariance(patches)
             inverse = self.inverse.to(c.device)
             total = sum(c[inv[:, None], inv[None, :]] for inv in inverse)
             return total, n * t * m
@@ -70,12 +69,18 @@ class GatherStructure:
 
     def output_statistic(self, grads: Tensor, approx: Approx) -> Tensor:
         """``Σ g gᵀ`` over the parameter rows from output gradients ``[S, N, R_exp, T]``."""
-        g = grads[:, :, self.copy_rows.to(grads.device)]  # [S, N, R, m, T]
-        r = g.shape[2]
-        rows = (
-            g.movedim(2, -1).reshape(-1, r) if approx == "expand" else g.sum((3, 4)).reshape(-1, r)
+        s, n, r_exp, t = grads.shape
+        rows, m = self.copy_rows.shape
+        identity = (
+            m == 1 and rows == r_exp and bool((self.copy_rows[:, 0] == torch.arange(rows)).all())
         )
-        return covariance(rows)
+        if identity:  # no copies: the parameter rows are the kernel rows themselves
+            g = grads.reshape(s * n, rows, t)
+        else:
+            g = grads[:, :, self.copy_rows.to(grads.device)].reshape(s * n, rows, m * t)
+        if approx == "reduce":
+            g = g.sum(-1, keepdim=True)
+        return patch_covariance(g)
 
 
 def gather_structure(

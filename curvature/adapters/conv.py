@@ -29,6 +29,7 @@ from curvature.adapters.base import (
     ModuleAdapter,
     check_tensor_input,
     covariance,
+    patch_covariance,
 )
 from curvature.factors import DenseFactor
 
@@ -100,12 +101,11 @@ class Conv2dAdapter(ModuleAdapter):
         groups = module.groups
         patches = patches.reshape(n, groups, -1, t)
         if approx == "expand":
-            rows = patches.permute(1, 0, 3, 2).reshape(groups, n * t, -1)
+            covs = [patch_covariance(patches[:, k]) for k in range(groups)]
             count = n * t
         else:
-            rows = patches.mean(-1).transpose(0, 1)  # [G, N, D]
+            covs = list(covariance(patches.mean(-1).transpose(0, 1)))  # G x [D, D]
             count = n
-        covs = covariance(rows)  # [G, D, D]
         stats = tuple(InputStatistic(DenseFactor(covs[k]), count) for k in range(groups))
         if module.bias is not None:
             stats = (*stats, None)
@@ -116,18 +116,13 @@ class Conv2dAdapter(ModuleAdapter):
     ) -> tuple[Tensor, ...]:
         """Per-group ``Σ g gᵀ`` and, for the bias, the full ``[C_out, C_out]`` covariance."""
         s, n, c_out = output_grads.shape[:3]
-        g = output_grads.reshape(s, n, c_out, -1)
-        rows = (
-            g.movedim(2, -1).reshape(-1, c_out)
-            if approx == "expand"
-            else g.sum(-1).reshape(-1, c_out)
-        )
+        g = output_grads.reshape(s * n, c_out, -1)
+        if approx == "reduce":
+            g = g.sum(-1, keepdim=True)
         groups = module.groups
+        full = patch_covariance(g) if groups == 1 or module.bias is not None else None
         if groups == 1:
-            full = covariance(rows)
             return (full, full) if module.bias is not None else (full,)
-        grouped = covariance(rows.reshape(-1, groups, c_out // groups).transpose(0, 1))
-        out = tuple(grouped[k] for k in range(groups))
-        if module.bias is not None:
-            out = (*out, covariance(rows))
-        return out
+        per = c_out // groups
+        out = tuple(patch_covariance(g[:, k * per : (k + 1) * per]) for k in range(groups))
+        return (*out, full) if module.bias is not None else out
