@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bayesym.backbones.initialisation import scale_layer
 from bayesym.layers._checks import check_feature_map, check_positive_int, check_spatial
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.registry import LAYER_KINDS, layer_kind, make_layer
@@ -112,6 +113,9 @@ class LayerwiseBackboneConfig:
         layer_options: extra keyword options for every block's layer (e.g.
             ``{"padding_mode": "zeros"}``, ``{"num_anchors": 4}`` or ``{"group": "D4"}``);
             ``lifting`` is set by the backbone for group kinds.
+        unit_variance_init: rescale the initial weights so every layer outputs unit second
+            moment on a Gaussian probe (LSUV; :mod:`bayesym.backbones.initialisation`). Without
+            it the 8 ReLU blocks shrink the signal ~6x each and training stalls.
 
     Raises:
         ValueError: for an unknown layer kind or non-positive sizes.
@@ -124,6 +128,7 @@ class LayerwiseBackboneConfig:
     input_size: tuple[int, int] = (32, 32)
     kernel_size: int = 3
     layer_options: Mapping[str, Any] = field(default_factory=dict)
+    unit_variance_init: bool = True
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -149,6 +154,7 @@ class LayerwiseBackboneConfig:
                 self.input_size,
                 self.kernel_size,
                 options,
+                self.unit_variance_init,
             )
         )
 
@@ -230,6 +236,28 @@ class LayerwiseBackbone(nn.Module):
             nn.ReLU(),
             SpatialConv2d(HEAD_WIDTH * a, config.num_classes, kernel_size=1),
         )
+        if config.unit_variance_init:
+            self._unit_variance_init()
+
+    @torch.no_grad()
+    def _unit_variance_init(self) -> None:
+        """LSUV-style rescaling on a fixed Gaussian probe (:mod:`.initialisation`)."""
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        ref = next(self.parameters())
+        x = torch.randn(
+            16, self.config.in_channels, *self.config.input_size, generator=generator
+        ).to(ref)
+        was_training = self.training
+        self.eval()
+        for block in self.blocks:
+            scale_layer(block.layer, x)
+            x = block(x)
+        x = x.mean(dim=tuple(range(2, x.dim()))).view(x.shape[0], -1, 1, 1)
+        for module in self.head:
+            if isinstance(module, SpatialConv2d):
+                scale_layer(module, x)
+            x = module(x)
+        self.train(was_training)
 
     def named_layers(self) -> list[tuple[str, nn.Module]]:
         """The 8 block layers (the ones a layer kind builds), with qualified names, in order."""

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from bayesym import __version__
-from bayesym.cli import data
+from bayesym.cli import data, fit
 from bayesym.cli.errors import CliError
 from bayesym.data.errors import DataError, UnknownTaskError
 
@@ -28,7 +28,7 @@ __all__ = ["SUBCOMMANDS", "CliError", "build_parser", "main"]
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-SUBCOMMANDS: tuple[Register, ...] = (data.register,)
+SUBCOMMANDS: tuple[Register, ...] = (data.register, fit.register)
 """One ``register(subparsers)`` per subcommand module, in the order shown by ``--help``."""
 
 

@@ -261,9 +261,11 @@ class MarglikTrainer:
                 kfac, self.prior, sigma=sigma, data_scale=data_scale
             )
         self.last_kfac = kfac
+        norms = self.prior.squared_norms(self.model).detach().tolist()
         return {
             "marglik": float(lml) / n,
             "effective_parameters": {k: float(v) for k, v in gammas.items()},
+            "weight_norms": dict(zip(self.prior.names, norms, strict=True)),
         }
 
     # ---------------------------------------------------------------------------- metrics
@@ -393,7 +395,7 @@ class MarglikTrainer:
             if self.likelihood == "classification":
                 row["train_accuracy"] = correct / n
             self.scheduler.step()
-            row["marglik"], row["effective_parameters"] = None, None
+            row["marglik"], row["effective_parameters"], row["weight_norms"] = None, None, None
             if config.is_hyper_epoch(epoch):
                 row.update(self._hyper_step(x, y, epoch))
                 if config.restore_best and (

@@ -110,3 +110,20 @@ def test_block_diagonal_factor_is_eigendecomposed_per_block(float64):
     )
     q = eig.eigenvectors.to_dense()
     assert torch.allclose(q @ torch.diag(eig.eigenvalues) @ q.T, dense, atol=1e-10)
+
+
+def test_regression_float32_eigh_returns_nan_on_a_real_kfac_factor():
+    """A 64x64 output factor (dead ReLU channels) on which float32 LAPACK eigh gives NaN here."""
+    from pathlib import Path
+
+    matrix = torch.load(Path(__file__).parent / "data" / "float32_eigh_failure.pt")
+    assert matrix.dtype == torch.float32
+    eig = DenseFactor(matrix).eigh()
+    assert eig.eigenvalues.dtype == torch.float32
+    assert torch.isfinite(eig.eigenvalues).all() and torch.isfinite(eig.eigenvectors.data).all()
+    reference = torch.linalg.eigvalsh(matrix.double()).clamp(min=0)
+    assert torch.allclose(eig.eigenvalues.double().sort().values, reference, atol=1e-6)
+    q = eig.eigenvectors.data.double()
+    assert torch.allclose(
+        q @ torch.diag(eig.eigenvalues.double()) @ q.T, matrix.double(), atol=1e-6
+    )

@@ -1,0 +1,95 @@
+"""bayesym fit / report / demo end to end, including kill-and-resume to the same result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bayesym.cli import main
+
+TINY = ["--width", "1", "--train-subset", "96", "--batch-size", "32", "--burn-in", "1",
+        "--hyper-every", "1", "--hyper-steps", "3", "--quiet"]  # fmt: skip
+
+
+def test_fit_writes_a_complete_run_directory_and_report_reads_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["fit", "--task", "quadrant-digits", "--epochs", "2", "--out", str(out), *TINY]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "blocks.0.layer" in printed and "test accuracy" in printed
+    for name in (
+        "config.json",
+        "groups.json",
+        "checkpoint.pt",
+        "history.json",
+        "report.txt",
+        "report.csv",
+        "report.json",
+        "plot.png",
+        "metrics.json",
+    ):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["effective_types"]) >= {f"blocks.{k}.layer" for k in range(8)}
+    assert main(["report", str(out)]) == 0
+    assert "relative" in capsys.readouterr().out
+
+
+def test_map_fit_and_user_errors(tmp_path, capsys):
+    out = tmp_path / "map"
+    assert main(["fit", "--map", "--kind", "conv", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert main(["report", str(out)]) == 2
+    assert "MAP run has no effective parameters" in capsys.readouterr().err
+    assert main(["fit", "--kind", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown layer kind 'nope'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    # same directory, other configuration: refused instead of silently mixing runs
+    assert main(["fit", "--map", "--kind", "conv", "--epochs", "2", "--out", str(out), *TINY]) == 2
+    assert "different configuration" in capsys.readouterr().err
+
+
+def test_demo_prints_layer_choices_and_both_accuracies(tmp_path, capsys):
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "invariant task" in out and "position task" in out
+    assert "test accuracy: invariant task (10 classes)" in out
+
+
+def _fit_command(out, epochs):
+    return [sys.executable, "-m", "bayesym.cli", "fit", "--task", "quadrant-position-digits",
+            "--epochs", str(epochs), "--out", str(out), *TINY]  # fmt: skip
+
+
+def test_killed_fit_resumes_to_the_same_final_metrics(tmp_path):
+    epochs = 8
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_fit_command(reference, epochs), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _fit_command(killed, epochs), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    history = killed / "history.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if history.is_file() and len(json.loads(history.read_text() or "[]")) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+    subprocess.run(_fit_command(killed, epochs), check=True, env=env, capture_output=True)
+
+    ref = json.loads((reference / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_nll", "valid_accuracy", "valid_nll", "marglik"):
+        assert got[key] == ref[key], key
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(json.loads((killed / "history.json").read_text())) == strip(
+        json.loads((reference / "history.json").read_text())
+    )
