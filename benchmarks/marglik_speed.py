@@ -1,0 +1,183 @@
+"""Wall time of marglik training vs MAP training and vs laplace-torch's ``marglik_training``.
+
+Same model, data, optimiser and schedule for every method (the paper's schedule, App. F.6:
+burn-in 10 epochs, then a hyper step every 5 epochs with 20 Adam steps at lr 0.1 on the log
+prior precisions; one precision per parameter tensor, laplace-torch's "layerwise"):
+
+* ``map``: bayesym's :class:`~bayesym.marglik.MarglikTrainer` with a fixed prior;
+* ``ours``: the same trainer learning the prior with the Laplace marglik (exact GGN KFAC);
+* ``ours-mc``: the same with the 1-sample Monte-Carlo KFAC;
+* ``laplace-torch``: ``laplace.marglik_training`` with its default ``AsdlGGN`` KFAC backend.
+
+Runs are repeated round-robin (the machine is shared and noisy) and reported as ratios of
+medians; the final log marginal likelihood per datum and the test accuracy of both
+implementations are reported side by side. Data: Fashion-MNIST-shaped synthetic images, or the
+real ones with ``--fashion-mnist``.
+
+Usage::
+
+    python benchmarks/marglik_speed.py            # default (~15 min on 2 cores)
+    python benchmarks/marglik_speed.py --quick    # smoke run (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import torch
+from common import environment, median, write_json
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+
+from bayesym.marglik import MarglikConfig, MarglikTrainer
+from bayesym.priors import GaussianPrior
+from curvature import KFACConfig
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # ASDL's deprecated hooks
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def load(n_train: int, n_test: int, real: bool):
+    if real:
+        from bayesym.data import load_fashion_mnist
+
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+        mean, std = train.images.mean(), train.images.std()
+        return (
+            ((train.images[:n_train] - mean) / std, train.labels[:n_train]),
+            ((test.images[:n_test] - mean) / std, test.labels[:n_test]),
+        )
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_test, 1, 28, 28, generator=g)
+    teacher = cnn()
+    with torch.no_grad():
+        y = teacher(x).argmax(-1)
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def accuracy(model: nn.Module, data) -> float:
+    model.eval()
+    with torch.no_grad():
+        out = float((model(data[0]).argmax(-1) == data[1]).float().mean())
+    model.train()
+    return out
+
+
+def run_ours(train, test, args, learn: bool, ggn: str) -> dict:
+    torch.manual_seed(0)
+    model = cnn()
+    prior = GaussianPrior(model, "tensor")
+    config = MarglikConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr,
+        learn_prior=learn, burn_in=args.burn_in, hyper_every=args.hyper_every,
+        hyper_steps=args.hyper_steps, kfac=KFACConfig(ggn_type=ggn), progress=False,
+    )  # fmt: skip
+    start = time.perf_counter()
+    history = MarglikTrainer(model, prior=prior, config=config).fit(train)
+    seconds = time.perf_counter() - start
+    marglik = [r["marglik"] for r in history if r["marglik"] is not None]
+    return {"seconds": seconds, "marglik": marglik[-1] if marglik else None,
+            "test_accuracy": accuracy(model, test)}  # fmt: skip
+
+
+def run_laplace(train, test, args) -> dict:
+    from laplace import marglik_training
+    from laplace.curvature import AsdlGGN
+
+    torch.manual_seed(0)
+    model = cnn()
+    dataset = TensorDataset(*train)
+    sampler = BatchSampler(
+        RandomSampler(dataset, generator=torch.Generator().manual_seed(0)),
+        args.batch_size,
+        drop_last=False,
+    )
+    loader = DataLoader(dataset, batch_size=None, sampler=sampler)
+    start = time.perf_counter()
+    # laplace-torch counts epochs from 1 and steps when epoch % frequency == 0 and
+    # epoch >= burn-in: hyper steps after epochs 10, 15, 20 like ours.
+    _, model, margliks, _ = marglik_training(
+        model, loader, "classification", hessian_structure="kron", backend=AsdlGGN,
+        optimizer_kwargs={"lr": args.lr}, n_epochs=args.epochs, lr_hyp=0.1,
+        prior_structure="layerwise", n_epochs_burnin=args.burn_in,
+        n_hypersteps=args.hyper_steps, marglik_frequency=args.hyper_every,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    model.train()  # laplace-torch leaves it in eval mode
+    return {"seconds": seconds, "marglik": -margliks[-1] / len(dataset),
+            "test_accuracy": accuracy(model, test)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--burn-in", type=int, default=10)
+    parser.add_argument("--hyper-every", type=int, default=5)
+    parser.add_argument("--hyper-steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--fashion-mnist", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="n=512, 6 epochs, 1 repeat")
+    parser.add_argument("--output", default="marglik_speed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.n_test, args.epochs, args.burn_in, args.hyper_every, args.repeats = (
+            512,
+            256,
+            6,
+            2,
+            2,
+            1,
+        )
+    train, test = load(args.n, args.n_test, args.fashion_mnist)
+    methods = {
+        "map": lambda: run_ours(train, test, args, learn=False, ggn="exact"),
+        "ours": lambda: run_ours(train, test, args, learn=True, ggn="exact"),
+        "ours-mc": lambda: run_ours(train, test, args, learn=True, ggn="mc"),
+        "laplace-torch": lambda: run_laplace(train, test, args),
+    }
+    results: dict[str, list[dict]] = {k: [] for k in methods}
+    for _ in range(args.repeats):
+        for name, fn in methods.items():
+            results[name].append(fn())
+    med = {k: median([r["seconds"] for r in v]) for k, v in results.items()}
+    summary = {
+        "median_seconds": med,
+        "marglik_over_map": {k: med[k] / med["map"] for k in ("ours", "ours-mc", "laplace-torch")},
+        "laplace_torch_over_ours": med["laplace-torch"] / med["ours"],
+        "final_marglik_per_datum": {k: v[-1]["marglik"] for k, v in results.items()},
+        "test_accuracy": {k: v[-1]["test_accuracy"] for k, v in results.items()},
+    }
+    print(
+        f"N={args.n}, {args.epochs} epochs, burn-in {args.burn_in}, hyper step every "
+        f"{args.hyper_every} epochs x {args.hyper_steps} steps, {args.repeats} repeats"
+    )
+    print("| method | median s | x MAP | final log marglik / N | test acc |")
+    print("|---|---|---|---|---|")
+    for k in methods:
+        ml = summary["final_marglik_per_datum"][k]
+        print(
+            f"| {k} | {med[k]:.1f} | {med[k] / med['map']:.2f} | "
+            f"{'-' if ml is None else f'{ml:.4f}'} | {summary['test_accuracy'][k]:.4f} |"
+        )
+    print(f"laplace-torch / ours (exact): {summary['laplace_torch_over_ours']:.2f}x")
+    payload = {"config": vars(args), "environment": environment(), "runs": results,
+               "summary": summary}  # fmt: skip
+    print(f"wrote {write_json(args.output, payload)}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
