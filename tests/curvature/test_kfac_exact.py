@@ -217,3 +217,24 @@ def test_backward_modes_and_direction_chunks_give_identical_factors(float64, bac
         kfac = compute_kfac(model, (x, y), config=config)
         for b in reference:
             assert torch.allclose(kfac[b.name].to_dense(), b.to_dense(), atol=1e-12), b.name
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_linear_with_leading_dims_matches_the_sharing_definition(float64, approx):
+    """Leading dims after the batch are weight-sharing positions (e.g. tokens)."""
+    layer = nn.Linear(3, 4)
+    model = nn.Sequential(layer, nn.Tanh(), nn.Flatten(), nn.Linear(5 * 4, 3))
+    x, y = torch.randn(6, 5, 3), torch.randint(0, 3, (6,))
+    kfac = compute_kfac(model, (x, y), config=KFACConfig(approx=approx))
+    jac, f, _ = output_jacobian(model, layer, x)  # [N, C, R, D_out]
+    lam = output_hessian(f, "classification")
+    if approx == "expand":
+        a_def = torch.einsum("nri,nrj->ij", x, x) / (6 * 5)
+        b_def = torch.einsum("ncro,ncd,ndrp->op", jac, lam, jac)
+    else:
+        a_def = x.mean(1).T @ x.mean(1) / 6
+        b_def = torch.einsum("nco,ncd,ndp->op", jac.sum(2), lam, jac.sum(2))
+    b, a = kfac["0.weight"].factors
+    assert torch.allclose(a.to_dense(), a_def, atol=1e-12)
+    assert torch.allclose(b.to_dense(), b_def, atol=1e-12)
+    assert torch.allclose(kfac["0.bias"].to_dense(), b_def, atol=1e-12)
