@@ -68,12 +68,7 @@ def learnable_basis_parameters(module: nn.Module) -> list[str]:
 
 def tangent_specs(module: nn.Module, names: list[str]) -> list[BlockSpec]:
     """One exact dense block per small parameter (so each can sit in its own prior group)."""
-    return [
-        BlockSpec(
-            n, ((n, 0, module.get_parameter(n).numel()),), "dense", module.get_parameter(n).numel()
-        )
-        for n in names
-    ]
+    return [BlockSpec.dense_parameter(module, n) for n in names]
 
 
 def tangent_blocks(
@@ -116,23 +111,14 @@ class _GatheredConvAdapter(ModuleAdapter):
 
     # --- ModuleAdapter ---------------------------------------------------------------------
     def _kernel_spec(self, module: nn.Module) -> BlockSpec:
-        param = module.get_parameter(self.kernel_name)
-        rows = param.shape[0]
-        return BlockSpec(
-            self.kernel_name,
-            ((self.kernel_name, 0, param.numel()),),
-            "kronecker",
-            rows,
-            param.numel() // rows,
-        )
+        rows = module.get_parameter(self.kernel_name).shape[0]
+        return BlockSpec.kronecker_parameter(module, self.kernel_name, rows)
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """Kernel (Kronecker), tangent parameters (dense) and bias (dense) blocks."""
         specs = [self._kernel_spec(module), *tangent_specs(module, self.tangent_names(module))]
         if module.bias is not None:
-            specs.append(
-                BlockSpec("bias", (("bias", 0, module.bias.numel()),), "dense", module.bias.numel())
-            )
+            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def forward_statistics(
@@ -247,24 +233,11 @@ class MixedConvAdapter(ModuleAdapter):
         """``directions.<K>`` for every component, ``architecture_logits`` and ``bias``."""
         specs = []
         for name in self._components(module):
-            p = module.directions[name]
-            attr = f"directions.{name}"
-            specs.append(
-                BlockSpec(attr, ((attr, 0, p.numel()),), "kronecker", p.shape[0], p[0].numel())
-            )
-        logits = getattr(module, ARCHITECTURE_PARAMETER_NAME)
-        specs.append(
-            BlockSpec(
-                ARCHITECTURE_PARAMETER_NAME,
-                ((ARCHITECTURE_PARAMETER_NAME, 0, logits.numel()),),
-                "dense",
-                logits.numel(),
-            )
-        )
+            rows = module.directions[name].shape[0]
+            specs.append(BlockSpec.kronecker_parameter(module, f"directions.{name}", rows))
+        specs.append(BlockSpec.dense_parameter(module, ARCHITECTURE_PARAMETER_NAME))
         if module.bias is not None:
-            specs.append(
-                BlockSpec("bias", (("bias", 0, module.bias.numel()),), "dense", module.bias.numel())
-            )
+            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def _structure(self, module: nn.Module, name: str) -> GatherStructure:

@@ -34,12 +34,9 @@ class SpatialLinearAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` (Kronecker) and ``bias`` (dense)."""
-        d_out, d_in = module.weight.shape
-        specs = [BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, d_in)]
+        specs = [BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0])]
         if module.bias is not None:
-            specs.append(
-                BlockSpec("bias", (("bias", 0, module.bias.numel()),), "dense", module.bias.numel())
-            )
+            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def forward_statistics(
@@ -71,11 +68,9 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``orbit_weights`` and ``orbit_bias`` (dense, exact)."""
-        k = module.orbit_weights.numel()
-        specs = [BlockSpec("orbit_weights", (("orbit_weights", 0, k),), "dense", k)]
+        specs = [BlockSpec.dense_parameter(module, "orbit_weights")]
         if module.orbit_bias is not None:
-            kb = module.orbit_bias.numel()
-            specs.append(BlockSpec("orbit_bias", (("orbit_bias", 0, kb),), "dense", kb))
+            specs.append(BlockSpec.dense_parameter(module, "orbit_bias"))
         return tuple(specs)
 
     def forward_statistics(
@@ -90,7 +85,6 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
     ) -> tuple[Tensor, ...]:
         """``Σ j jᵀ`` with ``j = Eᵀ vec(g xᵀ)``, one direction at a time (bounded memory)."""
         x = state  # [N, n_in]
-        k = module.orbit_weights.numel()
         index = module.orbit_index.reshape(-1)
         h = output_grads.new_zeros(k, k)
         for g in output_grads:  # [N, m]

@@ -64,22 +64,16 @@ class FactoredLinearAdapter(ModuleAdapter):
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """Output-side and input-side factors (Kronecker, block-diagonal A), tangents, bias."""
         out_name, in_name = self._names(module)
-        u1, u2 = module.get_parameter(out_name), module.get_parameter(in_name)
-        c_out, c_in, m_out = u1.shape
-        m_in = u2.shape[-1]
+        c_out, c_in, m_out = module.get_parameter(out_name).shape
         specs = [
-            BlockSpec(
-                out_name, ((out_name, 0, u1.numel()),), "kronecker", m_out,
-                input_dim=c_out * c_in, input_blocks=c_out, order="input_output",
+            BlockSpec.kronecker_parameter(
+                module, out_name, m_out, input_blocks=c_out, order="input_output"
             ),
-            BlockSpec(
-                in_name, ((in_name, 0, u2.numel()),), "kronecker", c_out,
-                input_dim=c_in * m_in, input_blocks=c_in,
-            ),
+            BlockSpec.kronecker_parameter(module, in_name, c_out, input_blocks=c_in),
             *tangent_specs(module, learnable_basis_parameters(module)),
-        ]  # fmt: skip
+        ]
         if module.bias is not None:
-            specs.append(BlockSpec("bias", (("bias", 0, c_out),), "dense", c_out))
+            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def forward_statistics(

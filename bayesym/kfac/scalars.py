@@ -33,8 +33,7 @@ class HomotopicAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``homotopy_gamma`` (dense)."""
-        k = module.homotopy_gamma.numel()
-        return (BlockSpec("homotopy_gamma", (("homotopy_gamma", 0, k),), "dense", k),)
+        return (BlockSpec.dense_parameter(module, "homotopy_gamma"),)
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
@@ -57,10 +56,9 @@ class GroupBatchNormAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` and ``bias`` (dense)."""
-        c = module.num_channels
         return (
-            BlockSpec("weight", (("weight", 0, c),), "dense", c),
-            BlockSpec("bias", (("bias", 0, c),), "dense", c),
+            BlockSpec.dense_parameter(module, "weight"),
+            BlockSpec.dense_parameter(module, "bias"),
         )
 
     def forward_statistics(

@@ -99,6 +99,34 @@ class BlockSpec:
                 f"{self.input_blocks} blocks"
             )
 
+    @classmethod
+    def dense_parameter(cls, module: nn.Module, attr: str) -> BlockSpec:
+        """A dense block over the whole parameter ``attr`` (dotted names allowed)."""
+        numel = module.get_parameter(attr).numel()
+        return cls(attr, ((attr, 0, numel),), "dense", numel)
+
+    @classmethod
+    def kronecker_parameter(
+        cls,
+        module: nn.Module,
+        attr: str,
+        output_dim: int,
+        *,
+        input_blocks: int = 1,
+        order: Literal["output_input", "input_output"] = "output_input",
+    ) -> BlockSpec:
+        """A Kronecker block over the whole parameter ``attr`` with ``B`` of side ``output_dim``."""
+        numel = module.get_parameter(attr).numel()
+        return cls(
+            attr,
+            ((attr, 0, numel),),
+            "kronecker",
+            output_dim,
+            input_dim=numel // output_dim,
+            input_blocks=input_blocks,
+            order=order,
+        )
+
     def factor_bytes(self, element_size: int) -> dict[str, int]:
         """Bytes of each factor this block will store, for the memory check."""
         out = {"output factor": self.output_dim**2 * element_size}

@@ -88,7 +88,7 @@ class Conv2dAdapter(ModuleAdapter):
                 )
             )
         if module.bias is not None:
-            specs.append(BlockSpec("bias", (("bias", 0, c_out),), "dense", c_out))
+            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def forward_statistics(

@@ -35,12 +35,9 @@ class LinearAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` (Kronecker) and, if present, ``bias`` (dense)."""
-        d_out, d_in = module.weight.shape
-        specs = [
-            BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, input_dim=d_in)
-        ]
+        specs = [BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0])]
         if module.bias is not None:
-            specs.append(BlockSpec("bias", (("bias", 0, d_out),), "dense", d_out))
+            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def forward_statistics(
