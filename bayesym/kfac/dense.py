@@ -86,6 +86,7 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
         """``Σ j jᵀ`` with ``j = Eᵀ vec(g xᵀ)``, one direction at a time (bounded memory)."""
         x = state  # [N, n_in]
         index = module.orbit_index.reshape(-1)
+        k = module.orbit_weights.numel()
         h = output_grads.new_zeros(k, k)
         for g in output_grads:  # [N, m]
             outer = (g[:, :, None] * x[:, None, :]).reshape(g.shape[0], -1)
