@@ -197,7 +197,10 @@ class RBFBasis(nn.Module):
     def matrix(self) -> torch.Tensor:
         """The basis matrix ``Psi``: ``[M, P]`` with ``Psi[j, p] = exp(-omega^2 |p - z_j|^2)``."""
         diff = self.anchor_locations.unsqueeze(1) - self.positions.unsqueeze(0)
-        return torch.exp(-self.omega.pow(2) * diff.pow(2).sum(-1))
+        psi = torch.exp(-self.omega.pow(2) * diff.pow(2).sum(-1))
+        # Far anchors underflow to subnormal numbers (S-FC on 14x14: exp(-omega^2 d^2) < 1e-38
+        # in float32), which slow every CPU matmul with Psi ~100x; they are zero in all but name.
+        return torch.where(psi < torch.finfo(psi.dtype).tiny, 0.0, psi)
 
     @torch.no_grad()
     def mean_squared_norm(self) -> float:
