@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
+from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter, active_blocks
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import FactorTooLargeError, NonFiniteError, UnsupportedModuleError
 from curvature.factors import DenseFactor, Factor
@@ -116,6 +116,11 @@ class _ModulePlan:
     adapter: ModuleAdapter
     accumulators: list[_Accumulator]
     calls: int = 0
+
+    @property
+    def active(self) -> frozenset[str]:
+        """Names of the blocks kept (not excluded)."""
+        return frozenset(acc.spec.name for acc in self.accumulators if acc.keep)
 
 
 @dataclass(eq=False)
@@ -248,7 +253,7 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
                 f"module {plan.name!r}: its output does not require grad (was it called under "
                 "torch.no_grad()?)"
             )
-        with torch.no_grad(), session.adapter_call():
+        with torch.no_grad(), session.adapter_call(), active_blocks(plan.active):
             result = plan.adapter.forward_statistics(module, inputs, output, session.approx)
         if len(result.inputs) != len(plan.accumulators):
             raise UnsupportedModuleError(
@@ -320,7 +325,7 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
     for grads_per_output in _gradient_chunks(f, outputs, directions, mode, chunk):
         for cap, grads in zip(captures, grads_per_output, strict=True):
             plan = cap.plan
-            with torch.no_grad(), session.adapter_call():
+            with torch.no_grad(), session.adapter_call(), active_blocks(plan.active):
                 stats = plan.adapter.backward_statistics(
                     plan.module, cap.state, grads, session.approx
                 )

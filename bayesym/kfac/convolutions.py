@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bayesym.kfac.gathered import GatherStructure, gather_structure, unfold_same
+from bayesym.kfac.gathered import (
+    GatherStructure,
+    cached_structure,
+    gather_structure,
+    unfold_same,
+)
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.mixed import ARCHITECTURE_PARAMETER_NAME
@@ -33,6 +38,7 @@ from curvature import (
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    block_is_active,
     covariance,
     parameter_tangents,
     tangent_ggn,
@@ -46,6 +52,7 @@ __all__ = [
     "learnable_basis_parameters",
     "tangent_blocks",
     "tangent_specs",
+    "tangents_of",
 ]
 
 
@@ -71,15 +78,29 @@ def tangent_specs(module: nn.Module, names: list[str]) -> list[BlockSpec]:
     return [BlockSpec.dense_parameter(module, n) for n in names]
 
 
+Tangents = tuple[list[str], Tensor | None]
+"""Names of the active small parameters and their joint tangents ``[N, K, ...]``."""
+
+
+def tangents_of(module: nn.Module, inputs: tuple[Any, ...], names: list[str]) -> Tangents:
+    """Forward-mode tangents of the *active* (not excluded) small parameters among ``names``."""
+    active = [n for n in names if block_is_active(n)]
+    return active, (parameter_tangents(module, inputs, active) if active else None)
+
+
 def tangent_blocks(
-    module: nn.Module, names: list[str], tangents: Tensor, output_grads: Tensor
+    module: nn.Module, names: list[str], tangents: Tangents, output_grads: Tensor
 ) -> list[Tensor]:
-    """Split joint tangents ``[N, K, ...]`` into the exact dense blocks of :func:`tangent_specs`."""
+    """The exact dense blocks of :func:`tangent_specs` (zeros for excluded parameters)."""
+    active, values = tangents
     out, offset = [], 0
     for n in names:
         k = module.get_parameter(n).numel()
-        out.append(tangent_ggn(tangents[:, offset : offset + k], output_grads))
-        offset += k
+        if n in active:
+            out.append(tangent_ggn(values[:, offset : offset + k], output_grads))
+            offset += k
+        else:  # excluded: the engine discards this block
+            out.append(output_grads.new_zeros(k, k))
     return out
 
 
@@ -132,7 +153,7 @@ class _GatheredConvAdapter(ModuleAdapter):
             InputStatistic(DenseFactor(self.input_factor(module, a_sum)), count)
         ]
         names = self.tangent_names(module)
-        tangents = parameter_tangents(module, inputs, names) if names else None
+        tangents = tangents_of(module, inputs, names)
         stats.extend([None] * len(names))
         if module.bias is not None:
             stats.append(None)
@@ -151,8 +172,7 @@ class _GatheredConvAdapter(ModuleAdapter):
         if scale is not None:
             b = b * scale[:, None] * scale[None, :]
         out = [b]
-        if tangents is not None:
-            out.extend(tangent_blocks(module, self.tangent_names(module), tangents, output_grads))
+        out.extend(tangent_blocks(module, self.tangent_names(module), tangents, output_grads))
         if module.bias is not None:
             out.append(_bias_statistic(output_grads, approx))
         return tuple(out)
@@ -204,10 +224,14 @@ class GroupConvAdapter(_GatheredConvAdapter):
         from bayesym.groups.expansion import expand_group_kernel, expand_lifting_kernel
 
         expand = expand_lifting_kernel if isinstance(module, LiftingConv2d) else expand_group_kernel
-        return gather_structure(
-            lambda w: expand(w, module.group, module.expansion_index.cpu()),
-            module.weight.shape,
-            type(module).__name__,
+        key = (type(module).__name__, module.group.name, tuple(module.weight.shape))
+        return cached_structure(
+            key,
+            lambda: gather_structure(
+                lambda w: expand(w, module.group, module.expansion_index.cpu()),
+                module.weight.shape,
+                type(module).__name__,
+            ),
         )
 
     def patches(self, module: nn.Module, x: Tensor) -> Tensor:
@@ -250,7 +274,11 @@ class MixedConvAdapter(ModuleAdapter):
                     w.to(module.directions[name].device), component
                 ).cpu()
 
-        return gather_structure(expand, shape, f"{type(module).__name__} component {name}")
+        key = (type(module).__name__, module.group.name, name, tuple(shape))
+        return cached_structure(
+            key,
+            lambda: gather_structure(expand, shape, f"{type(module).__name__} component {name}"),
+        )
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
@@ -264,7 +292,7 @@ class MixedConvAdapter(ModuleAdapter):
             structures[name] = self._structure(module, name)
             a_sum, count = structures[name].input_statistic(patches, approx)
             stats.append(InputStatistic(DenseFactor(a_sum), count))
-        tangents = parameter_tangents(module, inputs, [ARCHITECTURE_PARAMETER_NAME])
+        tangents = tangents_of(module, inputs, [ARCHITECTURE_PARAMETER_NAME])
         stats.append(None)
         if module.bias is not None:
             stats.append(None)
@@ -286,7 +314,7 @@ class MixedConvAdapter(ModuleAdapter):
             norm = getattr(module, f"norm_{name}")
             scale = z[i] * norm / direction.flatten(1).norm(dim=1)
             out.append(b * scale[:, None] * scale[None, :])
-        out.append(tangent_ggn(tangents, output_grads))
+        out.extend(tangent_blocks(module, [ARCHITECTURE_PARAMETER_NAME], tangents, output_grads))
         if module.bias is not None:
             out.append(_bias_statistic(output_grads, approx))
         return tuple(out)

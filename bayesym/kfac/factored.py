@@ -24,7 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bayesym.kfac.convolutions import learnable_basis_parameters, tangent_blocks, tangent_specs
+from bayesym.kfac.convolutions import (
+    learnable_basis_parameters,
+    tangent_blocks,
+    tangent_specs,
+    tangents_of,
+)
 from bayesym.layers.sparse import SparseFactoredLinear
 from curvature import (
     Approx,
@@ -34,7 +39,6 @@ from curvature import (
     InputStatistic,
     ModuleAdapter,
     covariance,
-    parameter_tangents,
 )
 
 __all__ = ["FactoredLinearAdapter"]
@@ -91,7 +95,7 @@ class FactoredLinearAdapter(ModuleAdapter):
             rows2 = rows2 @ psi_in.to(rows2).T  # a Ψᵀ: [C_in, N, M_in]
         a2 = covariance(rows2)
         names = learnable_basis_parameters(module)
-        tangents = parameter_tangents(module, inputs, names) if names else None
+        tangents = tangents_of(module, inputs, names)
         stats = [
             InputStatistic(BlockDiagonalFactor(a1), n * c_out),
             InputStatistic(BlockDiagonalFactor(a2), n * c_in),
@@ -114,9 +118,8 @@ class FactoredLinearAdapter(ModuleAdapter):
             b1 = psi @ b1 @ psi.T
         g2 = torch.einsum("ocq,snoq->snco", theta1, g)  # ∂f/∂x_1, rows (s, n, c)
         out = [b1, covariance(g2.reshape(-1, c_out))]
-        if tangents is not None:
-            names = learnable_basis_parameters(module)
-            out.extend(tangent_blocks(module, names, tangents, output_grads))
+        names = learnable_basis_parameters(module)
+        out.extend(tangent_blocks(module, names, tangents, output_grads))
         if module.bias is not None:
             out.append(covariance(g.sum(-1).reshape(-1, c_out)))
         return tuple(out)

@@ -34,7 +34,9 @@ from torch import Tensor
 
 from curvature import Approx, CurvatureError, covariance, patch_covariance
 
-__all__ = ["GatherStructure", "gather_structure", "unfold_same"]
+__all__ = ["GatherStructure", "cached_structure", "gather_structure", "unfold_same"]
+
+_STRUCTURES: dict[tuple, GatherStructure] = {}
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,17 @@ def gather_structure(
             "the layer has no Kronecker-factored curvature of this form"
         )
     return GatherStructure(inverse=distinct.argsort(dim=1), copy_rows=copy_rows)
+
+
+def cached_structure(key: tuple, build: Callable[[], GatherStructure]) -> GatherStructure:
+    """Memoise structures by a key that determines the expansion (layer type, groups, shape).
+
+    The structure depends only on the layer's configuration, never on its parameter values,
+    so probing once per configuration suffices.
+    """
+    if key not in _STRUCTURES:
+        _STRUCTURES[key] = build()
+    return _STRUCTURES[key]
 
 
 def unfold_same(x: Tensor, kernel_size: int, padding_mode: str) -> Tensor:

@@ -29,7 +29,9 @@ method needs are first-class:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +46,7 @@ __all__ = [
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
+    "block_is_active",
     "covariance",
     "parameter_tangents",
     "patch_covariance",
@@ -183,6 +186,29 @@ class ModuleAdapter(ABC):
             output_grads: ``[S, *output.shape]``, gradients of the ``S`` output directions.
             approx: the weight-sharing approximation.
         """
+
+
+_ACTIVE_BLOCKS: ContextVar[frozenset[str] | None] = ContextVar("active_blocks", default=None)
+
+
+@contextmanager
+def active_blocks(names: frozenset[str]) -> Iterator[None]:
+    """Declare which of the current module's blocks are kept (used by the engine)."""
+    token = _ACTIVE_BLOCKS.set(names)
+    try:
+        yield
+    finally:
+        _ACTIVE_BLOCKS.reset(token)
+
+
+def block_is_active(name: str) -> bool:
+    """Whether the block ``name`` of the module being processed is kept (not excluded).
+
+    Adapters may skip expensive statistics of excluded blocks (the engine discards whatever
+    they return for them); outside the engine every block counts as active.
+    """
+    names = _ACTIVE_BLOCKS.get()
+    return names is None or name in names
 
 
 def covariance(rows: Tensor) -> Tensor:

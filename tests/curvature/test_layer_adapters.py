@@ -207,3 +207,24 @@ def test_homotopic_gamma_and_batchnorm_blocks_are_exact_for_any_data(float64):
         compute_kfac(model, (x, y))
     model.eval()
     assert_exact(model, x, y, names={"3.homotopy_gamma", "1.weight", "1.bias"})
+
+
+def test_excluded_small_parameters_are_not_computed(float64, monkeypatch):
+    """Excluding the mixture logits skips their (expensive) tangents; other blocks unchanged."""
+    import bayesym.kfac.convolutions as convolutions
+
+    g = d4_subgroup("C4")
+    layer = MixedLiftingConv2d(1, 2, 3, g, components=[d4_subgroup("C1"), g])
+    model = nn.Sequential(layer, nn.Tanh(), Head(2))
+    x, y = torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))
+    full = compute_kfac(model, (x, y))
+    calls = []
+    original = convolutions.parameter_tangents
+    monkeypatch.setattr(
+        convolutions, "parameter_tangents", lambda *a: calls.append(a[2]) or original(*a)
+    )
+    partial = compute_kfac(model, (x, y), exclude=["0.architecture_logits"])
+    assert calls == []
+    assert "0.architecture_logits" not in partial.names
+    for b in partial:
+        assert torch.allclose(b.to_dense(), full[b.name].to_dense()), b.name
