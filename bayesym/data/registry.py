@@ -22,7 +22,8 @@ independently and the same arguments always give identical tensors. With
 task's *train* split (same ``seed`` and ``split_seed``), recorded in
 ``dataset.info["standardization"]``.
 
-To add a task, add one :class:`TaskSpec` to :data:`TASKS`.
+To add a task, add one :class:`TaskSpec` to the list `_specs_for` builds (``TASKS`` itself is a
+read-only mapping); a new kind of transformation also needs a branch in ``_build``.
 """
 
 from __future__ import annotations
