@@ -4,12 +4,33 @@ Learn which symmetry (translation, rotations, flips, other groups) each layer of
 network should obey, with the Laplace marginal likelihood computed from Kronecker-
 factored curvature (package :mod:`curvature`).
 
-Importing any part of bayesym registers its layers' KFAC adapters with :mod:`curvature`
-(:mod:`bayesym.kfac`), so ``curvature.compute_kfac`` works on every layer of the zoo.
+Sub-packages (each re-exports its own API): :mod:`bayesym.groups`, :mod:`bayesym.data`,
+:mod:`bayesym.layers`, :mod:`bayesym.backbones`, :mod:`bayesym.kfac`, :mod:`bayesym.marglik`.
+The most used entry points are re-exported here. Importing any part of bayesym registers
+its layers' KFAC adapters with :mod:`curvature`, so ``curvature.compute_kfac`` works on every
+layer of the zoo.
 """
 
 __version__ = "0.1.0"
 
 from bayesym import kfac as _kfac  # noqa: F401  (registers the KFAC adapters)
+from bayesym.inspection import EffectiveParameterReport, effective_parameters
+from bayesym.marglik import MarglikConfig, MarglikTrainer, log_marginal_likelihood
+from bayesym.priors import GaussianPrior, parameter_groups
+from bayesym.runs import RunConfig, run
 
-__all__ = ["__version__"]
+__all__ = [
+    "__version__",
+    # priors and the marginal likelihood
+    "GaussianPrior",
+    "parameter_groups",
+    "log_marginal_likelihood",
+    # training
+    "MarglikConfig",
+    "MarglikTrainer",
+    "RunConfig",
+    "run",
+    # inspection
+    "EffectiveParameterReport",
+    "effective_parameters",
+]
