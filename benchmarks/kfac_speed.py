@@ -143,15 +143,20 @@ def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=5000, help="number of training images")
+    parser.add_argument("--n", type=int, default=10000, help="number of training images")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
     parser.add_argument("--fashion-mnist", action="store_true", help="use the real images")
     parser.add_argument("--no-mc-baselines", action="store_true")
     parser.add_argument("--quick", action="store_true", help="n=1024, repeats=2 (smoke run)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     parser.add_argument("--output", default="kfac_speed")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.n, args.repeats = 1024, 2
 

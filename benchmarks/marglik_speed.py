@@ -130,8 +130,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fashion-mnist", action="store_true")
     parser.add_argument("--quick", action="store_true", help="n=512, 6 epochs, 1 repeat")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     parser.add_argument("--output", default="marglik_speed")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.n, args.n_test, args.epochs, args.burn_in, args.hyper_every, args.repeats = (
             512,
