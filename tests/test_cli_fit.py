@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from bayesym.cli import main
 
 TINY = ["--width", "1", "--train-subset", "96", "--batch-size", "32", "--burn-in", "1",
@@ -57,6 +59,19 @@ def test_demo_prints_layer_choices_and_both_accuracies(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "invariant task" in out and "position task" in out
     assert "test accuracy: invariant task (10 classes)" in out
+
+
+def test_threads_option_sets_torch_threads_and_rejects_zero(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        out = tmp_path / "t"
+        args = ["fit", "--map", "--kind", "conv", "--epochs", "1", "--threads", "1"]
+        assert main([*args, "--out", str(out), *TINY]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["fit", "--threads", "0", "--out", str(tmp_path / "z"), *TINY]) == 2
+        assert "--threads must be >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fit_command(out, epochs):
