@@ -5,8 +5,9 @@ shared and noisy), and are reported as ratios to the median forward+backward epo
 
 * ``epoch``: one plain training epoch (forward, cross-entropy, backward, SGD step);
 * ``ours-exact`` / ``ours-mc1``: :func:`curvature.compute_kfac` (exact GGN / 1 MC sample)
-  over the epoch's batches, then the log marginal likelihood from the factors;
-* ``ours-exact-vmap``: the same with vectorised backward passes (informational);
+  over the epoch's batches, then the log marginal likelihood from the factors; default
+  ``backward="auto"`` (vectorised directions for the MLP, a loop for the CNN);
+* ``ours-exact-loop`` / ``ours-exact-vmap``: exact with either backward mode forced;
 * ``laplace-ours``: laplace-torch's ``KronLaplace`` fitted with our ``KFACBackend``;
 * ``laplace-asdl`` / ``laplace-curvlinops``: ``KronLaplace`` with laplace-torch's
   ``AsdlGGN`` / ``CurvlinopsGGN`` (exact GGN), ``*-mc1`` their stochastic variants.
@@ -130,6 +131,7 @@ def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool
         "epoch": epoch,
         "ours-exact": ours(KFACConfig(ggn_type="exact")),
         "ours-mc1": ours(KFACConfig(ggn_type="mc", mc_samples=1, seed=0)),
+        "ours-exact-loop": ours(KFACConfig(ggn_type="exact", backward="loop")),
         "ours-exact-vmap": ours(KFACConfig(ggn_type="exact", backward="vmap")),
         "laplace-ours": laplace(KFACBackend),
         "laplace-asdl": laplace(AsdlGGN),

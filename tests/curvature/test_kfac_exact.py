@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from curvature import KFACConfig, compute_kfac
+from curvature.engine import resolve_backward
 
 
 def labels(n, c, likelihood):
@@ -217,6 +218,32 @@ def test_backward_modes_and_direction_chunks_give_identical_factors(float64, bac
         kfac = compute_kfac(model, (x, y), config=config)
         for b in reference:
             assert torch.allclose(kfac[b.name].to_dense(), b.to_dense(), atol=1e-12), b.name
+
+
+def test_auto_backward_vectorises_only_models_made_of_known_friendly_modules(float64):
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(8, 5), nn.GELU(), nn.Linear(5, 3))
+    cnn = nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+
+    class Custom(nn.Module):  # its forward could call any functional op
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    assert resolve_backward(mlp, "auto") == "vmap"
+    assert resolve_backward(cnn, "auto") == "loop"
+    assert resolve_backward(Custom(), "auto") == "loop"
+    assert resolve_backward(cnn, "vmap") == "vmap" and resolve_backward(mlp, "loop") == "loop"
+    x, y = torch.randn(6, 2, 2, 2), torch.randint(0, 3, (6,))
+    for ggn in ("exact", "mc"):
+        auto = compute_kfac(mlp, (x, y), config=KFACConfig(ggn_type=ggn, seed=1))
+        loop = compute_kfac(mlp, (x, y), config=KFACConfig(ggn_type=ggn, seed=1, backward="loop"))
+        for b in loop:
+            assert torch.allclose(auto[b.name].to_dense(), b.to_dense(), atol=1e-12), b.name
+    with pytest.raises(ValueError, match="backward must be 'auto', 'loop' or 'vmap'"):
+        KFACConfig(backward="batched")
 
 
 @pytest.mark.parametrize("approx", ["expand", "reduce"])
