@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from bayesym.cli import main
@@ -108,3 +109,24 @@ def test_killed_fit_resumes_to_the_same_final_metrics(tmp_path):
     assert strip(json.loads((killed / "history.json").read_text())) == strip(
         json.loads((reference / "history.json").read_text())
     )
+
+
+@pytest.mark.slow
+def test_fit_on_real_fashion_mnist_learns_and_reports(tmp_path, capsys):
+    """End to end on the real data: a short marglik fit of F-FC + CONV (about a minute)."""
+    from bayesym.data import DatasetNotFoundError, fashion_mnist_dir
+
+    try:
+        fashion_mnist_dir()
+    except DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist)")
+    out = tmp_path / "fmnist"
+    args = ["fit", "--task", "fmnist", "--kind", "ffc+conv", "--width", "2",
+            "--train-subset", "1000", "--epochs", "3", "--burn-in", "1", "--hyper-every", "1",
+            "--hyper-steps", "5", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.3  # 10 classes: clearly above chance after 4 epochs
+    table = capsys.readouterr().out
+    assert "ffc" in table and "blocks.7.layer" in table
+    assert (out / "plot.png").is_file()
