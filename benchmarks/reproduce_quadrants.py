@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(relaxed_layers_markdown(cells))
     print()
     print(json.dumps(checks, indent=1))
-    print(f"\nwall time {wall / 60:.1f} min; wrote {path.relative_to(ROOT)}")
+    print(f"\nwall time {wall / 60:.1f} min; wrote {path}")
     return payload
 
 
