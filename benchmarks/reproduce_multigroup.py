@@ -27,20 +27,20 @@ Writes ``benchmarks/results/reproduce_multigroup[_quick].json`` and prints markd
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import environment, write_json
+from common import environment
 from reproduce_quadrants import (
     ROOT,
     CellResult,
     Schedule,
     fashion_mnist_subset,
     parse_args,
+    publish,
     schedule_from,
     standardised,
     train_cell,
@@ -244,12 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(),
     }
     name = args.output or ("reproduce_multigroup_quick" if args.quick else "reproduce_multigroup")
-    path = write_json(name, payload)
-    print()
-    print(markdown(cells))
-    print()
-    print(json.dumps(checks, indent=1))
-    print(f"\nwall time {wall / 60:.1f} min; wrote {path}")
+    publish(name, payload, markdown(cells))
     return payload
 
 

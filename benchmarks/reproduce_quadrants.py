@@ -167,17 +167,9 @@ class Schedule:
         return RunConfig(
             task=task,
             layer_kind=layer_kind,
-            width=self.width,
             layer_options=dict(layer_options or {}),
             method=method,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            burn_in=self.burn_in,
-            hyper_every=self.hyper_every,
-            hyper_steps=self.hyper_steps,
-            ggn=self.ggn,
-            seed=self.seed,
+            **dataclasses.asdict(self),
         )
 
 
@@ -420,6 +412,17 @@ def relaxed_layers_markdown(cells: list[CellResult]) -> str:
 
 
 # ---------------------------------------------------------------------------------- main
+def publish(name: str, payload: dict[str, Any], *tables: str) -> None:
+    """Write ``results/<name>.json`` and print the tables, the acceptance checks, wall time."""
+    path = write_json(name, payload)
+    for table in tables:
+        print()
+        print(table)
+    print()
+    print(json.dumps(payload["acceptance"], indent=1))
+    print(f"\nwall time {payload['wall_seconds'] / 60:.1f} min; wrote {path}")
+
+
 def parse_args(argv: list[str] | None, description: str) -> argparse.ArgumentParser:
     """Options shared with ``reproduce_multigroup.py``."""
     parser = argparse.ArgumentParser(description=description)
@@ -516,14 +519,7 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(),
     }
     name = args.output or ("reproduce_quadrants_quick" if args.quick else "reproduce_quadrants")
-    path = write_json(name, payload)
-    print()
-    print(markdown(cells))
-    print()
-    print(relaxed_layers_markdown(cells))
-    print()
-    print(json.dumps(checks, indent=1))
-    print(f"\nwall time {wall / 60:.1f} min; wrote {path}")
+    publish(name, payload, markdown(cells), relaxed_layers_markdown(cells))
     return payload
 
 

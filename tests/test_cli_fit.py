@@ -126,7 +126,7 @@ def test_fit_on_real_fashion_mnist_learns_and_reports(tmp_path, capsys):
             "--hyper-steps", "5", "--quiet", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_accuracy"] > 0.3  # 10 classes: clearly above chance after 4 epochs
+    assert metrics["test_accuracy"] > 0.3  # 10 classes: clearly above chance after 3 epochs
     table = capsys.readouterr().out
     assert "ffc" in table and "blocks.7.layer" in table
     assert (out / "plot.png").is_file()
