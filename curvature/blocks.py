@@ -94,8 +94,17 @@ class CurvatureBlock(ABC):
         return self._eigen[key]
 
     def eigenvalues(self, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
-        """Per-factor eigenvalues ``λ^(i)`` (non-negative)."""
-        return tuple(e.eigenvalues for e in self.eigendecompose(dtype))
+        """Per-factor eigenvalues ``λ^(i)`` (non-negative; cached per dtype).
+
+        Taken from a cached :meth:`eigendecompose` if there is one, else computed without
+        eigenvectors (``eigvalsh``), which is all the log-determinant needs.
+        """
+        if dtype in self._eigen:
+            return tuple(e.eigenvalues for e in self._eigen[dtype])
+        key = ("values", dtype)
+        if key not in self._eigen:
+            self._eigen[key] = tuple(f.eigvalsh(dtype) for f in self.factors)
+        return self._eigen[key]
 
     def logdet(self, delta: Tensor | float, dtype: torch.dtype | None = None) -> Tensor:
         """``log det(H_block + δ I)``, differentiable in ``δ``."""

@@ -122,7 +122,17 @@ class _Accumulator:
     b_total: Tensor | None = None
 
     def add_input(self, total: Factor, count: int) -> None:
-        self.a_total = total if self.a_total is None else self.a_total + total
+        if self.a_total is None:
+            self.a_total = total.with_data(total.data.clone())
+        elif type(total) is not type(self.a_total) or total.data.shape != self.a_total.data.shape:
+            raise UnsupportedModuleError(
+                f"block {self.name!r}: the adapter returned input statistics of different "
+                f"structures across calls ({type(self.a_total).__name__}"
+                f"{tuple(self.a_total.data.shape)} then {type(total).__name__}"
+                f"{tuple(total.data.shape)})"
+            )
+        else:
+            self.a_total.data.add_(total.data)  # in place: no new [d, d] per batch
         self.a_count += count
 
     def add_output(self, total: Tensor) -> None:
@@ -297,6 +307,18 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
     return hook
 
 
+def _all_finite(t: Tensor) -> bool:
+    """Whether every entry of ``t`` is finite, usually from one reduction and no bool copy.
+
+    A finite sum implies finite entries (a NaN or inf entry makes the sum NaN or inf); only a
+    non-finite sum, which may also be an overflow of finite entries, is checked element-wise.
+    """
+    with torch.no_grad():
+        if bool(torch.isfinite(t.sum())):
+            return True
+        return bool(torch.isfinite(t).all())
+
+
 def _as_batches(data: Any) -> Iterable[tuple[Any, Any]]:
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
         return [data]
@@ -438,13 +460,13 @@ def compute_kfac(
         ):
             x, y = x.to(device), y.to(device)
             for what, t in (("inputs", x), ("targets", y)):
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                if t.is_floating_point() and not _all_finite(t):
                     raise NonFiniteError(f"batch {index}: the {what} contain NaN or inf")
             session.captures.clear()
             with torch.enable_grad():
                 f = model(x)
             lik.check_output(f, y)
-            if not bool(torch.isfinite(f).all()):
+            if not _all_finite(f):
                 raise NonFiniteError(f"batch {index}: the model output contains NaN or inf")
             if generator is None and config.seed is not None:
                 generator = torch.Generator(device=f.device).manual_seed(config.seed)

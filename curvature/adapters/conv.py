@@ -31,6 +31,7 @@ from curvature.adapters.base import (
     covariance,
     patch_covariance,
 )
+from curvature.adapters.conv_covariance import conv_patch_covariance
 from curvature.factors import DenseFactor
 
 __all__ = ["Conv2dAdapter", "conv2d_patches"]
@@ -47,6 +48,15 @@ def _padding(module: nn.Conv2d) -> list[int]:
     return [pw, pw, ph, ph]
 
 
+def _pad(module: nn.Conv2d, x: Tensor) -> Tensor:
+    """``x`` padded as the module's forward pads it."""
+    pad = _padding(module)
+    if not any(pad):
+        return x
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+    return F.pad(x, pad, mode=mode)
+
+
 def conv2d_patches(module: nn.Conv2d, x: Tensor) -> Tensor:
     """Unfolded input patches exactly as ``module`` convolves them.
 
@@ -58,11 +68,9 @@ def conv2d_patches(module: nn.Conv2d, x: Tensor) -> Tensor:
         ``[N, C_in · kh · kw, T]`` with ``T = H_out · W_out``; the feature index is
         ``(c, i, j)`` row-major, matching ``weight.flatten(1)``.
     """
-    pad = _padding(module)
-    if any(pad):
-        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-        x = F.pad(x, pad, mode=mode)
-    return F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)
+    return F.unfold(
+        _pad(module, x), module.kernel_size, dilation=module.dilation, stride=module.stride
+    )
 
 
 class Conv2dAdapter(ModuleAdapter):
@@ -96,16 +104,30 @@ class Conv2dAdapter(ModuleAdapter):
     ) -> ForwardResult:
         """Per-group patch covariances (block-diagonal over groups, one block each)."""
         x = check_tensor_input(module, inputs, 4, "[N, C_in, H, W]")
-        patches = conv2d_patches(module, x)  # [N, G·D, T]
-        n, _, t = patches.shape
-        groups = module.groups
-        patches = patches.reshape(n, groups, -1, t)
-        if approx == "expand":
-            covs = [patch_covariance(patches[:, k]) for k in range(groups)]
-            count = n * t
+        groups, n = module.groups, x.shape[0]
+        if approx == "expand" and tuple(module.stride) == (1, 1):
+            # no unfolded copy: window sums of shifted pixel products (conv_covariance.py)
+            padded = _pad(module, x)
+            per_group = padded.shape[1] // groups
+            covs = [
+                conv_patch_covariance(
+                    padded[:, k * per_group : (k + 1) * per_group],
+                    module.kernel_size,
+                    module.dilation,
+                )
+                for k in range(groups)
+            ]
+            count = n * output.shape[-2] * output.shape[-1]
         else:
-            covs = list(covariance(patches.mean(-1).transpose(0, 1)))  # G x [D, D]
-            count = n
+            patches = conv2d_patches(module, x)  # [N, G·D, T]
+            t = patches.shape[-1]
+            patches = patches.reshape(n, groups, -1, t)
+            if approx == "expand":
+                covs = [patch_covariance(patches[:, k]) for k in range(groups)]
+                count = n * t
+            else:
+                covs = list(covariance(patches.mean(-1).transpose(0, 1)))  # G x [D, D]
+                count = n
         stats = tuple(InputStatistic(DenseFactor(covs[k]), count) for k in range(groups))
         if module.bias is not None:
             stats = (*stats, None)

@@ -164,10 +164,12 @@ def conv_definition(model, conv, x, approx):
 @pytest.mark.parametrize("approx", ["expand", "reduce"])
 def test_conv_factors_match_their_definition(float64, name, approx):
     options = {"kernel_size": 3, **CONV_SETTINGS[name]}
-    conv = nn.Conv2d(2, 4, **options)
-    probe = conv(torch.zeros(1, 2, 5, 6))
+    # 6 input channels = 3 per conv group: the stride-1 expand factors take the shifted-product
+    # route of conv_covariance.py (used from 3 channels on), the strided ones the unfold route.
+    conv = nn.Conv2d(6, 4, **options)
+    probe = conv(torch.zeros(1, 6, 5, 6))
     model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(probe[0].numel(), 3))
-    x = torch.randn(3, 2, 5, 6)
+    x = torch.randn(3, 6, 5, 6)
     kfac = compute_kfac(model, (x, torch.randint(0, 3, (3,))), config=KFACConfig(approx=approx))
     expected, bias = conv_definition(model, conv, x, approx)
     for k, (a, b) in expected.items():

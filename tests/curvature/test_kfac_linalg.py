@@ -127,3 +127,35 @@ def test_regression_float32_eigh_returns_nan_on_a_real_kfac_factor():
     assert torch.allclose(
         q @ torch.diag(eig.eigenvalues.double()) @ q.T, matrix.double(), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("structure", ["dense", "block-diagonal"])
+def test_eigenvalues_only_path_matches_eigh_and_skips_the_eigenvectors(float64, structure):
+    if structure == "dense":
+        factors = (DenseFactor(random_psd(5)), DenseFactor(random_psd(3)))
+    else:
+        blocks = torch.stack([random_psd(3) for _ in range(4)])
+        factors = (DenseFactor(random_psd(2)), BlockDiagonalFactor(blocks))
+    for f in factors:
+        assert torch.allclose(f.eigvalsh(), f.eigh().eigenvalues, atol=1e-12)
+    block = KroneckerBlock(
+        "w", (ParameterSlice("w", 0, 15 if structure == "dense" else 24),), factors
+    )
+    values = block.eigenvalues()
+    assert None not in block._eigen  # no eigendecomposition was computed for the logdet
+    dense = block.to_dense()
+    expected = torch.logdet(dense + 0.3 * torch.eye(dense.shape[0]))
+    assert torch.allclose(block.logdet(0.3), expected, atol=1e-10)
+    eig = block.eigendecompose()  # once cached, eigenvalues come from the decomposition
+    assert all(v is e.eigenvalues for v, e in zip(block.eigenvalues(), eig, strict=True))
+    assert all(torch.allclose(v, e.eigenvalues) for v, e in zip(values, eig, strict=True))
+
+
+def test_eigenvalues_only_falls_back_to_float64_on_the_float32_failure():
+    from pathlib import Path
+
+    matrix = torch.load(Path(__file__).parent / "data" / "float32_eigh_failure.pt")
+    values = DenseFactor(matrix).eigvalsh()
+    assert values.dtype == torch.float32 and torch.isfinite(values).all()
+    reference = torch.linalg.eigvalsh(matrix.double()).clamp(min=0)
+    assert torch.allclose(values.double().sort().values, reference, atol=1e-6)

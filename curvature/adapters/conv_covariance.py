@@ -1,0 +1,131 @@
+r"""Input factor of a stride-1 convolution without unfolding its patches.
+
+For a padded input ``x [N, C, Hp, Wp]``, a kernel ``kh x kw`` with dilation ``(dh, dw)`` and
+stride 1, the expand input factor sums over the ``T = Ho Wo`` output positions
+(``Ho = Hp - dh (kh - 1)``, ``Wo = Wp - dw (kw - 1)``):
+
+.. math::
+    A[(c,i,j), (c',i',j')] = \sum_n \sum_{y<Ho,\, x<Wo}
+        x_{n,c,\,y + dh\,i,\,x + dw\,j}\; x_{n,c',\,y + dh\,i',\,x + dw\,j'}.
+
+Every pixel sits in ``kh kw`` patches, so the unfold-and-multiply route (``im2col`` copy, then
+``(C kh kw)^2 N T`` multiply-adds) recomputes each product of two pixels up to ``kh kw``
+times. Substituting ``u = y + dh i``, each entry is a *window sum* of a product map that only
+depends on the offset ``δ = (dh (i' - i), dw (j' - j))``:
+
+.. math::
+    M_δ[c, c', u] = \sum_n x_{n,c,u}\, x_{n,c',u+δ}, \qquad
+    A[(c,i,j),(c',i',j')] = \sum_{u \in [dh\,i, dh\,i + Ho) \times [dw\,j, dw\,j + Wo)} M_δ[c,c',u].
+
+There are ``(2 kh - 1)(2 kw - 1)`` offsets, half of them up to a transpose
+(``M_{-δ}[c, c', u] = M_δ[c', c, u - δ]``), so the products cost about
+``(kh kw + 1) / 2 · C^2 N Hp Wp`` multiply-adds (3x3 kernel: 5 instead of 81 per
+``C^2 N`` and position) plus window sums from an integral image, which do not grow with ``N``.
+The window sums of one map are exact differences of a float64 integral image. Windows never
+reach a pixel pair outside the padded input, so the flat-index shift used for ``u + δ`` (which
+wraps around rows) only fills map entries that no window reads.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from curvature.adapters.base import patch_covariance
+
+__all__ = ["conv_patch_covariance"]
+
+
+@lru_cache(maxsize=64)
+def _offset_plan(
+    kh: int, kw: int
+) -> tuple[list[tuple[int, int]], list[list[tuple[int, int, int, int, bool]]]]:
+    """Offsets ``(a, b)`` of the upper half plane and, per offset, the factor entries it fills.
+
+    Returns ``offsets`` and, for each, entries ``(p, q, i0, j0, transposed)``: kernel positions
+    ``p = i kw + j``, ``q = i' kw + j'`` (row and column of the ``[kh kw, kh kw]`` grid of
+    ``[C, C]`` blocks), the window start in kernel units and whether the block is ``M_δᵀ``.
+    """
+    offsets = [(a, b) for a in range(kh) for b in range(-(kw - 1), kw) if a > 0 or b >= 0]
+    index = {o: k for k, o in enumerate(offsets)}
+    entries: list[list[tuple[int, int, int, int, bool]]] = [[] for _ in offsets]
+    for i in range(kh):
+        for j in range(kw):
+            for i2 in range(kh):
+                for j2 in range(kw):
+                    a, b = i2 - i, j2 - j
+                    p, q = i * kw + j, i2 * kw + j2
+                    if (a, b) in index:
+                        entries[index[(a, b)]].append((p, q, i, j, False))
+                    else:
+                        entries[index[(-a, -b)]].append((p, q, i2, j2, True))
+    return offsets, entries
+
+
+def _use_shifted_products(channels: int, kh: int, kw: int) -> bool:
+    """Whether the offset method beats unfolding (measured on CPU, docs/benchmarks.md).
+
+    A ``1 x 1`` kernel has no repeated products; with one or two channels the per-offset
+    products are too small to be efficient. Measured (batch 128, 3x3 kernel, one thread): 1.0x
+    and 0.8x unfolding for 1 and 2 channels, 1.4x for 3-4, 2-4x for 8-64 channels.
+    """
+    return kh * kw > 1 and channels >= 3
+
+
+def conv_patch_covariance(
+    x: Tensor, kernel_size: tuple[int, int], dilation: tuple[int, int] = (1, 1)
+) -> Tensor:
+    """``Σ_{n,t} a aᵀ`` over the stride-1 patches ``a_{n,t} [C kh kw]`` of a padded input.
+
+    Equals ``patch_covariance(F.unfold(x, kernel_size, dilation=dilation))`` (feature order
+    ``(c, i, j)``, row-major like ``weight.flatten(1)``) up to round-off, computed from shifted
+    pixel products (module docstring) without the unfolded copy.
+
+    Args:
+        x: ``[N, C, Hp, Wp]``, the input after the convolution's own padding.
+        kernel_size: ``(kh, kw)``.
+        dilation: ``(dh, dw)``.
+
+    Returns:
+        ``[C kh kw, C kh kw]``, symmetrised (bitwise symmetric).
+    """
+    n, c, hp, wp = x.shape
+    kh, kw = kernel_size
+    dh, dw = dilation
+    ho, wo = hp - dh * (kh - 1), wp - dw * (kw - 1)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"kernel {kernel_size} with dilation {dilation} does not fit the padded input "
+            f"{tuple(x.shape)}"
+        )
+    if not _use_shifted_products(c, kh, kw):
+        out = patch_covariance(torch.nn.functional.unfold(x, kernel_size, dilation=dilation))
+        return 0.5 * (out + out.T)
+
+    length = hp * wp
+    rows = x.permute(2, 3, 1, 0).reshape(length, c, n).contiguous()  # [L, C, N]
+    cols = rows.transpose(1, 2).contiguous()  # [L, N, C]
+    offsets, entries = _offset_plan(kh, kw)
+    grid = x.new_zeros(kh * kw, kh * kw, c, c)
+    product = x.new_zeros(length, c, c)
+    maps = product.view(hp, wp, c, c)
+    for (a, b), fills in zip(offsets, entries, strict=True):
+        shift = a * dh * wp + b * dw  # >= 0 in the upper half plane
+        torch.bmm(rows[: length - shift], cols[shift:], out=product[: length - shift])
+        product[length - shift :] = 0
+        # window sums = full sums minus the few rows / columns outside the window
+        column_sums = maps.sum(0)  # [Wp, C, C]
+        row_windows: dict[int, Tensor] = {}
+        for p, q, i0, j0, transposed in fills:
+            if i0 not in row_windows:
+                u0 = dh * i0
+                row_windows[i0] = column_sums - maps[:u0].sum(0) - maps[u0 + ho :].sum(0)
+            strip = row_windows[i0]
+            v0 = dw * j0
+            window = strip.sum(0) - strip[:v0].sum(0) - strip[v0 + wo :].sum(0)
+            grid[p, q] = window.transpose(0, 1) if transposed else window
+    # grid[(i,j), (i',j'), c, c'] -> A[(c,i,j), (c',i',j')]
+    out = grid.permute(2, 0, 3, 1).reshape(c * kh * kw, c * kh * kw)
+    return 0.5 * (out + out.T)  # the GEMM of M_0 need not be bitwise symmetric
