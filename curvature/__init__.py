@@ -21,6 +21,7 @@ from curvature.adapters.base import (
     tangent_ggn,
 )
 from curvature.adapters.conv import Conv2dAdapter, conv2d_patches
+from curvature.adapters.conv_covariance import conv_patch_covariance
 from curvature.adapters.linear import LinearAdapter
 from curvature.blocks import CurvatureBlock, DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.engine import KFACConfig, compute_kfac
@@ -72,6 +73,7 @@ __all__ = [
     "ModuleAdapter",
     "adapter_for",
     "conv2d_patches",
+    "conv_patch_covariance",
     "block_is_active",
     "covariance",
     "parameter_tangents",

@@ -23,9 +23,10 @@ from torch import Tensor, nn
 
 from bayesym.kfac.gathered import (
     GatherStructure,
+    SamePatches,
     cached_structure,
     gather_structure,
-    unfold_same,
+    same_patches,
 )
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
@@ -114,9 +115,9 @@ class _GatheredConvAdapter(ModuleAdapter):
         """The kernel's gather structure (probed from the layer's expansion)."""
         raise NotImplementedError
 
-    def patches(self, module: nn.Module, x: Tensor) -> Tensor:
-        """Unfolded patches ``[N, D, T]`` of the module's input."""
-        return unfold_same(x, module.kernel_size, module.padding_mode)
+    def patches(self, module: nn.Module, x: Tensor) -> SamePatches:
+        """The patches of the module's input."""
+        return same_patches(x, module.kernel_size, module.padding_mode)
 
     def input_factor(self, module: nn.Module, a_sum: Tensor) -> Tensor:
         """Map the kernel's input factor to the parameter's (identity unless projected)."""
@@ -234,7 +235,7 @@ class GroupConvAdapter(_GatheredConvAdapter):
             ),
         )
 
-    def patches(self, module: nn.Module, x: Tensor) -> Tensor:
+    def patches(self, module: nn.Module, x: Tensor) -> SamePatches:
         """Group feature maps are convolved with the group axis merged into channels."""
         if x.dim() == 5:
             x = x.flatten(1, 2)
@@ -286,7 +287,7 @@ class MixedConvAdapter(ModuleAdapter):
         """Per-component permuted patch covariances and the logits' tangents."""
         x = inputs[0]
         flat = x.flatten(1, 2) if x.dim() == 5 else x
-        patches = unfold_same(flat, module.kernel_size, module.padding_mode)
+        patches = same_patches(flat, module.kernel_size, module.padding_mode)
         structures, stats = {}, []
         for name in self._components(module):
             structures[name] = self._structure(module, name)

@@ -32,9 +32,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from curvature import Approx, CurvatureError, covariance, patch_covariance
+from curvature import Approx, CurvatureError, conv_patch_covariance, covariance, patch_covariance
 
-__all__ = ["GatherStructure", "cached_structure", "gather_structure", "unfold_same"]
+__all__ = [
+    "GatherStructure",
+    "SamePatches",
+    "cached_structure",
+    "gather_structure",
+    "same_patches",
+    "unfold_same",
+]
 
 _STRUCTURES: dict[tuple, GatherStructure] = {}
 
@@ -56,18 +63,17 @@ class GatherStructure:
         """Number ``m`` of copies of every parameter row."""
         return self.inverse.shape[0]
 
-    def input_statistic(self, patches: Tensor, approx: Approx) -> tuple[Tensor, int]:
-        """``(Σ a aᵀ, count)`` from unfolded patches ``[N, D, T]``."""
-        n, _, t = patches.shape
+    def input_statistic(self, patches: SamePatches, approx: Approx) -> tuple[Tensor, int]:
+        """``(Σ a aᵀ, count)`` from the input's patches."""
         m = self.copies
         if approx == "expand":
-            c = patch_covariance(patches)
+            c = patches.covariance()
             inverse = self.inverse.to(c.device)
             total = sum(c[inv[:, None], inv[None, :]] for inv in inverse)
-            return total, n * t * m
-        mean = patches.mean(-1)  # [N, D]
+            return total, patches.num_data * patches.positions * m
+        mean = patches.mean()  # [N, D]
         abar = sum(mean[:, inv] for inv in self.inverse.to(mean.device)) / m
-        return covariance(abar), n
+        return covariance(abar), patches.num_data
 
     def output_statistic(self, grads: Tensor, approx: Approx) -> Tensor:
         """``Σ g gᵀ`` over the parameter rows from output gradients ``[S, N, R_exp, T]``."""
@@ -140,6 +146,53 @@ def cached_structure(key: tuple, build: Callable[[], GatherStructure]) -> Gather
     if key not in _STRUCTURES:
         _STRUCTURES[key] = build()
     return _STRUCTURES[key]
+
+
+@dataclass(eq=False)
+class SamePatches:
+    """The stride-1 'same' patches ``p_{n,t} [C k²]`` of one input, never unfolded for expand.
+
+    Expand needs only ``Σ_{n,t} p pᵀ``, computed from shifted pixel products without the
+    ``[N, C k², T]`` copy (:func:`curvature.conv_patch_covariance`) and cached, so the
+    components of a mixed layer share it; reduce needs the per-datum mean patch.
+
+    Attributes:
+        padded: ``[N, C, Hp, Wp]``, the input padded as ``same_conv2d`` pads it.
+        kernel_size: ``k``.
+    """
+
+    padded: Tensor
+    kernel_size: int
+    _covariance: Tensor | None = None
+
+    @property
+    def num_data(self) -> int:
+        """``N``."""
+        return self.padded.shape[0]
+
+    @property
+    def positions(self) -> int:
+        """Number ``T`` of output positions."""
+        k = self.kernel_size
+        return (self.padded.shape[-2] - k + 1) * (self.padded.shape[-1] - k + 1)
+
+    def covariance(self) -> Tensor:
+        """``Σ_{n,t} p pᵀ`` ``[C k², C k²]`` (cached)."""
+        if self._covariance is None:
+            k = self.kernel_size
+            self._covariance = conv_patch_covariance(self.padded, (k, k))
+        return self._covariance
+
+    def mean(self) -> Tensor:
+        """``mean_t p_{n,t}`` ``[N, C k²]``."""
+        return torch.nn.functional.unfold(self.padded, self.kernel_size).mean(-1)
+
+
+def same_patches(x: Tensor, kernel_size: int, padding_mode: str) -> SamePatches:
+    """The patches of a stride-1 'same' convolution of ``x``, padded as ``same_conv2d`` pads."""
+    from bayesym.layers.conv import pad_same
+
+    return SamePatches(pad_same(x, kernel_size // 2, padding_mode), kernel_size)
 
 
 def unfold_same(x: Tensor, kernel_size: int, padding_mode: str) -> Tensor:

@@ -20,10 +20,9 @@ depends on the offset ``δ = (dh (i' - i), dw (j' - j))``:
 There are ``(2 kh - 1)(2 kw - 1)`` offsets, half of them up to a transpose
 (``M_{-δ}[c, c', u] = M_δ[c', c, u - δ]``), so the products cost about
 ``(kh kw + 1) / 2 · C^2 N Hp Wp`` multiply-adds (3x3 kernel: 5 instead of 81 per
-``C^2 N`` and position) plus window sums from an integral image, which do not grow with ``N``.
-The window sums of one map are exact differences of a float64 integral image. Windows never
-reach a pixel pair outside the padded input, so the flat-index shift used for ``u + δ`` (which
-wraps around rows) only fills map entries that no window reads.
+``C^2 N`` and position) plus window sums, which do not grow with ``N``.
+Windows never reach a pixel pair outside the padded input, so the flat-index shift used for
+``u + δ`` (which wraps around rows) only fills map entries that no window reads.
 """
 
 from __future__ import annotations
@@ -41,27 +40,27 @@ __all__ = ["conv_patch_covariance"]
 @lru_cache(maxsize=64)
 def _offset_plan(
     kh: int, kw: int
-) -> tuple[list[tuple[int, int]], list[list[tuple[int, int, int, int, bool]]]]:
-    """Offsets ``(a, b)`` of the upper half plane and, per offset, the factor entries it fills.
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, bool]]]:
+    """Offsets ``(a, b)`` of the upper half plane and where each factor block comes from.
 
-    Returns ``offsets`` and, for each, entries ``(p, q, i0, j0, transposed)``: kernel positions
-    ``p = i kw + j``, ``q = i' kw + j'`` (row and column of the ``[kh kw, kh kw]`` grid of
-    ``[C, C]`` blocks), the window start in kernel units and whether the block is ``M_δᵀ``.
+    Returns ``offsets`` and, for every block ``(p, q)`` of the ``[kh kw, kh kw]`` grid of
+    ``[C, C]`` blocks in row-major order (``p = i kw + j``, ``q = i' kw + j'``), the tuple
+    ``(offset index, i0, j0, transposed)``: the block is the window sum of that offset's map
+    starting at kernel position ``(i0, j0)``, transposed when its own offset is the negative.
     """
     offsets = [(a, b) for a in range(kh) for b in range(-(kw - 1), kw) if a > 0 or b >= 0]
     index = {o: k for k, o in enumerate(offsets)}
-    entries: list[list[tuple[int, int, int, int, bool]]] = [[] for _ in offsets]
+    sources = []
     for i in range(kh):
         for j in range(kw):
             for i2 in range(kh):
                 for j2 in range(kw):
                     a, b = i2 - i, j2 - j
-                    p, q = i * kw + j, i2 * kw + j2
                     if (a, b) in index:
-                        entries[index[(a, b)]].append((p, q, i, j, False))
+                        sources.append((index[(a, b)], i, j, False))
                     else:
-                        entries[index[(-a, -b)]].append((p, q, i2, j2, True))
-    return offsets, entries
+                        sources.append((index[(-a, -b)], i2, j2, True))
+    return offsets, sources
 
 
 def _use_shifted_products(channels: int, kh: int, kw: int) -> bool:
@@ -107,25 +106,22 @@ def conv_patch_covariance(
     length = hp * wp
     rows = x.permute(2, 3, 1, 0).reshape(length, c, n).contiguous()  # [L, C, N]
     cols = rows.transpose(1, 2).contiguous()  # [L, N, C]
-    offsets, entries = _offset_plan(kh, kw)
-    grid = x.new_zeros(kh * kw, kh * kw, c, c)
-    product = x.new_zeros(length, c, c)
+    offsets, sources = _offset_plan(kh, kw)
+    product = x.new_empty(length, c, c)
     maps = product.view(hp, wp, c, c)
-    for (a, b), fills in zip(offsets, entries, strict=True):
+    windows = []
+    for a, b in offsets:
         shift = a * dh * wp + b * dw  # >= 0 in the upper half plane
         torch.bmm(rows[: length - shift], cols[shift:], out=product[: length - shift])
         product[length - shift :] = 0
-        # window sums = full sums minus the few rows / columns outside the window
-        column_sums = maps.sum(0)  # [Wp, C, C]
-        row_windows: dict[int, Tensor] = {}
-        for p, q, i0, j0, transposed in fills:
-            if i0 not in row_windows:
-                u0 = dh * i0
-                row_windows[i0] = column_sums - maps[:u0].sum(0) - maps[u0 + ho :].sum(0)
-            strip = row_windows[i0]
-            v0 = dw * j0
-            window = strip.sum(0) - strip[:v0].sum(0) - strip[v0 + wo :].sum(0)
-            grid[p, q] = window.transpose(0, 1) if transposed else window
+        # sums over the windows [dh i0, dh i0 + Ho) x [dw j0, dw j0 + Wo) of every start (i0, j0)
+        row_sums = maps.unfold(0, ho, dh).sum(-1)  # [kh, Wp, C, C]
+        windows.append(row_sums.unfold(1, wo, dw).sum(-1))  # [kh, kw, C, C]
+    table = torch.stack(windows)  # [offsets, kh, kw, C, C]
+    k, i0, j0, transposed = (torch.tensor(v, device=x.device) for v in zip(*sources, strict=True))
+    blocks = table[k, i0, j0]  # [(kh kw)^2, C, C]
+    blocks = torch.where(transposed[:, None, None], blocks.transpose(1, 2), blocks)
+    grid = blocks.view(kh * kw, kh * kw, c, c)
     # grid[(i,j), (i',j'), c, c'] -> A[(c,i,j), (c',i',j')]
     out = grid.permute(2, 0, 3, 1).reshape(c * kh * kw, c * kh * kw)
     return 0.5 * (out + out.T)  # the GEMM of M_0 need not be bitwise symmetric

@@ -84,8 +84,10 @@ def test_lifting_and_group_conv_are_exact_on_constant_images(float64, group):
 @pytest.mark.parametrize("group", ["C4", "D4"])
 def test_group_conv_expand_factors_match_their_definition(float64, kind, group):
     g = d4_subgroup(group)
-    layer = LiftingConv2d(2, 3, 3, g) if kind == "lifting" else GroupConv2d(2, 3, 3, g)
-    x = torch.randn(3, 2, 4, 4) if kind == "lifting" else torch.randn(3, 2, g.order, 4, 4)
+    # >= 3 input channels (lifting) and 2 |G| merged channels (group): the input factor takes
+    # the shifted-product route of curvature.conv_patch_covariance in both cases
+    layer = LiftingConv2d(3, 3, 3, g) if kind == "lifting" else GroupConv2d(2, 3, 3, g)
+    x = torch.randn(3, 3, 4, 4) if kind == "lifting" else torch.randn(3, 2, g.order, 4, 4)
     model = nn.Sequential(layer, nn.Tanh(), nn.Flatten(), nn.Linear(3 * g.order * 16, 3))
     kfac = compute_kfac(model, (x, torch.randint(0, 3, (3,))))
     b, a = kfac["0.weight"].factors
