@@ -31,6 +31,7 @@ import torch
 from common import environment, median, time_interleaved, write_json
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from curvature import KFACConfig, compute_kfac
 from curvature.laplace_backend import KFACBackend
@@ -143,6 +144,24 @@ def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool
     return out
 
 
+FLOP_METHODS = ("epoch", "ours-exact", "ours-mc1", "laplace-asdl", "laplace-curvlinops")
+
+
+def count_flops(methods: dict) -> dict[str, int]:
+    """Matrix-product FLOPs (mm, bmm, conv and their backward) of one call of each method.
+
+    ``torch.utils.flop_counter`` counts the FLOPs of matrix products and convolutions only,
+    not element-wise ops or eigendecompositions; ratios of these counts show how much of a
+    time ratio is arithmetic that any implementation of the same algorithm must do.
+    """
+    out = {}
+    for name in FLOP_METHODS:
+        with FlopCounterMode(display=False) as counter:
+            methods[name]()
+        out[name] = int(counter.get_total_flops())
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10000, help="number of training images")
@@ -169,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.models:
         model = models()[name]
         methods = methods_for(model, loader, not args.no_mc_baselines)
+        flops = count_flops(methods)
         times = time_interleaved(methods, args.repeats)
         epoch = median(times["epoch"])
         laplace_exact = min(median(times["laplace-asdl"]), median(times["laplace-curvlinops"]))
@@ -178,15 +198,19 @@ def main(argv: list[str] | None = None) -> dict:
             "median_s": {k: median(v) for k, v in times.items()},
             "ratio_to_epoch": {k: median(v) / epoch for k, v in times.items()},
             "speedup_exact_vs_fastest_laplace_exact": laplace_exact / median(times["ours-exact"]),
+            "flops": flops,
+            "flop_ratio_to_epoch": {k: v / flops["epoch"] for k, v in flops.items()},
         }
         print(
             f"\n{name} ({results[name]['parameters']} parameters), N={args.n}, "
             f"batch {args.batch_size}, {args.repeats} interleaved repeats"
         )
-        print("| method | median s | x epoch |")
-        print("|---|---|---|")
+        print("| method | median s | x epoch | matrix-product FLOPs x epoch |")
+        print("|---|---|---|---|")
         for k, v in results[name]["median_s"].items():
-            print(f"| {k} | {v:.3f} | {results[name]['ratio_to_epoch'][k]:.2f} |")
+            flop_ratio = results[name]["flop_ratio_to_epoch"].get(k)
+            flop_text = "-" if flop_ratio is None else f"{flop_ratio:.2f}"
+            print(f"| {k} | {v:.3f} | {results[name]['ratio_to_epoch'][k]:.2f} | {flop_text} |")
         print(
             f"exact KFAC speed-up over fastest laplace-torch exact backend: "
             f"{results[name]['speedup_exact_vs_fastest_laplace_exact']:.2f}x"
