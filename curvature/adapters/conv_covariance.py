@@ -17,10 +17,10 @@ depends on the offset ``δ = (dh (i' - i), dw (j' - j))``:
     M_δ[c, c', u] = \sum_n x_{n,c,u}\, x_{n,c',u+δ}, \qquad
     A[(c,i,j),(c',i',j')] = \sum_{u \in [dh\,i, dh\,i + Ho) \times [dw\,j, dw\,j + Wo)} M_δ[c,c',u].
 
-There are ``(2 kh - 1)(2 kw - 1)`` offsets, half of them up to a transpose
-(``M_{-δ}[c, c', u] = M_δ[c', c, u - δ]``), so the products cost about
-``(kh kw + 1) / 2 · C^2 N Hp Wp`` multiply-adds (3x3 kernel: 5 instead of 81 per
-``C^2 N`` and position) plus window sums, which do not grow with ``N``.
+There are ``(2 kh - 1)(2 kw - 1)`` offsets, all but ``δ = 0`` in pairs related by a transpose
+(``M_{-δ}[c, c', u] = M_δ[c', c, u - δ]``), so ``K = ((2 kh - 1)(2 kw - 1) + 1) / 2`` maps
+cost ``K C^2 N Hp Wp`` multiply-adds (3x3 kernel: 13 instead of 81 per ``C^2 N`` and
+position) plus window sums, which do not grow with ``N``.
 Windows never reach a pixel pair outside the padded input, so the flat-index shift used for
 ``u + δ`` (which wraps around rows) only fills map entries that no window reads.
 """
