@@ -32,7 +32,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter, active_blocks
+from curvature.adapters.base import (
+    Approx,
+    BlockSpec,
+    InputStatistic,
+    ModuleAdapter,
+    active_blocks,
+)
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import FactorTooLargeError, NonFiniteError, UnsupportedModuleError
 from curvature.factors import DenseFactor, Factor
@@ -121,19 +127,30 @@ class _Accumulator:
     a_count: int = 0
     b_total: Tensor | None = None
 
-    def add_input(self, total: Factor, count: int) -> None:
+    @torch.no_grad()
+    def add_input(self, stat: InputStatistic) -> None:
         if self.a_total is None:
-            self.a_total = total.with_data(total.data.clone())
-        elif type(total) is not type(self.a_total) or total.data.shape != self.a_total.data.shape:
-            raise UnsupportedModuleError(
-                f"block {self.name!r}: the adapter returned input statistics of different "
-                f"structures across calls ({type(self.a_total).__name__}"
-                f"{tuple(self.a_total.data.shape)} then {type(total).__name__}"
-                f"{tuple(total.data.shape)})"
-            )
+            total = stat.materialise()
+            self.a_total = total if stat.total is None else total.with_data(total.data.clone())
+        elif stat.rows is not None and isinstance(self.a_total, DenseFactor):
+            rows = stat.rows
+            if self.a_total.dim != rows.shape[1]:
+                raise UnsupportedModuleError(
+                    f"block {self.name!r}: input rows of width {rows.shape[1]} after a factor "
+                    f"of side {self.a_total.dim}"
+                )
+            self.a_total.matrix.addmm_(rows.transpose(0, 1), rows)  # in place, no temporary
         else:
+            total = stat.materialise()
+            if type(total) is not type(self.a_total) or total.data.shape != self.a_total.data.shape:
+                raise UnsupportedModuleError(
+                    f"block {self.name!r}: the adapter returned input statistics of different "
+                    f"structures across calls ({type(self.a_total).__name__}"
+                    f"{tuple(self.a_total.data.shape)} then {type(total).__name__}"
+                    f"{tuple(total.data.shape)})"
+                )
             self.a_total.data.add_(total.data)  # in place: no new [d, d] per batch
-        self.a_count += count
+        self.a_count += stat.count
 
     def add_output(self, total: Tensor) -> None:
         self.b_total = total.clone() if self.b_total is None else self.b_total.add_(total)
@@ -300,7 +317,7 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
                         f"Kronecker block {acc.name!r}"
                     )
                 if acc.keep:
-                    acc.add_input(stat.total, stat.count)
+                    acc.add_input(stat)
         plan.calls += 1
         session.captures.append(_Capture(plan, output, output._version, result.state))
 

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from curvature import (
     Approx,
     BlockSpec,
-    DenseFactor,
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
@@ -44,7 +43,7 @@ class SpatialLinearAdapter(ModuleAdapter):
     ) -> ForwardResult:
         """``Σ x xᵀ`` over the flattened inputs."""
         x = inputs[0].flatten(1)
-        stats = [InputStatistic(DenseFactor(covariance(x)), x.shape[0])]
+        stats = [InputStatistic.from_rows(x, x.shape[0])]
         if module.bias is not None:
             stats.append(None)
         return ForwardResult(tuple(stats))

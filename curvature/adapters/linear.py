@@ -25,7 +25,6 @@ from curvature.adapters.base import (
     covariance,
     rows_for,
 )
-from curvature.factors import DenseFactor
 
 __all__ = ["LinearAdapter"]
 
@@ -47,9 +46,9 @@ class LinearAdapter(ModuleAdapter):
         x = check_tensor_input(module, inputs, 2, "[N, ..., in_features]")
         rows, n, r = rows_for(x)
         if approx == "expand":
-            stat = InputStatistic(DenseFactor(covariance(rows.reshape(n * r, -1))), n * r)
+            stat = InputStatistic.from_rows(rows.reshape(n * r, -1), n * r)
         else:
-            stat = InputStatistic(DenseFactor(covariance(rows.mean(1))), n)
+            stat = InputStatistic.from_rows(rows.mean(1), n)
         return ForwardResult((stat, None) if module.bias is not None else (stat,))
 
     def backward_statistics(

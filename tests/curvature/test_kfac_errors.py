@@ -123,3 +123,39 @@ def test_bad_config_and_labels():
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         compute_kfac(nn.Linear(3, 2), (x, torch.tensor([0, 1, 2, 0])))
+
+
+def test_input_statistic_takes_exactly_one_of_total_and_rows():
+    from curvature import DenseFactor, InputStatistic
+
+    rows = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="exactly one of total and rows"):
+        InputStatistic(DenseFactor(rows.T @ rows), 5, rows)
+    with pytest.raises(ValueError, match="exactly one of total and rows"):
+        InputStatistic(None, 5)
+    with pytest.raises(ValueError, match=r"rows must be \[M, d\], got \(5, 3, 1\)"):
+        InputStatistic.from_rows(rows[..., None], 5)
+
+
+def test_rows_and_totals_accumulate_to_the_same_factor(float64):
+    """An adapter may mix ``from_rows`` and dense totals across calls; the sums agree."""
+    from curvature import DenseFactor, InputStatistic, covariance
+    from curvature.adapters.base import ForwardResult
+
+    class AlternatingLinear(LinearAdapter):
+        calls = 0
+
+        def forward_statistics(self, module, inputs, output, approx):
+            AlternatingLinear.calls += 1
+            x = inputs[0]
+            if AlternatingLinear.calls % 2:
+                stat = InputStatistic(DenseFactor(covariance(x)), x.shape[0])
+            else:
+                stat = InputStatistic.from_rows(x, x.shape[0])
+            return ForwardResult((stat, None))
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    batches = [data() for _ in range(3)]
+    reference = compute_kfac(model, batches)
+    mixed = compute_kfac(model, batches, registry={nn.Linear: AlternatingLinear()})
+    assert torch.allclose(mixed["0.weight"].to_dense(), reference["0.weight"].to_dense())
