@@ -139,7 +139,9 @@ class _Accumulator:
                     f"block {self.name!r}: input rows of width {rows.shape[1]} after a factor "
                     f"of side {self.a_total.dim}"
                 )
-            self.a_total.matrix.addmm_(rows.transpose(0, 1), rows)  # in place, no temporary
+            # in place, no temporary (the out= form, unlike addmm_, is seen by torch's FLOP counter)
+            matrix = self.a_total.matrix
+            torch.addmm(matrix, rows.transpose(0, 1), rows, out=matrix)
         else:
             total = stat.materialise()
             if type(total) is not type(self.a_total) or total.data.shape != self.a_total.data.shape:
