@@ -41,7 +41,7 @@ from curvature.adapters.base import (
 )
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import FactorTooLargeError, NonFiniteError, UnsupportedModuleError
-from curvature.factors import DenseFactor, Factor
+from curvature.factors import DenseFactor, Factor, all_finite
 from curvature.kfac import KFAC
 from curvature.likelihoods import GGNType, Likelihood, make_likelihood
 from curvature.registry import ADAPTERS, supported_modules
@@ -129,16 +129,15 @@ class _Accumulator:
 
     @torch.no_grad()
     def add_input(self, stat: InputStatistic) -> None:
+        rows = stat.rows
         if self.a_total is None:
             total = stat.materialise()
-            self.a_total = total if stat.total is None else total.with_data(total.data.clone())
-        elif stat.rows is not None and isinstance(self.a_total, DenseFactor):
-            rows = stat.rows
-            if self.a_total.dim != rows.shape[1]:
-                raise UnsupportedModuleError(
-                    f"block {self.name!r}: input rows of width {rows.shape[1]} after a factor "
-                    f"of side {self.a_total.dim}"
-                )
+            self.a_total = total if rows is not None else total.with_data(total.data.clone())
+        elif (
+            rows is not None
+            and isinstance(self.a_total, DenseFactor)
+            and self.a_total.dim == rows.shape[1]
+        ):
             # in place, no temporary (the out= form, unlike addmm_, is seen by torch's FLOP counter)
             matrix = self.a_total.matrix
             torch.addmm(matrix, rows.transpose(0, 1), rows, out=matrix)
@@ -326,18 +325,6 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
     return hook
 
 
-def _all_finite(t: Tensor) -> bool:
-    """Whether every entry of ``t`` is finite, usually from one reduction and no bool copy.
-
-    A finite sum implies finite entries (a NaN or inf entry makes the sum NaN or inf); only a
-    non-finite sum, which may also be an overflow of finite entries, is checked element-wise.
-    """
-    with torch.no_grad():
-        if bool(torch.isfinite(t.sum())):
-            return True
-        return bool(torch.isfinite(t).all())
-
-
 def _as_batches(data: Any) -> Iterable[tuple[Any, Any]]:
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
         return [data]
@@ -479,13 +466,13 @@ def compute_kfac(
         ):
             x, y = x.to(device), y.to(device)
             for what, t in (("inputs", x), ("targets", y)):
-                if t.is_floating_point() and not _all_finite(t):
+                if t.is_floating_point() and not all_finite(t):
                     raise NonFiniteError(f"batch {index}: the {what} contain NaN or inf")
             session.captures.clear()
             with torch.enable_grad():
                 f = model(x)
             lik.check_output(f, y)
-            if not _all_finite(f):
+            if not all_finite(f):
                 raise NonFiniteError(f"batch {index}: the model output contains NaN or inf")
             if generator is None and config.seed is not None:
                 generator = torch.Generator(device=f.device).manual_seed(config.seed)

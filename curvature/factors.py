@@ -75,9 +75,7 @@ class Factor(ABC):
 
     def is_finite(self) -> bool:
         """Whether every stored entry is finite."""
-        if bool(torch.isfinite(self.data.sum())):  # finite sum => finite entries
-            return True
-        return bool(torch.isfinite(self.data).all())
+        return all_finite(self.data)
 
     def __add__(self, other: Factor) -> Factor:
         if type(other) is not type(self) or other.data.shape != self.data.shape:
@@ -184,6 +182,18 @@ class EigenFactor:
 
     eigenvalues: Tensor
     eigenvectors: Factor
+
+
+def all_finite(t: Tensor) -> bool:
+    """Whether every entry of ``t`` is finite, usually from one reduction and no bool copy.
+
+    A finite sum implies finite entries (a NaN or inf entry makes the sum NaN or inf); only a
+    non-finite sum, which may also be an overflow of finite entries, is checked element-wise.
+    """
+    with torch.no_grad():
+        if bool(torch.isfinite(t.sum())):
+            return True
+        return bool(torch.isfinite(t).all())
 
 
 def _symmetric_eigh(

@@ -29,7 +29,7 @@ from bayesym.kfac.convolutions import (
 )
 from bayesym.kfac.dense import OrbitSharedLinearAdapter, SpatialLinearAdapter
 from bayesym.kfac.factored import FactoredLinearAdapter
-from bayesym.kfac.gathered import GatherStructure, gather_structure, unfold_same
+from bayesym.kfac.gathered import GatherStructure, gather_structure
 from bayesym.kfac.scalars import GroupBatchNormAdapter, HomotopicAdapter
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
@@ -58,7 +58,6 @@ __all__ = [
     # helpers for new gathered convolutions
     "GatherStructure",
     "gather_structure",
-    "unfold_same",
 ]
 
 _factored, _group, _mixed = FactoredLinearAdapter(), GroupConvAdapter(), MixedConvAdapter()

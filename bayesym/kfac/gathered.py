@@ -40,7 +40,6 @@ __all__ = [
     "cached_structure",
     "gather_structure",
     "same_patches",
-    "unfold_same",
 ]
 
 _STRUCTURES: dict[tuple, GatherStructure] = {}
@@ -193,10 +192,3 @@ def same_patches(x: Tensor, kernel_size: int, padding_mode: str) -> SamePatches:
     from bayesym.layers.conv import pad_same
 
     return SamePatches(pad_same(x, kernel_size // 2, padding_mode), kernel_size)
-
-
-def unfold_same(x: Tensor, kernel_size: int, padding_mode: str) -> Tensor:
-    """Patches ``[N, C k², T]`` of a stride-1 'same' convolution, padded as ``same_conv2d`` pads."""
-    from bayesym.layers.conv import pad_same
-
-    return torch.nn.functional.unfold(pad_same(x, kernel_size // 2, padding_mode), kernel_size)
