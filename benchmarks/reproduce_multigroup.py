@@ -32,16 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from common import environment
 from reproduce_quadrants import (
     ROOT,
     CellResult,
     Schedule,
     fashion_mnist_subset,
+    names,
     parse_args,
     publish,
-    schedule_from,
+    setup,
     standardised,
     train_cell,
 )
@@ -186,13 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "reproduce_multigroup"))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    schedule = schedule_from(args, DEFAULT, QUICK)
-    train_size = args.train_size or (256 if args.quick else 5000)
-    test_size = args.test_size or (1000 if args.quick else None)
-    methods = [m for m in args.methods.split(",") if m]
-    datasets = [d for d in args.datasets.split(",") if d]
+    run = setup(args, DEFAULT, QUICK, train_size=5000)
+    schedule, train_size, test_size, methods = (
+        run.schedule, run.train_size, run.test_size, run.methods,
+    )  # fmt: skip
+    datasets = names(args.datasets)
     options = {"group": args.group}
     start = time.perf_counter()
     cells: list[CellResult] = []

@@ -461,6 +461,37 @@ def schedule_from(args: argparse.Namespace, default: Schedule, quick: Schedule) 
     return dataclasses.replace(base, seed=args.seed, **changes)
 
 
+def names(text: str) -> list[str]:
+    """A comma-separated option as a list (empty items dropped)."""
+    return [item for item in text.split(",") if item]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the command line of a reproduction script resolves to."""
+
+    schedule: Schedule
+    train_size: int
+    test_size: int | None
+    methods: list[str]
+
+
+def setup(args: argparse.Namespace, default: Schedule, quick: Schedule, train_size: int) -> Setup:
+    """Apply ``--threads``; resolve the options both reproduction scripts share.
+
+    Schedule, data sizes (``--quick``: 256 training and 1000 test images; ``train_size`` is the
+    full-run default) and methods.
+    """
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Setup(
+        schedule=schedule_from(args, default, quick),
+        train_size=args.train_size or (256 if args.quick else train_size),
+        test_size=args.test_size or (1000 if args.quick else None),
+        methods=names(args.methods),
+    )
+
+
 DEFAULT = Schedule(width=4, epochs=30, batch_size=16, lr=3e-3, burn_in=10, hyper_every=5)
 QUICK = Schedule(width=2, epochs=4, batch_size=16, lr=3e-3, burn_in=2, hyper_every=2)
 
@@ -473,14 +504,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--margin", type=float, default=0.03, help="'a few points'")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "reproduce_quadrants"))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    schedule = schedule_from(args, DEFAULT, QUICK)
-    train_size = args.train_size or (256 if args.quick else 3000)
-    test_size = args.test_size or (1000 if args.quick else None)
-    models = [m for m in args.models.split(",") if m]
-    tasks = [t for t in args.tasks.split(",") if t]
-    methods = [m for m in args.methods.split(",") if m]
+    run = setup(args, DEFAULT, QUICK, train_size=3000)
+    schedule, train_size, test_size, methods = (
+        run.schedule, run.train_size, run.test_size, run.methods,
+    )  # fmt: skip
+    models, tasks = names(args.models), names(args.tasks)
     data_key = {
         "dataset": "fashion-mnist",
         "image_size": args.image_size,
