@@ -42,6 +42,7 @@ from curvature.adapters.base import (
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import FactorTooLargeError, NonFiniteError, UnsupportedModuleError
 from curvature.factors import DenseFactor, Factor, all_finite
+from curvature.gram import gram_update_, mirror_lower_
 from curvature.kfac import KFAC
 from curvature.likelihoods import GGNType, Likelihood, make_likelihood
 from curvature.registry import ADAPTERS, supported_modules
@@ -126,21 +127,23 @@ class _Accumulator:
     a_total: Factor | None = None
     a_count: int = 0
     b_total: Tensor | None = None
+    a_lower_only: bool = False  # a_total's upper triangle is stale (symmetric Gram updates)
 
     @torch.no_grad()
     def add_input(self, stat: InputStatistic) -> None:
         rows = stat.rows
-        if self.a_total is None:
-            total = stat.materialise()
-            self.a_total = total if rows is not None else total.with_data(total.data.clone())
-        elif (
+        if rows is not None and self.a_total is None:
+            self.a_total = DenseFactor(rows.new_zeros(rows.shape[1], rows.shape[1]))
+        if (
             rows is not None
             and isinstance(self.a_total, DenseFactor)
             and self.a_total.dim == rows.shape[1]
         ):
-            # in place, no temporary (the out= form, unlike addmm_, is seen by torch's FLOP counter)
-            matrix = self.a_total.matrix
-            torch.addmm(matrix, rows.transpose(0, 1), rows, out=matrix)
+            # in place, no temporary; wide CPU factors: lower triangle only (gram.py)
+            self.a_lower_only |= gram_update_(self.a_total.matrix, rows)
+        elif self.a_total is None:
+            total = stat.materialise()
+            self.a_total = total.with_data(total.data.clone())
         else:
             total = stat.materialise()
             if type(total) is not type(self.a_total) or total.data.shape != self.a_total.data.shape:
@@ -399,6 +402,8 @@ def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
     if spec.kind == "dense":
         block = DenseBlock(acc.name, acc.params, matrix=DenseFactor(b))
     else:
+        if acc.a_lower_only:
+            mirror_lower_(acc.a_total.matrix)
         a = acc.a_total * (1.0 / acc.a_count)
         if spec.order == "output_input":
             factors, position = (DenseFactor(b), a), 1

@@ -23,6 +23,12 @@ cost ``K C^2 N Hp Wp`` multiply-adds (3x3 kernel: 13 instead of 81 per ``C^2 N``
 position) plus window sums, which do not grow with ``N``.
 Windows never reach a pixel pair outside the padded input, so the flat-index shift used for
 ``u + δ`` (which wraps around rows) only fills map entries that no window reads.
+
+The products are batched over the ``Hp Wp`` positions with the batch ``N`` as the inner
+dimension; for few channels these ``[C, N] x [N, C]`` products are too small to run at GEMM
+speed, so without horizontal dilation the ``2 kw - 1`` column offsets of one row offset
+``a`` share one product ``[C, N] x [N, (2 kw - 1) C]``: the pixels at flat positions
+``u + a Wp - (kw - 1) .. u + a Wp + kw - 1`` are adjacent in a ``[positions, C, N]`` layout.
 """
 
 from __future__ import annotations
@@ -63,14 +69,68 @@ def _offset_plan(
     return offsets, sources
 
 
-def _use_shifted_products(channels: int, kh: int, kw: int) -> bool:
-    """Whether the offset method beats unfolding (measured on CPU, docs/benchmarks.md).
+def _route(channels: int, kh: int, kw: int, dw: int) -> str:
+    """Which computation is fastest (measured on CPU, batch 128, 3x3 kernel, one thread).
 
-    A ``1 x 1`` kernel has no repeated products; with one or two channels the per-offset
-    products are too small to be efficient. Measured (batch 128, 3x3 kernel, one thread): 1.0x
-    and 0.8x unfolding for 1 and 2 channels, 1.4x for 3-4, 2-4x for 8-64 channels.
+    * ``"unfold"``: ``1 x 1`` kernels (no repeated products), and 1-2 channels with horizontal
+      dilation;
+    * ``"rows"``: fewer than 8 channels without horizontal dilation: the maps of all column
+      offsets of one row offset in one batched product (module docstring, last paragraph):
+      0.5 / 0.6 / 0.9 / 1.3 ms for 1 / 2 / 3 / 4 channels on 28x28 images, against 1.4 / 3.5
+      / 5.1 / 7.8 ms unfolding;
+    * ``"offsets"``: one batched product per offset (8-64 channels: 2-4x faster than
+      unfolding; at 8 channels both shifted routes tie, at 16 this one is 1.4x faster).
     """
-    return kh * kw > 1 and channels >= 3
+    if kh * kw == 1:
+        return "unfold"
+    if channels < 8 and dw == 1:
+        return "rows"
+    return "offsets" if channels >= 3 else "unfold"
+
+
+def _offset_maps(x: Tensor, dilation: tuple[int, int], offsets: list[tuple[int, int]]):
+    """Yield ``(offset index, maps [Hp, Wp, C, C])``, one batched product per offset."""
+    n, c, hp, wp = x.shape
+    dh, dw = dilation
+    length = hp * wp
+    # [L, N, C] through channels-last (measured 3x faster than permuting to it directly)
+    pixels = x.contiguous(memory_format=torch.channels_last).permute(2, 3, 0, 1)
+    pixels = pixels.reshape(length, n, c).contiguous()
+    product = x.new_empty(length, c, c)
+    for k, (a, b) in enumerate(offsets):
+        shift = a * dh * wp + b * dw  # >= 0 in the upper half plane
+        torch.bmm(
+            pixels[: length - shift].transpose(1, 2), pixels[shift:], out=product[: length - shift]
+        )
+        product[length - shift :] = 0
+        yield k, product.view(hp, wp, c, c)
+
+
+def _row_maps(x: Tensor, kernel_size: tuple[int, int], dh: int, offsets: list[tuple[int, int]]):
+    """Yield ``(offset index, maps [Hp, Wp, C, C])``, one batched product per row offset.
+
+    The pixels are stored as ``P [L + kw - 1, C, N]`` (zero tail), so the pixels at flat
+    positions ``u + s .. u + s + g - 1`` form one contiguous ``[g C, N]`` matrix and an
+    overlapping strided view serves all ``g`` column offsets of a row offset at once.
+    """
+    n, c, hp, wp = x.shape
+    kh, kw = kernel_size
+    length = hp * wp
+    pixels = x.new_zeros(length + kw - 1, c, n)
+    pixels[:length] = x.permute(2, 3, 1, 0).reshape(length, c, n)
+    index = {o: k for k, o in enumerate(offsets)}
+    for a in range(kh):
+        first = 0 if a == 0 else -(kw - 1)
+        width = kw - first
+        rows = length - a * dh * wp  # positions whose row-shifted pixel exists
+        start = a * dh * wp + first  # >= 0 because Wp >= kw
+        shifted = pixels.as_strided((rows, width * c, n), (c * n, n, 1), start * c * n)
+        product = x.new_empty(length, c, width * c)
+        torch.bmm(pixels[:rows], shifted.transpose(1, 2), out=product[:rows])
+        product[rows:] = 0
+        maps = product.view(hp, wp, c, width, c)
+        for b in range(first, kw):
+            yield index[(a, b)], maps[:, :, :, b - first]
 
 
 def conv_patch_covariance(
@@ -90,7 +150,7 @@ def conv_patch_covariance(
     Returns:
         ``[C kh kw, C kh kw]``, symmetrised (bitwise symmetric).
     """
-    n, c, hp, wp = x.shape
+    _, c, hp, wp = x.shape
     kh, kw = kernel_size
     dh, dw = dilation
     ho, wo = hp - dh * (kh - 1), wp - dw * (kw - 1)
@@ -99,27 +159,22 @@ def conv_patch_covariance(
             f"kernel {kernel_size} with dilation {dilation} does not fit the padded input "
             f"{tuple(x.shape)}"
         )
-    if not _use_shifted_products(c, kh, kw):
+    route = _route(c, kh, kw, dw)
+    if route == "unfold":
         out = patch_covariance(torch.nn.functional.unfold(x, kernel_size, dilation=dilation))
         return 0.5 * (out + out.T)
 
-    length = hp * wp
-    # [L, N, C] through channels-last (measured 3x faster than permuting to it directly)
-    pixels = x.contiguous(memory_format=torch.channels_last).permute(2, 3, 0, 1)
-    pixels = pixels.reshape(length, n, c).contiguous()
     offsets, sources = _offset_plan(kh, kw)
-    product = x.new_empty(length, c, c)
-    maps = product.view(hp, wp, c, c)
-    windows = []
-    for a, b in offsets:
-        shift = a * dh * wp + b * dw  # >= 0 in the upper half plane
-        torch.bmm(
-            pixels[: length - shift].transpose(1, 2), pixels[shift:], out=product[: length - shift]
-        )
-        product[length - shift :] = 0
+    maps = (
+        _row_maps(x, kernel_size, dh, offsets)
+        if route == "rows"
+        else _offset_maps(x, dilation, offsets)
+    )
+    windows: list[Tensor | None] = [None] * len(offsets)
+    for k, offset_maps in maps:
         # sums over the windows [dh i0, dh i0 + Ho) x [dw j0, dw j0 + Wo) of every start (i0, j0)
-        row_sums = maps.unfold(0, ho, dh).sum(-1)  # [kh, Wp, C, C]
-        windows.append(row_sums.unfold(1, wo, dw).sum(-1))  # [kh, kw, C, C]
+        row_sums = offset_maps.unfold(0, ho, dh).sum(-1)  # [kh, Wp, C, C]
+        windows[k] = row_sums.unfold(1, wo, dw).sum(-1)  # [kh, kw, C, C]
     table = torch.stack(windows)  # [offsets, kh, kw, C, C]
     k, i0, j0, transposed = (torch.tensor(v, device=x.device) for v in zip(*sources, strict=True))
     blocks = table[k, i0, j0]  # [(kh kw)^2, C, C]
