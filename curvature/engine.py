@@ -132,18 +132,18 @@ class _Accumulator:
     @torch.no_grad()
     def add_input(self, stat: InputStatistic) -> None:
         rows = stat.rows
-        if rows is not None and self.a_total is None:
-            self.a_total = DenseFactor(rows.new_zeros(rows.shape[1], rows.shape[1]))
-        if (
+        if self.a_total is None:
+            # the first batch as a full product: a one-batch fit (laplace-torch calls its
+            # backend per batch) then never pays for mirroring a triangle
+            total = stat.materialise()
+            self.a_total = total if rows is not None else total.with_data(total.data.clone())
+        elif (
             rows is not None
             and isinstance(self.a_total, DenseFactor)
             and self.a_total.dim == rows.shape[1]
         ):
             # in place, no temporary; wide CPU factors: lower triangle only (gram.py)
             self.a_lower_only |= gram_update_(self.a_total.matrix, rows)
-        elif self.a_total is None:
-            total = stat.materialise()
-            self.a_total = total.with_data(total.data.clone())
         else:
             total = stat.materialise()
             if type(total) is not type(self.a_total) or total.data.shape != self.a_total.data.shape:

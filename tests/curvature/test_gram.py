@@ -80,3 +80,10 @@ def test_rows_that_require_grad_take_the_symmetric_route(float64):
     matrix = torch.zeros(300, 300)
     assert gram_update_(matrix, rows)
     assert torch.allclose(mirror_lower_(matrix), x.detach().T @ x.detach(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("d", [5, 128, 300])
+def test_mirror_lower_copies_the_lower_triangle_across_tile_edges(d):
+    matrix = torch.randn(d, d)
+    expected = matrix.tril() + matrix.tril(-1).T
+    assert torch.equal(mirror_lower_(matrix, tile=64), expected)
