@@ -11,7 +11,10 @@ Blocks per layer:
   ``I - u uᵀ`` of weight normalisation, along which the function is flat);
 * the bias ``[C_out]`` (shared over group axis and positions): a dense output factor;
 * small non-linear parameters (RBF ``omega`` and anchor locations, mixture logits ``α``): exact
-  dense blocks from forward-mode tangents (:func:`curvature.parameter_tangents`).
+  dense blocks from their output tangents ``∂y/∂θ_k``: forward-mode AD
+  (:func:`curvature.parameter_tangents`, one forward per scalar) for the RBF parameters, a
+  closed form from one stacked convolution for the mixture logits
+  (:func:`mixture_logit_tangents`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from bayesym.kfac.gathered import (
     gather_structure,
     same_patches,
 )
-from bayesym.layers.conv import SpatialConv2d
+from bayesym.layers.conv import SpatialConv2d, same_conv2d
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.mixed import ARCHITECTURE_PARAMETER_NAME
 from bayesym.layers.sparse import SparseConv2d
@@ -51,6 +54,7 @@ __all__ = [
     "SparseConvAdapter",
     "SpatialConvAdapter",
     "learnable_basis_parameters",
+    "mixture_logit_tangents",
     "tangent_blocks",
     "tangent_specs",
     "tangents_of",
@@ -242,6 +246,37 @@ class GroupConvAdapter(_GatheredConvAdapter):
         return super().patches(module, x)
 
 
+@torch.no_grad()
+def mixture_logit_tangents(module: nn.Module, x: Tensor) -> Tensor:
+    r"""``∂y/∂α_j`` of a [G]-mixed convolution for every logit, from one stacked convolution.
+
+    With ``y = x ⋆ Σ_K z_K E_K + b``, ``z = softmax(α)`` and ``∂z_K/∂α_j = z_K (δ_{Kj} - z_j)``:
+
+    .. math::
+        \frac{\partial y}{\partial α_j} = \sum_K z_K (δ_{Kj} - z_j)\, Y_K
+        = z_j \Big(Y_j - \sum_K z_K Y_K\Big), \qquad Y_K = x ⋆ E_K,
+
+    and all ``Y_K`` come from one convolution with the expanded component kernels stacked
+    along the output channels (the same multiply-adds as ``K`` separate ones; forward-mode AD
+    would run the layer once per logit).
+
+    Args:
+        module: a :class:`~bayesym.layers.MixedLiftingConv2d` or
+            :class:`~bayesym.layers.MixedGroupConv2d`.
+        x: its input, ``[N, C_in, H, W]`` or ``[N, C_in, |G|, H, W]``.
+
+    Returns:
+        ``[N, K, C_out, |G|, H, W]`` (``K`` components, in the order of ``module.components``).
+    """
+    flat = x.flatten(1, 2) if x.dim() == 5 else x
+    kernels = torch.cat([module.expanded_component(k.name) for k in module.components])
+    n, k = flat.shape[0], len(module.components)
+    outputs = same_conv2d(flat, kernels, None, module.padding_mode)
+    outputs = outputs.view(n, k, module.out_channels, module.group.order, *outputs.shape[-2:])
+    z = module.architecture_weights().view(1, k, 1, 1, 1, 1)
+    return z * (outputs - (z * outputs).sum(1, keepdim=True))
+
+
 class MixedConvAdapter(ModuleAdapter):
     """[G]-mixed convolutions: one Kronecker block per component direction ``v^K``.
 
@@ -293,7 +328,8 @@ class MixedConvAdapter(ModuleAdapter):
             structures[name] = self._structure(module, name)
             a_sum, count = structures[name].input_statistic(patches, approx)
             stats.append(InputStatistic(DenseFactor(a_sum), count))
-        tangents = tangents_of(module, inputs, [ARCHITECTURE_PARAMETER_NAME])
+        active = [n for n in [ARCHITECTURE_PARAMETER_NAME] if block_is_active(n)]
+        tangents = (active, mixture_logit_tangents(module, x) if active else None)
         stats.append(None)
         if module.bias is not None:
             stats.append(None)

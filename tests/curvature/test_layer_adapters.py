@@ -230,3 +230,31 @@ def test_excluded_small_parameters_are_not_computed(float64, monkeypatch):
     assert "0.architecture_logits" not in partial.names
     for b in partial:
         assert torch.allclose(b.to_dense(), full[b.name].to_dense()), b.name
+
+
+@pytest.mark.parametrize("kind", ["lifting", "group"])
+@pytest.mark.parametrize(("group", "components", "padding_mode"), [
+    ("D4", None, "circular"),
+    ("C4", ("C1", "C4"), "zeros"),
+])  # fmt: skip
+def test_mixture_logit_tangents_equal_forward_mode_ad(
+    float64, kind, group, components, padding_mode
+):
+    """The closed form ``z_j (Y_j - Σ z_K Y_K)`` equals ``torch.func.jvp`` on random data."""
+    from bayesym.kfac.convolutions import mixture_logit_tangents
+    from curvature import parameter_tangents
+
+    g = d4_subgroup(group)
+    comps = None if components is None else [d4_subgroup(k) for k in components]
+    cls = MixedLiftingConv2d if kind == "lifting" else MixedGroupConv2d
+    layer = cls(2, 3, 3, g, components=comps, padding_mode=padding_mode)
+    with torch.no_grad():
+        layer.architecture_logits.copy_(torch.randn(len(layer.components)))
+        if layer.bias is not None:
+            layer.bias.normal_()
+    shape = (4, 2, 5, 6) if kind == "lifting" else (4, 2, g.order, 5, 6)
+    x = torch.randn(*shape)
+    got = mixture_logit_tangents(layer, x)
+    want = parameter_tangents(layer, (x,), ["architecture_logits"])
+    assert got.shape == want.shape == (4, len(layer.components), *layer(x).shape[1:])
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
