@@ -70,6 +70,11 @@ def _syrk_lower_(matrix: Tensor, rows: Tensor) -> None:
         matrix.copy_(torch.from_numpy(out.T))
 
 
+@_syrk_lower_.register_fake
+def _syrk_lower_fake(matrix: Tensor, rows: Tensor) -> None:
+    """Shape-only version for tracing (``torch.compile``, fake tensors): nothing to return."""
+
+
 @register_flop_formula(torch.ops.curvature.syrk_lower_)
 def _syrk_flops(matrix_shape, rows_shape, *args, **kwargs) -> int:
     """``M d (d + 1)``: the lower triangle of a ``2 M d²``-FLOP product."""

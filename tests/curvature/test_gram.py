@@ -87,3 +87,13 @@ def test_mirror_lower_copies_the_lower_triangle_across_tile_edges(d):
     matrix = torch.randn(d, d)
     expected = matrix.tril() + matrix.tril(-1).T
     assert torch.equal(mirror_lower_(matrix, tile=64), expected)
+
+
+def test_the_symmetric_update_traces_with_fake_tensors():
+    """The custom operator has a fake implementation (tracing, ``torch.compile``)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        matrix, rows = torch.zeros(300, 300), torch.randn(*WIDE)
+        assert gram_update_(matrix, rows)
+        assert matrix.shape == (300, 300)
