@@ -80,6 +80,7 @@ def run_ours(train, test, args, learn: bool, ggn: str) -> dict:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr,
         learn_prior=learn, burn_in=args.burn_in, hyper_every=args.hyper_every,
         hyper_steps=args.hyper_steps, kfac=KFACConfig(ggn_type=ggn), progress=False,
+        marglik_batch_size=args.marglik_batch_size,
     )  # fmt: skip
     start = time.perf_counter()
     history = MarglikTrainer(model, prior=prior, config=config).fit(train)
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hyper-steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--marglik-batch-size",
+        type=int,
+        default=None,
+        help="batch size of our curvature pass (default: the training batch size)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fashion-mnist", action="store_true")
     parser.add_argument("--quick", action="store_true", help="n=512, 6 epochs, 1 repeat")
