@@ -32,6 +32,7 @@ from curvature.errors import (
     UnsupportedModuleError,
 )
 from curvature.factors import BlockDiagonalFactor, DenseFactor, EigenFactor, Factor
+from curvature.gram import gram_sum
 from curvature.kfac import KFAC, PriorPrecision
 from curvature.likelihoods import CrossEntropy, Gaussian, GGNType, Likelihood, make_likelihood
 from curvature.linalg import kron_effective_parameters, kron_eigenvalues, kron_logdet
@@ -76,6 +77,7 @@ __all__ = [
     "conv_patch_covariance",
     "block_is_active",
     "covariance",
+    "gram_sum",
     "parameter_tangents",
     "patch_covariance",
     "project_rows",

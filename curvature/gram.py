@@ -11,20 +11,21 @@ which writes only the lower triangle; the caller mirrors it once at the end
 general product.
 
 SciPy's BLAS has its own thread pool; each call runs it with torch's thread count
-(``torch.get_num_threads()``) and restores the previous setting. The update is a torch custom
-operator (``torch.ops.curvature.syrk_lower_``) with a FLOP formula, so
-``torch.utils.flop_counter`` counts it (``M d (d + 1)`` FLOPs).
+(``torch.get_num_threads()``) and restores the previous setting. The update is a torch operator
+(``torch.ops.curvature.syrk_lower_``) with a FLOP formula, so ``torch.utils.flop_counter``
+counts it (``M d (d + 1)`` FLOPs), and a fake implementation for tracing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 
 import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
-__all__ = ["SYRK_MIN_DIM", "SYRK_MIN_WORK", "gram_update_", "mirror_lower_"]
+__all__ = ["SYRK_MIN_DIM", "SYRK_MIN_WORK", "gram_sum", "gram_update_", "mirror_lower_"]
 
 SYRK_MIN_DIM = 256
 """Smallest factor side for which the symmetric product is used (measured crossover)."""
@@ -55,9 +56,14 @@ def _symmetric_route(matrix: Tensor, rows: Tensor) -> bool:
     )
 
 
-@torch.library.custom_op("curvature::syrk_lower_", mutates_args=("matrix",), device_types="cpu")
+# A plain operator (``torch.library.Library``, not ``custom_op``, whose first call imports
+# torch._dynamo: about 1 s), so torch's FLOP counter and fake tensors can see it.
+_LIBRARY = torch.library.Library("curvature", "DEF")
+_LIBRARY.define("syrk_lower_(Tensor(a!) matrix, Tensor rows) -> ()")
+
+
 def _syrk_lower_(matrix: Tensor, rows: Tensor) -> None:
-    """Lower triangle of ``matrix += rowsᵀ rows`` by BLAS ``syrk`` (an op torch can count)."""
+    """Lower triangle of ``matrix += rowsᵀ rows`` by BLAS ``syrk``."""
     blas, pools = _blas()
     syrk = blas.ssyrk if matrix.dtype == torch.float32 else blas.dsyrk
     # Fortran views of the C-ordered tensors: rows.T is the [d, M] matrix A, the upper
@@ -70,9 +76,12 @@ def _syrk_lower_(matrix: Tensor, rows: Tensor) -> None:
         matrix.copy_(torch.from_numpy(out.T))
 
 
-@_syrk_lower_.register_fake
 def _syrk_lower_fake(matrix: Tensor, rows: Tensor) -> None:
-    """Shape-only version for tracing (``torch.compile``, fake tensors): nothing to return."""
+    """Shape-only version for tracing (fake tensors): nothing to return."""
+
+
+_LIBRARY.impl("syrk_lower_", _syrk_lower_, "CPU")
+torch.library.register_fake("curvature::syrk_lower_", _syrk_lower_fake, lib=_LIBRARY)
 
 
 @register_flop_formula(torch.ops.curvature.syrk_lower_)
@@ -116,3 +125,25 @@ def mirror_lower_(matrix: Tensor, tile: int = 128) -> Tensor:
         diagonal = matrix[i : i + tile, i : i + tile]
         diagonal.copy_(diagonal.tril() + diagonal.tril(-1).T)
     return matrix
+
+
+def gram_sum(chunks: Iterable[Tensor], dim: int, like: Tensor) -> Tensor:
+    """``Σ_c R_cᵀ R_c`` over row chunks ``R_c: [M_c, dim]``, as a full symmetric matrix.
+
+    For adapters whose rows come in pieces (e.g. one output direction at a time): each chunk is
+    multiplied into one running sum in place (:func:`gram_update_`, so wide sums take the
+    symmetric route), and the lower triangle is mirrored once at the end if needed.
+
+    Args:
+        chunks: the row chunks (an empty iterable gives zeros).
+        dim: ``d``.
+        like: dtype and device of the result.
+
+    Returns:
+        ``[d, d]``.
+    """
+    total = like.new_zeros(dim, dim)
+    lower = False
+    for rows in chunks:
+        lower |= gram_update_(total, rows)
+    return mirror_lower_(total) if lower else total

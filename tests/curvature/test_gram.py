@@ -97,3 +97,43 @@ def test_the_symmetric_update_traces_with_fake_tensors():
         matrix, rows = torch.zeros(300, 300), torch.randn(*WIDE)
         assert gram_update_(matrix, rows)
         assert matrix.shape == (300, 300)
+
+
+def test_gram_sum_of_chunks_equals_the_stacked_product(float64):
+    from curvature import gram_sum
+
+    chunks = [torch.randn(400, 300), torch.randn(7, 300), torch.randn(400, 300)]
+    rows = torch.cat(chunks)
+    total = gram_sum(iter(chunks), 300, rows)
+    assert torch.allclose(total, rows.T @ rows, rtol=1e-12, atol=1e-10)
+    assert torch.equal(total, total.T)
+    assert torch.equal(gram_sum([], 4, rows), torch.zeros(4, 4))
+
+
+def test_orbit_rows_are_the_same_in_any_chunking(float64):
+    """The AEN adapter's per-direction rows, flushed in small or large chunks."""
+    from bayesym.kfac.dense import _orbit_rows
+
+    index = torch.randint(0, 5, (3 * 4,))
+    x, grads = torch.randn(6, 4), torch.randn(9, 6, 3)
+    whole = torch.cat(list(_orbit_rows(index, 5, x, grads)))
+    # at least 10 rows per chunk: two directions of 6 rows, four times, then the last one
+    pieces = list(_orbit_rows(index, 5, x, grads, chunk_bytes=5 * 8 * 10))
+    assert [p.shape[0] for p in pieces] == [12, 12, 12, 12, 6]
+    assert torch.equal(torch.cat(pieces), whole)
+    outer = (grads[..., :, None] * x[None, :, None, :]).reshape(9 * 6, -1)
+    assert torch.allclose(whole, torch.zeros(54, 5).index_add_(1, index, outer))
+
+
+def test_the_first_symmetric_update_does_not_import_dynamo():
+    """``torch.library.custom_op`` would import ``torch._dynamo`` on first call (about 1 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from curvature.gram import gram_update_\n"
+        "assert gram_update_(torch.zeros(300, 300), torch.randn(400, 300))\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
