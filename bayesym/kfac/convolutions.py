@@ -19,6 +19,7 @@ Blocks per layer:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,10 +88,20 @@ Tangents = tuple[list[str], Tensor | None]
 """Names of the active small parameters and their joint tangents ``[N, K, ...]``."""
 
 
-def tangents_of(module: nn.Module, inputs: tuple[Any, ...], names: list[str]) -> Tangents:
-    """Forward-mode tangents of the *active* (not excluded) small parameters among ``names``."""
+def tangents_of(
+    module: nn.Module,
+    inputs: tuple[Any, ...],
+    names: list[str],
+    tangents: Callable[[nn.Module, tuple[Any, ...], list[str]], Tensor] = parameter_tangents,
+) -> Tangents:
+    """Tangents of the *active* (not excluded) small parameters among ``names``.
+
+    ``tangents(module, inputs, active)`` computes them: forward-mode AD by default
+    (:func:`curvature.parameter_tangents`), or a closed form such as
+    :func:`mixture_logit_tangents`.
+    """
     active = [n for n in names if block_is_active(n)]
-    return active, (parameter_tangents(module, inputs, active) if active else None)
+    return active, (tangents(module, inputs, active) if active else None)
 
 
 def tangent_blocks(
@@ -328,8 +339,12 @@ class MixedConvAdapter(ModuleAdapter):
             structures[name] = self._structure(module, name)
             a_sum, count = structures[name].input_statistic(patches, approx)
             stats.append(InputStatistic(DenseFactor(a_sum), count))
-        active = [n for n in [ARCHITECTURE_PARAMETER_NAME] if block_is_active(n)]
-        tangents = (active, mixture_logit_tangents(module, x) if active else None)
+        tangents = tangents_of(
+            module,
+            inputs,
+            [ARCHITECTURE_PARAMETER_NAME],
+            lambda m, i, _names: mixture_logit_tangents(m, i[0]),
+        )
         stats.append(None)
         if module.bias is not None:
             stats.append(None)
