@@ -36,7 +36,7 @@ from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.priors import GaussianPrior, ParameterGroup
 from curvature import KFACConfig
 
-__all__ = ["RunConfig", "RunResult", "build_model", "load_groups", "run"]
+__all__ = ["RunConfig", "RunResult", "build_model", "load_groups", "resolve_device", "run"]
 
 
 @dataclass(frozen=True)
@@ -153,12 +153,45 @@ def _data(config: RunConfig) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     )
 
 
-def run(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> RunResult:
-    """Train ``config`` into ``run_dir`` (resuming if it holds a checkpoint of the same config).
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` (None: CPU); refuses an unavailable CUDA device.
 
     Raises:
-        ValueError: if ``run_dir`` holds a run of a different configuration.
+        ValueError: if the name is not a device, or CUDA is asked for and not available.
     """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r} (e.g. 'cpu', 'cuda', 'cuda:1')") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {device!r} asked for, but torch sees {count} CUDA device(s)")
+    return resolved
+
+
+def run(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> RunResult:
+    """Train ``config`` into ``run_dir`` (resuming if it holds a checkpoint of the same config).
+
+    ``device`` (default CPU) holds the model and the data during training. It is not part of
+    the configuration: a run may be resumed on another device (results then differ by
+    floating-point round-off); ``metrics.json`` records the device of the last session.
+
+    Raises:
+        ValueError: if ``run_dir`` holds a run of a different configuration, or ``device``
+            is not available.
+    """
+    target = resolve_device(device)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
@@ -173,9 +206,9 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> Run
             )
     config_path.write_text(json.dumps(as_json, indent=1))
 
-    train, valid, test = _data(config)
+    train, valid, test = (d.to(target) for d in _data(config))
     torch.manual_seed(config.seed)
-    model = build_model(config, train)
+    model = build_model(config, train).to(target)
     prior = GaussianPrior(model)
     (run_dir / "groups.json").write_text(
         json.dumps([dataclasses.asdict(g) for g in prior.groups], indent=1)
@@ -190,6 +223,7 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> Run
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_size": len(train),
         "fit_seconds_this_session": seconds,
+        "device": str(target),
         **{f"test_{k}": v for k, v in trainer.evaluate(test).items()},
         **{f"valid_{k}": v for k, v in trainer.evaluate(valid).items()},
     }

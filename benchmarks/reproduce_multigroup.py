@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             cell = train_cell(
                 dataset, f"ffc+conv+gconv/{args.group}", "ffc+conv+gconv", method, data,
                 schedule, Path(args.run_dir), data_key, layer_options=options,
-                progress=args.progress,
+                progress=args.progress, device=run.device,
             )  # fmt: skip
             cells.append(cell)
             stats = path_statistics(cell)

@@ -60,7 +60,7 @@ from bayesym.data import (
 from bayesym.inspection import EffectiveParameterReport, effective_parameters
 from bayesym.marglik import MarglikTrainer, log_marginal_likelihood
 from bayesym.priors import GaussianPrior
-from bayesym.runs import RunConfig, build_model
+from bayesym.runs import RunConfig, build_model, resolve_device
 from curvature import KFACConfig, compute_kfac
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -188,6 +188,7 @@ class CellResult:
     log_marglik_per_datum: float
     seconds: float
     layers: list[dict[str, Any]] = field(default_factory=list)
+    device: str = "cpu"
 
 
 def laplace_evaluation(
@@ -261,21 +262,22 @@ def train_cell(
     data_key: dict[str, Any],
     layer_options: dict[str, Any] | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> CellResult:
     """Train and evaluate one cell; its run directory is keyed by the data and the config.
 
     A directory holding a finished (or interrupted) run of the same key is resumed by the
     trainer's checkpoint, so re-running the script after an interruption loses at most an
-    epoch per cell.
+    epoch per cell. ``device`` holds the model and both datasets (not part of the key).
     """
-    train, test = data
+    train, test = (d.to(device) for d in data)
     config = schedule.run_config(task, layer_kind, method, layer_options)
     key = {"data": data_key, "run": dataclasses.asdict(config)}
     cell_dir = run_dir / f"{task}-{model}-{method}-{_digest(key)}"
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "key.json").write_text(json.dumps(key, indent=1))
     torch.manual_seed(config.seed)
-    net = build_model(config, train)
+    net = build_model(config, train).to(device)
     prior = GaussianPrior(net)
     trainer = MarglikTrainer(
         net, prior=prior, config=config.trainer_config(progress), run_dir=cell_dir
@@ -298,6 +300,7 @@ def train_cell(
         log_marglik_per_datum=lml,
         seconds=seconds,
         layers=layer_summary(report),
+        device=str(device),
     )
     (cell_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
     (cell_dir / "report.txt").write_text(report.to_table() + "\n")
@@ -444,6 +447,7 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.ArgumentPar
         "--threads", type=int, default=None, help="torch threads (1 on a shared machine)"
     )
     parser.add_argument("--output", default=None, help="results/<output>.json")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     return parser
 
 
@@ -474,6 +478,7 @@ class Setup:
     train_size: int
     test_size: int | None
     methods: list[str]
+    device: str = "cpu"
 
 
 def setup(args: argparse.Namespace, default: Schedule, quick: Schedule, train_size: int) -> Setup:
@@ -489,6 +494,7 @@ def setup(args: argparse.Namespace, default: Schedule, quick: Schedule, train_si
         train_size=args.train_size or (256 if args.quick else train_size),
         test_size=args.test_size or (1000 if args.quick else None),
         methods=names(args.methods),
+        device=str(resolve_device(args.device)),
     )
 
 
@@ -524,7 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
             for model in models:
                 cell = train_cell(
                     task, model, MODELS[model], method, data[task], schedule,
-                    Path(args.run_dir), data_key, progress=args.progress,
+                    Path(args.run_dir), data_key, progress=args.progress, device=run.device,
                 )  # fmt: skip
                 cells.append(cell)
                 print(

@@ -154,3 +154,24 @@ def test_config_and_input_errors():
         ValueError, match=r"LayerwiseBackbone\(layer_kind='conv'.*\[N, 3, 8, 8\].*\[1, 3, 9, 9\]"
     ):
         net(torch.randn(1, 3, 9, 9))
+
+
+def test_backbone_can_be_deep_copied_and_pickled(float64):
+    """copy.deepcopy / torch.save of a whole model (EMA copies, laplace-torch, checkpoints)."""
+    import copy
+    import io
+
+    config = LayerwiseBackboneConfig(
+        layer_kind="ffc+conv+gconv", width=1, in_channels=1, num_classes=3, input_size=(8, 8),
+        layer_options={"group": "C4"},
+    )  # fmt: skip
+    model = LayerwiseBackbone(config)
+    x = torch.randn(2, 1, 8, 8)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(model), torch.load(buffer, weights_only=False)):
+        assert clone.config == config and clone.config.layer_options["group"] == "C4"
+        with pytest.raises(TypeError):
+            clone.config.layer_options["group"] = "D4"  # still read-only
+        assert torch.equal(clone(x), model(x))

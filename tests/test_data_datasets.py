@@ -74,6 +74,22 @@ def test_dataset_rejects_bad_input(kwargs, message):
         ImageDataset(images, labels, num_classes=3, name="toy", **args)
 
 
+def test_dataset_can_be_pickled_and_deep_copied():
+    """DataLoader workers pickle the dataset; its read-only mappings must survive that."""
+    import copy
+    import pickle
+
+    ds = small_dataset().replace(info={"source": "test"})
+    for clone in (pickle.loads(pickle.dumps(ds)), copy.deepcopy(ds)):
+        assert torch.equal(clone.images, ds.images) and torch.equal(clone.labels, ds.labels)
+        assert torch.equal(clone.metadata["tag"], ds.metadata["tag"])
+        assert clone.info == {"source": "test"} and clone.class_names == ds.class_names
+        with pytest.raises(TypeError):
+            clone.metadata["tag"] = torch.zeros(10)  # still read-only
+    batches = DataLoader(ds, batch_size=5, num_workers=1, multiprocessing_context="spawn")
+    assert torch.equal(torch.cat([x for x, _ in batches]), ds.images)
+
+
 def test_subset_keeps_metadata_aligned():
     ds = small_dataset()
     sub = ds.subset([7, 2])

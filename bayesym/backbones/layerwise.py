@@ -36,7 +36,7 @@ the GCONV paths switched on the logits are then invariant to ``G`` and to cyclic
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -142,6 +142,15 @@ class LayerwiseBackboneConfig:
         check_positive_int(self.kernel_size, name="kernel_size", owner=owner)
         object.__setattr__(self, "input_size", check_spatial(self.input_size, owner=owner))
         object.__setattr__(self, "layer_options", MappingProxyType(dict(self.layer_options)))
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # The read-only options view cannot be pickled or deep-copied (copy.deepcopy of a
+        # model, torch.save of a whole model): rebuild from a plain dict instead.
+        values = tuple(
+            dict(v) if isinstance(v, MappingProxyType) else v
+            for v in (getattr(self, f.name) for f in fields(self))
+        )
+        return (type(self), values)
 
     def __hash__(self) -> int:
         options = tuple(sorted(self.layer_options.items()))

@@ -50,6 +50,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None, help="Fashion-MNIST directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--device", default="cpu", help="where to train: cpu (default), cuda or cuda:N"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -98,9 +101,9 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _run(config: RunConfig, out: Path, quiet: bool) -> RunResult:
+def _run(config: RunConfig, out: Path, args: argparse.Namespace) -> RunResult:
     try:
-        return run(config, out, progress=not quiet)
+        return run(config, out, progress=not args.quiet, device=args.device)
     except ValueError as err:
         raise CliError(str(err)) from None
 
@@ -122,7 +125,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise CliError(f"unknown layer kind {args.kind!r}; known: {', '.join(LAYER_KINDS)}")
     _set_threads(args)
     config = _config(args, args.task, args.kind, "map" if args.map else "marglik")
-    result = _run(config, Path(args.out), args.quiet)
+    result = _run(config, Path(args.out), args)
     _print_result(result, f"{config.task}: {config.layer_kind}, {config.method}")
     return 0
 
@@ -154,7 +157,7 @@ def _demo(args: argparse.Namespace) -> int:
     results = {}
     for task in ("quadrant-digits", "quadrant-position-digits"):
         config = _config(args, task, "ffc+conv", "marglik")
-        results[task] = _run(config, out / task, args.quiet)
+        results[task] = _run(config, out / task, args)
         _print_result(results[task], f"{task}: F-FC + CONV learned with the marginal likelihood")
     print("\n== learned symmetry per layer (path with the largest relative effective params) ==")
     inv, pos = (results[t].report.effective_types() for t in results)

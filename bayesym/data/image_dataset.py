@@ -93,6 +93,15 @@ class ImageDataset(Dataset):
         self.info: Mapping[str, object] = MappingProxyType(dict(info or {}))
         self.name = name
 
+    def __getstate__(self) -> dict[str, object]:
+        # Read-only mapping views cannot be pickled (DataLoader workers, copy.deepcopy).
+        return {**self.__dict__, "metadata": dict(self.metadata), "info": dict(self.info)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.metadata = MappingProxyType(dict(self.metadata))
+        self.info = MappingProxyType(dict(self.info))
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of every image."""

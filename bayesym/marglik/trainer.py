@@ -370,8 +370,9 @@ class MarglikTrainer:
         )
         for epoch in bar:
             start = time.perf_counter()
-            total_loss = total_nll = 0.0
-            correct = 0
+            # Sums stay on the device (float64, the same arithmetic as Python floats) and are
+            # read once per epoch: a read per step would wait for the GPU at every step.
+            totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
             for xb, yb in _batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
                 xb, yb = xb.to(device), yb.to(device)
                 if self.augment is not None:
@@ -382,10 +383,12 @@ class MarglikTrainer:
                 loss = nll + self.prior.penalty(self.model) / n
                 loss.backward()
                 self.optimizer.step()
-                total_loss += float(loss.detach()) * xb.shape[0]
-                total_nll += float(nll.detach()) * xb.shape[0]
-                if self.likelihood == "classification":
-                    correct += int((f.argmax(-1) == yb).sum())
+                with torch.no_grad():
+                    totals[0] += loss.double() * xb.shape[0]
+                    totals[1] += nll.double() * xb.shape[0]
+                    if self.likelihood == "classification":
+                        totals[2] += (f.argmax(-1) == yb).sum()
+            total_loss, total_nll, correct = totals.tolist()
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "lr": self.optimizer.param_groups[0]["lr"],
@@ -393,7 +396,7 @@ class MarglikTrainer:
                 "train_nll": total_nll / n,
             }
             if self.likelihood == "classification":
-                row["train_accuracy"] = correct / n
+                row["train_accuracy"] = int(correct) / n
             self.scheduler.step()
             row["marglik"], row["effective_parameters"], row["weight_norms"] = None, None, None
             if config.is_hyper_epoch(epoch):
