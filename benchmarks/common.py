@@ -50,6 +50,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "packages": {
             p: version(p)
             for p in (
