@@ -502,6 +502,38 @@ DEFAULT = Schedule(width=4, epochs=30, batch_size=16, lr=3e-3, burn_in=10, hyper
 QUICK = Schedule(width=2, epochs=4, batch_size=16, lr=3e-3, burn_in=2, hyper_every=2)
 
 
+def merge(paths: list[str], name: str, margin: float) -> dict:
+    """One results file from runs of single cells (e.g. one process per cell on a GPU).
+
+    The cells of every file are concatenated in table order and the acceptance checks are
+    evaluated on all of them; data, schedule and environment are those of the first file
+    (all files must share data and schedule).
+    """
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for part, path in zip(parts[1:], paths[1:], strict=True):
+        for key in ("data", "schedule"):
+            if part[key] != parts[0][key]:
+                raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; cannot merge")
+    rank = {(t, m, k): i for i, (t, k, m) in enumerate(
+        (t, k, m) for t in TASKS for k in METHODS for m in MODELS
+    )}  # fmt: skip
+    cells = sorted(
+        (CellResult(**c) for part in parts for c in part["cells"]),
+        key=lambda c: rank[(c.task, c.model, c.method)],
+    )
+    payload = {
+        **{k: parts[0][k] for k in ("benchmark", "description", "data", "schedule")},
+        "wall_seconds": max(part["wall_seconds"] for part in parts),
+        "merged_from": [Path(p).name for p in paths],
+        "cells": [dataclasses.asdict(c) for c in cells],
+        "acceptance": acceptance(cells, margin),
+        "paper_table1_test_accuracy": PAPER_TABLE1,
+        "environment": parts[0]["environment"],
+    }
+    publish(name, payload, markdown(cells), relaxed_layers_markdown(cells))
+    return payload
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = parse_args(argv, __doc__.split("\n")[0])
     parser.add_argument("--image-size", type=int, default=8, help="canvas is twice this")
@@ -509,7 +541,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--margin", type=float, default=0.03, help="'a few points'")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "reproduce_quadrants"))
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="merge results files into --output; no training"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.output or "reproduce_quadrants_merged", args.margin)
     run = setup(args, DEFAULT, QUICK, train_size=3000)
     schedule, train_size, test_size, methods = (
         run.schedule, run.train_size, run.test_size, run.methods,
