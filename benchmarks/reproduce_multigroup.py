@@ -27,6 +27,7 @@ Writes ``benchmarks/results/reproduce_multigroup[_quick].json`` and prints markd
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 import time
 from pathlib import Path
@@ -180,12 +181,51 @@ DEFAULT = Schedule(width=2, epochs=30, batch_size=16, lr=1e-3, burn_in=10, hyper
 QUICK = Schedule(width=2, epochs=4, batch_size=16, lr=1e-3, burn_in=2, hyper_every=2)
 
 
+def merge(paths: list[str], name: str) -> dict:
+    """One results file from runs of single datasets (e.g. plain and rotated in parallel).
+
+    Cells are concatenated (plain first) and the acceptance check is evaluated on all of them;
+    everything else is the first file's (all files must share data size and schedule).
+    """
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for part, path in zip(parts[1:], paths[1:], strict=True):
+        for key in ("schedule", "layer"):
+            if part[key] != parts[0][key]:
+                raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; cannot merge")
+    fields = {f.name for f in dataclasses.fields(CellResult)}
+    cells = sorted(
+        (
+            CellResult(**{k: v for k, v in c.items() if k in fields})
+            for p in parts
+            for c in p["cells"]
+        ),
+        key=lambda c: (DATASETS.index(c.task), c.method != "map"),
+    )
+    payload = {
+        **parts[0],
+        "wall_seconds": max(part["wall_seconds"] for part in parts),
+        "merged_from": [Path(p).name for p in paths],
+        "cells": [
+            {**dataclasses.asdict(c), "relative_effective_parameters": path_statistics(c)}
+            for c in cells
+        ],
+        "acceptance": acceptance(cells),
+    }
+    publish(name, payload, markdown(cells))
+    return payload
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = parse_args(argv, __doc__.split("\n")[0])
     parser.add_argument("--group", default="C4", help="D4 subgroup of the GCONV path")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "reproduce_multigroup"))
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="merge results files into --output; no training"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.output or "reproduce_multigroup_merged")
     run = setup(args, DEFAULT, QUICK, train_size=5000)
     schedule, train_size, test_size, methods = (
         run.schedule, run.train_size, run.test_size, run.methods,
