@@ -65,18 +65,40 @@ def environment() -> dict:
     }
 
 
+def checked_device(name: str) -> str:
+    """``name`` if torch can use it (``cpu``, ``cuda``, ``cuda:N``), else a clear error."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: torch sees no CUDA device")
+    return str(device)
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for a GPU's queued work (no-op on the CPU), so that a clock read is meaningful."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_interleaved(
-    methods: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+    methods: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
 ) -> dict[str, list[float]]:
-    """Wall times of every method, run round-robin so machine noise hits all of them alike."""
+    """Wall times of every method, run round-robin so machine noise hits all of them alike.
+
+    On a GPU ``device`` is synchronised before and after every call.
+    """
     for _ in range(warmup):
         for fn in methods.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -28,7 +28,7 @@ import math
 import warnings
 
 import torch
-from common import environment, median, time_interleaved, write_json
+from common import checked_device, environment, median, time_interleaved, write_json
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
@@ -175,21 +175,23 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
     parser.add_argument("--output", default="kfac_speed")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
+    args.device = checked_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.n, args.repeats = 1024, 2
 
     torch.manual_seed(0)
-    x, y = load_data(args.n, args.fashion_mnist)
+    x, y = (t.to(args.device) for t in load_data(args.n, args.fashion_mnist))
     loader = batches(x, y, args.batch_size)
     results = {}
     for name in args.models:
-        model = models()[name]
+        model = models()[name].to(args.device)
         methods = methods_for(model, loader, not args.no_mc_baselines)
         flops = count_flops(methods)
-        times = time_interleaved(methods, args.repeats)
+        times = time_interleaved(methods, args.repeats, device=args.device)
         epoch = median(times["epoch"])
         laplace_exact = min(median(times["laplace-asdl"]), median(times["laplace-curvlinops"]))
         results[name] = {

@@ -27,7 +27,7 @@ import time
 import warnings
 
 import torch
-from common import environment, median, write_json
+from common import checked_device, environment, median, synchronize, write_json
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
@@ -74,7 +74,7 @@ def accuracy(model: nn.Module, data) -> float:
 
 def run_ours(train, test, args, learn: bool, ggn: str) -> dict:
     torch.manual_seed(0)
-    model = cnn()
+    model = cnn().to(args.device)
     prior = GaussianPrior(model, "tensor")
     config = MarglikConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr,
@@ -82,8 +82,10 @@ def run_ours(train, test, args, learn: bool, ggn: str) -> dict:
         hyper_steps=args.hyper_steps, kfac=KFACConfig(ggn_type=ggn), progress=False,
         marglik_batch_size=args.marglik_batch_size,
     )  # fmt: skip
+    synchronize(args.device)
     start = time.perf_counter()
     history = MarglikTrainer(model, prior=prior, config=config).fit(train)
+    synchronize(args.device)
     seconds = time.perf_counter() - start
     marglik = [r["marglik"] for r in history if r["marglik"] is not None]
     return {"seconds": seconds, "marglik": marglik[-1] if marglik else None,
@@ -112,7 +114,7 @@ def run_laplace(train, test, args) -> dict:
     from laplace.curvature import AsdlGGN
 
     torch.manual_seed(0)
-    model = cnn()
+    model = cnn().to(args.device)
     dataset = TensorDataset(*train)
     sampler = BatchSampler(
         RandomSampler(dataset, generator=torch.Generator().manual_seed(0)),
@@ -120,6 +122,7 @@ def run_laplace(train, test, args) -> dict:
         drop_last=False,
     )
     loader = DataLoader(dataset, batch_size=None, sampler=sampler)
+    synchronize(args.device)
     start = time.perf_counter()
     # laplace-torch counts epochs from 1 and steps when epoch % frequency == 0 and
     # epoch >= burn-in: hyper steps after epochs 10, 15, 20 like ours.
@@ -129,6 +132,7 @@ def run_laplace(train, test, args) -> dict:
         prior_structure="layerwise", n_epochs_burnin=args.burn_in,
         n_hypersteps=args.hyper_steps, marglik_frequency=args.hyper_every,
     )  # fmt: skip
+    synchronize(args.device)
     seconds = time.perf_counter() - start
     model.train()  # laplace-torch leaves it in eval mode
     return {"seconds": seconds, "marglik": -margliks[-1] / len(dataset),
@@ -158,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
     parser.add_argument("--output", default="marglik_speed")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
+    args.device = checked_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
             1,
         )
     train, test = load(args.n, args.n_test, args.fashion_mnist)
+    train, test = (tuple(t.to(args.device) for t in split) for split in (train, test))
     methods = {
         "map": lambda: run_ours(train, test, args, learn=False, ggn="exact"),
         "ours": lambda: run_ours(train, test, args, learn=True, ggn="exact"),
