@@ -1,0 +1,29 @@
+#!/bin/bash
+# The checks that need a GPU, sized for one call of at most 10 minutes each on one H100/H200.
+# Needs the dev dependencies and the Fashion-MNIST files (BAYESYM_DATA or the Debian path).
+#
+#   bash benchmarks/gpu_checks.sh tests       # CUDA tests (pytest -k cuda), ~2 min
+#   bash benchmarks/gpu_checks.sh speed       # marglik/MAP on the GPU, alone on it, ~3-5 min
+#   bash benchmarks/gpu_checks.sh multigroup  # Table 3 at 12,000 images, 100 epochs, ~7 min
+#
+# Results go to benchmarks/results/ (see docs/benchmarks.md and docs/reproductions.md).
+set -u
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+tests)
+    python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 8 tests -k cuda -rs ;;
+speed)
+    python3 benchmarks/marglik_speed.py --device cuda --fashion-mnist --threads 1 --repeats 1 \
+        --output marglik_speed_gpu ;;
+multigroup)
+    for d in plain rotated; do
+        python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --methods marglik \
+            --datasets "$d" --train-size 12000 --batch-size 128 --epochs 100 \
+            --output "gpu_multigroup_$d" &
+    done
+    wait
+    python3 benchmarks/reproduce_multigroup.py --output reproduce_multigroup_gpu --merge \
+        benchmarks/results/gpu_multigroup_plain.json benchmarks/results/gpu_multigroup_rotated.json ;;
+*)
+    echo "usage: bash benchmarks/gpu_checks.sh tests|speed|multigroup" >&2; exit 2 ;;
+esac
