@@ -27,7 +27,6 @@ Writes ``benchmarks/results/reproduce_multigroup[_quick].json`` and prints markd
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from reproduce_quadrants import (
     names,
     parse_args,
     publish,
+    read_cells,
     setup,
     standardised,
     train_cell,
@@ -187,20 +187,8 @@ def merge(paths: list[str], name: str) -> dict:
     Cells are concatenated (plain first) and the acceptance check is evaluated on all of them;
     everything else is the first file's (all files must share data size and schedule).
     """
-    parts = [json.loads(Path(p).read_text()) for p in paths]
-    for part, path in zip(parts[1:], paths[1:], strict=True):
-        for key in ("schedule", "layer"):
-            if part[key] != parts[0][key]:
-                raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; cannot merge")
-    fields = {f.name for f in dataclasses.fields(CellResult)}
-    cells = sorted(
-        (
-            CellResult(**{k: v for k, v in c.items() if k in fields})
-            for p in parts
-            for c in p["cells"]
-        ),
-        key=lambda c: (DATASETS.index(c.task), c.method != "map"),
-    )
+    parts, cells = read_cells(paths, ("schedule", "layer"))
+    cells.sort(key=lambda c: (DATASETS.index(c.task), c.method != "map"))
     payload = {
         **parts[0],
         "wall_seconds": max(part["wall_seconds"] for part in parts),

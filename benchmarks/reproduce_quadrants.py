@@ -502,6 +502,28 @@ DEFAULT = Schedule(width=4, epochs=30, batch_size=16, lr=3e-3, burn_in=10, hyper
 QUICK = Schedule(width=2, epochs=4, batch_size=16, lr=3e-3, burn_in=2, hyper_every=2)
 
 
+def read_cells(
+    paths: list[str], same: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], list[CellResult]]:
+    """The results files ``paths`` and all their cells (for merging runs of single cells).
+
+    Raises:
+        ValueError: if a file's ``same`` entries (e.g. data, schedule) differ from the first's.
+    """
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for part, path in zip(parts[1:], paths[1:], strict=True):
+        for key in same:
+            if part[key] != parts[0][key]:
+                raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; cannot merge")
+    names = {f.name for f in dataclasses.fields(CellResult)}  # drop derived per-cell entries
+    cells = [
+        CellResult(**{k: v for k, v in c.items() if k in names})
+        for part in parts
+        for c in part["cells"]
+    ]
+    return parts, cells
+
+
 def merge(paths: list[str], name: str, margin: float) -> dict:
     """One results file from runs of single cells (e.g. one process per cell on a GPU).
 
@@ -509,18 +531,9 @@ def merge(paths: list[str], name: str, margin: float) -> dict:
     evaluated on all of them; data, schedule and environment are those of the first file
     (all files must share data and schedule).
     """
-    parts = [json.loads(Path(p).read_text()) for p in paths]
-    for part, path in zip(parts[1:], paths[1:], strict=True):
-        for key in ("data", "schedule"):
-            if part[key] != parts[0][key]:
-                raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; cannot merge")
-    rank = {(t, m, k): i for i, (t, k, m) in enumerate(
-        (t, k, m) for t in TASKS for k in METHODS for m in MODELS
-    )}  # fmt: skip
-    cells = sorted(
-        (CellResult(**c) for part in parts for c in part["cells"]),
-        key=lambda c: rank[(c.task, c.model, c.method)],
-    )
+    parts, cells = read_cells(paths, ("data", "schedule"))
+    models = list(MODELS)
+    cells.sort(key=lambda c: (TASKS.index(c.task), METHODS.index(c.method), models.index(c.model)))
     payload = {
         **{k: parts[0][k] for k in ("benchmark", "description", "data", "schedule")},
         "wall_seconds": max(part["wall_seconds"] for part in parts),
