@@ -65,14 +65,6 @@ def environment() -> dict:
     }
 
 
-def checked_device(name: str) -> str:
-    """``name`` if torch can use it (``cpu``, ``cuda``, ``cuda:N``), else a clear error."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: torch sees no CUDA device")
-    return str(device)
-
-
 def synchronize(device: str | torch.device) -> None:
     """Wait for a GPU's queued work (no-op on the CPU), so that a clock read is meaningful."""
     if torch.device(device).type == "cuda":

@@ -28,11 +28,12 @@ import math
 import warnings
 
 import torch
-from common import checked_device, environment, median, time_interleaved, write_json
+from common import environment, median, time_interleaved, write_json
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from bayesym.runs import resolve_device
 from curvature import KFACConfig, compute_kfac
 from curvature.laplace_backend import KFACBackend
 
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default="kfac_speed")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
-    args.device = checked_device(args.device)
+    args.device = str(resolve_device(args.device))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:

@@ -27,12 +27,13 @@ import time
 import warnings
 
 import torch
-from common import checked_device, environment, median, synchronize, write_json
+from common import environment, median, synchronize, write_json
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.priors import GaussianPrior
+from bayesym.runs import resolve_device
 from curvature import KFACConfig
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # ASDL's deprecated hooks
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default="marglik_speed")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
-    args.device = checked_device(args.device)
+    args.device = str(resolve_device(args.device))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
