@@ -78,6 +78,29 @@ def test_d4_dataset_is_the_exact_recorded_group_element():
         d4_transformed(positive_images(width=8, height=6), seed=0)
 
 
+@pytest.mark.parametrize(("group", "members"), [("C4", {0, 1, 2, 3}), ("D1", {0, 4})])
+def test_subgroup_transformed_draws_only_that_subgroups_elements(group, members):
+    base = positive_images(n=64)
+    ds = d4_transformed(base, seed=3, group=group)
+    elements = ds.metadata["d4_element"]
+    assert set(elements.tolist()) == members
+    for i in range(len(base)):
+        e = int(elements[i])
+        assert torch.equal(ds.images[i], d4_image_action(e // 4, e % 4, base.images[i]))
+    assert ds.name.endswith(f"+{group.lower()}")
+    with pytest.raises(KeyError, match="unknown D4 subgroup 'C3'"):
+        d4_transformed(base, seed=0, group="C3")
+
+
+def test_d4_transformed_draws_the_elements_it_drew_before_the_group_argument():
+    # D4's root embedding is 0..7, so the default draw is the plain randint(8) it always was
+    base = positive_images(n=32)
+    assert torch.equal(
+        d4_transformed(base, 4).metadata["d4_element"],
+        torch.randint(8, (32,), generator=torch.Generator().manual_seed(4)),
+    )
+
+
 @pytest.mark.parametrize("max_shift", [0, 2, 4])
 def test_translated_images_contain_the_unshifted_object(max_shift):
     base = load_digits("test")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bayesym.data.image_dataset import ImageDataset
+from bayesym.groups.d4 import d4_subgroup
 from bayesym.groups.pixel_transforms import (
     apply_permutation,
     compose_permutations,
@@ -121,30 +122,35 @@ def rotated(base: ImageDataset, seed: int) -> ImageDataset:
     )
 
 
-def d4_transformed(base: ImageDataset, seed: int) -> ImageDataset:
-    """Apply a uniformly random element of D4 to every image (exact pixel permutation).
+def d4_transformed(base: ImageDataset, seed: int, group: str = "D4") -> ImageDataset:
+    """Apply a uniformly random element of ``group`` (a D4 subgroup) to every image.
 
-    Element ``e = 4 f + r`` acts as ``R^r F^f`` through
-    :func:`bayesym.groups.pixel_transforms.d4_image_action`. Metadata ``d4_element``:
-    ``[N]`` int64 in ``0..7``.
+    An exact pixel permutation. The element is drawn uniformly from the subgroup's elements
+    (e.g. ``"C4"``: the four rotations by multiples of 90 degrees); D4 element ``e = 4 f + r``
+    acts as ``R^r F^f`` through :func:`bayesym.groups.pixel_transforms.d4_image_action`.
+    Metadata ``d4_element``: ``[N]`` int64, the D4 index of the element applied.
 
     Raises:
         ValueError: Non-square images.
+        KeyError: An unknown subgroup name (the message lists the valid ones).
     """
     _, height, width = base.image_shape
     if height != width:
-        raise ValueError(f"d4_transformed: D4 needs square images, got {height}x{width}")
-    elements = torch.randint(8, (len(base),), generator=_generator(seed))
+        raise ValueError(f"d4_transformed: {group} needs square images, got {height}x{width}")
+    subgroup = d4_subgroup(group)
+    members = torch.tensor(subgroup.root_embedding, dtype=torch.int64)
+    elements = members[torch.randint(len(members), (len(base),), generator=_generator(seed))]
     images = base.images.clone()
     on_device = elements.to(images.device)
-    for element in range(8):
+    for element in members.tolist():
         mask = on_device == element
         if bool(mask.any()):
             images[mask] = d4_image_action(element // 4, element % 4, base.images[mask])
+    suffix = "d4" if group == "D4" else group.lower()
     return base.replace(
         images=images,
         metadata={**base.metadata, "d4_element": on_device},
-        name=f"{base.name}+d4",
+        name=f"{base.name}+{suffix}",
     )
 
 
