@@ -3,7 +3,9 @@
 # Needs the dev dependencies and the Fashion-MNIST files (BAYESYM_DATA or the Debian path).
 #
 #   bash benchmarks/gpu_checks.sh tests       # CUDA tests (pytest -k cuda), ~2 min
-#   bash benchmarks/gpu_checks.sh speed       # marglik/MAP on the GPU, alone on it, ~3-5 min
+#   bash benchmarks/gpu_checks.sh speed [B]   # marglik/MAP on the GPU, alone on it, ~3-5 min;
+#                                             # B: curvature batch size (default: the 128 of training;
+#                                             # the GPU step is launch-bound, so try 512 next)
 #   bash benchmarks/gpu_checks.sh multigroup  # Table 3 (plain, rotated, rot90) at 12,000 images, 100 epochs, ~8 min
 #
 # Results go to benchmarks/results/ (see docs/benchmarks.md and docs/reproductions.md).
@@ -13,8 +15,9 @@ case "${1:-}" in
 tests)
     python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 8 tests -k cuda -rs ;;
 speed)
+    b="${2:-}"
     python3 benchmarks/marglik_speed.py --device cuda --fashion-mnist --threads 1 --repeats 1 \
-        --output marglik_speed_gpu ;;
+        ${b:+--marglik-batch-size "$b"} --output "marglik_speed_gpu${b:+_b$b}" ;;
 multigroup)
     for d in plain rotated rot90; do
         python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --methods marglik \
