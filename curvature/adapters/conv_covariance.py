@@ -29,6 +29,12 @@ dimension; for few channels these ``[C, N] x [N, C]`` products are too small to 
 speed, so without horizontal dilation the ``2 kw - 1`` column offsets of one row offset
 ``a`` share one product ``[C, N] x [N, (2 kw - 1) C]``: the pixels at flat positions
 ``u + a Wp - (kw - 1) .. u + a Wp + kw - 1`` are adjacent in a ``[positions, C, N]`` layout.
+
+Few operations per call (each is a kernel launch on a GPU, where a curvature pass of a small
+model is launch-bound): the window sums of all maps are two reductions of one table (rows
+route) or go straight into a preallocated table (offsets route), and the index tensors that
+assemble the factor are built once per kernel size, route and device. A 3x3 factor takes 39
+aten operations on the rows route and 161 on the offsets route (it took 128 and 202).
 """
 
 from __future__ import annotations
@@ -75,11 +81,12 @@ def _route(channels: int, kh: int, kw: int, dw: int) -> str:
     * ``"unfold"``: ``1 x 1`` kernels (no repeated products), and 1-2 channels with horizontal
       dilation;
     * ``"rows"``: fewer than 8 channels without horizontal dilation: the maps of all column
-      offsets of one row offset in one batched product (module docstring, last paragraph):
-      0.5 / 0.6 / 0.9 / 1.3 ms for 1 / 2 / 3 / 4 channels on 28x28 images, against 1.4 / 3.5
-      / 5.1 / 7.8 ms unfolding;
+      offsets of one row offset in one batched product (module docstring): 0.35 / 0.6 / 1.05
+      / 1.5 ms for 1 / 2 / 3 / 4 channels on 30x30 padded images, against 1.5 / 7.8 / 5.7 /
+      8.2 ms unfolding; 1.3 against 1.7 ms (offsets) for 6 channels on 16x16;
     * ``"offsets"``: one batched product per offset (8-64 channels: 2-4x faster than
-      unfolding; at 8 channels both shifted routes tie, at 16 this one is 1.4x faster).
+      unfolding; at 8 channels both shifted routes tie, at 12 and 16 this one is 1.1x and
+      1.35x faster). Measured 2026-11-27 with another job on the second core.
     """
     if kh * kw == 1:
         return "unfold"
@@ -88,49 +95,92 @@ def _route(channels: int, kh: int, kw: int, dw: int) -> str:
     return "offsets" if channels >= 3 else "unfold"
 
 
-def _offset_maps(x: Tensor, dilation: tuple[int, int], offsets: list[tuple[int, int]]):
-    """Yield ``(offset index, maps [Hp, Wp, C, C])``, one batched product per offset."""
+@lru_cache(maxsize=64)
+def _sources(kh: int, kw: int, route: str, device: torch.device) -> tuple[Tensor, ...]:
+    """Index tensors ``(first, i0, j0, column, transposed)`` of the ``(kh kw)^2`` factor blocks.
+
+    Block ``s`` is ``table[first[s], i0[s], j0[s], :, column[s]]`` of the window-sum table of
+    the route (transposed where ``transposed[s]``): for ``"offsets"`` the table is
+    ``[K, kh, kw, C, 1, C]`` (``first`` = offset index, ``column`` = 0), for ``"rows"`` it is
+    ``[kh, kh, kw, C, 2 kw - 1, C]`` (``first`` = row offset ``a``, ``column`` = ``b + kw - 1``).
+    Built once per kernel, route and device (no host-to-device copies per call).
+    """
+    offsets, sources = _offset_plan(kh, kw)
+    rows = []
+    for k, i0, j0, transposed in sources:
+        a, b = offsets[k]
+        rows.append(
+            (a, i0, j0, b + kw - 1, transposed) if route == "rows" else (k, i0, j0, 0, transposed)
+        )
+    columns = list(zip(*rows, strict=True))
+    return tuple(
+        torch.tensor(v, device=device, dtype=torch.bool if i == 4 else torch.int64)
+        for i, v in enumerate(columns)
+    )
+
+
+def _window_sums(maps: Tensor, ho: int, wo: int, dh: int, dw: int) -> Tensor:
+    """Window sums of ``K`` maps at once: ``[K, Hp, Wp, ...] -> [K, kh, kw, ...]``.
+
+    Entry ``(i0, j0)`` sums the window ``[dh i0, dh i0 + Ho) x [dw j0, dw j0 + Wo)``.
+    """
+    row_sums = maps.unfold(1, ho, dh).sum(-1)  # [K, kh, Wp, ...]
+    return row_sums.unfold(2, wo, dw).sum(-1)
+
+
+def _offset_table(
+    x: Tensor, dilation: tuple[int, int], offsets: list[tuple[int, int]], ho: int, wo: int
+) -> Tensor:
+    """Window sums of every offset's map, ``[K, kh, kw, C, 1, C]``.
+
+    One batched product per offset into one reused ``[L, C, C]`` buffer (it stays in cache),
+    whose window sums go straight into the table. The buffer's tail beyond ``L - shift`` keeps
+    the previous offset's products: no window of a start that uses this offset reaches it
+    (module docstring), so only table entries that are never looked up see them.
+    """
     n, c, hp, wp = x.shape
     dh, dw = dilation
     length = hp * wp
     # [L, N, C] through channels-last (measured 3x faster than permuting to it directly)
     pixels = x.contiguous(memory_format=torch.channels_last).permute(2, 3, 0, 1)
     pixels = pixels.reshape(length, n, c).contiguous()
-    product = x.new_empty(length, c, c)
+    product = x.new_empty(length, c, c)  # offset (0, 0) comes first and fills all of it
+    kh, kw = (hp - ho) // dh + 1, (wp - wo) // dw + 1  # the kernel size
+    table = x.new_empty(len(offsets), kh, kw, c, c)
     for k, (a, b) in enumerate(offsets):
         shift = a * dh * wp + b * dw  # >= 0 in the upper half plane
         torch.bmm(
             pixels[: length - shift].transpose(1, 2), pixels[shift:], out=product[: length - shift]
         )
-        product[length - shift :] = 0
-        yield k, product.view(hp, wp, c, c)
+        row_sums = product.view(hp, wp, c, c).unfold(0, ho, dh).sum(-1)  # [kh, Wp, C, C]
+        torch.sum(row_sums.unfold(1, wo, dw), -1, out=table[k])
+    return table.unsqueeze(-2)
 
 
-def _row_maps(x: Tensor, kernel_size: tuple[int, int], dh: int, offsets: list[tuple[int, int]]):
-    """Yield ``(offset index, maps [Hp, Wp, C, C])``, one batched product per row offset.
+def _row_table(x: Tensor, kernel_size: tuple[int, int], dh: int, ho: int, wo: int) -> Tensor:
+    """Window sums of the maps of every offset ``(a, b)``, ``[kh, kh, kw, C, 2 kw - 1, C]``.
 
-    The pixels are stored as ``P [L + kw - 1, C, N]`` (zero tail), so the pixels at flat
-    positions ``u + s .. u + s + g - 1`` form one contiguous ``[g C, N]`` matrix and an
-    overlapping strided view serves all ``g`` column offsets of a row offset at once.
+    One batched product per row offset ``a`` for all its column offsets ``b``.
+
+    The pixels are stored as ``P [kw - 1 + L + kw - 1, C, N]`` (zero head and tail), so the
+    pixels at flat positions ``u + s - (kw - 1) .. u + s + kw - 1`` form one contiguous
+    ``[(2 kw - 1) C, N]`` matrix and an overlapping strided view serves all column offsets of
+    the row offset ``s = a dh Wp`` at once (for ``a = 0`` the negative ones, transposes of the
+    positive ones, are computed and not used).
     """
     n, c, hp, wp = x.shape
     kh, kw = kernel_size
     length = hp * wp
-    pixels = x.new_zeros(length + kw - 1, c, n)
-    pixels[:length] = x.permute(2, 3, 1, 0).reshape(length, c, n)
-    index = {o: k for k, o in enumerate(offsets)}
+    width = 2 * kw - 1
+    head = kw - 1
+    pixels = x.new_zeros(head + length + kw - 1, c, n)
+    pixels[head : head + length] = x.permute(2, 3, 1, 0).reshape(length, c, n)
+    product = x.new_zeros(kh, length, c, width * c)
     for a in range(kh):
-        first = 0 if a == 0 else -(kw - 1)
-        width = kw - first
         rows = length - a * dh * wp  # positions whose row-shifted pixel exists
-        start = a * dh * wp + first  # >= 0 because Wp >= kw
-        shifted = pixels.as_strided((rows, width * c, n), (c * n, n, 1), start * c * n)
-        product = x.new_empty(length, c, width * c)
-        torch.bmm(pixels[:rows], shifted.transpose(1, 2), out=product[:rows])
-        product[rows:] = 0
-        maps = product.view(hp, wp, c, width, c)
-        for b in range(first, kw):
-            yield index[(a, b)], maps[:, :, :, b - first]
+        shifted = pixels.as_strided((rows, width * c, n), (c * n, n, 1), a * dh * wp * c * n)
+        torch.bmm(pixels[head : head + rows], shifted.transpose(1, 2), out=product[a, :rows])
+    return _window_sums(product.view(kh, hp, wp, c, width, c), ho, wo, dh, 1)
 
 
 def conv_patch_covariance(
@@ -164,20 +214,12 @@ def conv_patch_covariance(
         out = patch_covariance(torch.nn.functional.unfold(x, kernel_size, dilation=dilation))
         return 0.5 * (out + out.T)
 
-    offsets, sources = _offset_plan(kh, kw)
-    maps = (
-        _row_maps(x, kernel_size, dh, offsets)
-        if route == "rows"
-        else _offset_maps(x, dilation, offsets)
-    )
-    windows: list[Tensor | None] = [None] * len(offsets)
-    for k, offset_maps in maps:
-        # sums over the windows [dh i0, dh i0 + Ho) x [dw j0, dw j0 + Wo) of every start (i0, j0)
-        row_sums = offset_maps.unfold(0, ho, dh).sum(-1)  # [kh, Wp, C, C]
-        windows[k] = row_sums.unfold(1, wo, dw).sum(-1)  # [kh, kw, C, C]
-    table = torch.stack(windows)  # [offsets, kh, kw, C, C]
-    k, i0, j0, transposed = (torch.tensor(v, device=x.device) for v in zip(*sources, strict=True))
-    blocks = table[k, i0, j0]  # [(kh kw)^2, C, C]
+    if route == "rows":
+        table = _row_table(x, kernel_size, dh, ho, wo)
+    else:
+        table = _offset_table(x, dilation, _offset_plan(kh, kw)[0], ho, wo)
+    first, i0, j0, column, transposed = _sources(kh, kw, route, x.device)
+    blocks = table[first, i0, j0, :, column]  # [(kh kw)^2, C, C]
     blocks = torch.where(transposed[:, None, None], blocks.transpose(1, 2), blocks)
     grid = blocks.view(kh * kw, kh * kw, c, c)
     # grid[(i,j), (i',j'), c, c'] -> A[(c,i,j), (c',i',j')]
