@@ -33,9 +33,8 @@ from typing import Any
 
 import torch
 from common import environment, median, time_interleaved, write_json
-from kfac_speed import batches, load_data, models
+from kfac_speed import batches, count_flops, load_data, models, training_epoch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from curvature import KFACConfig, compute_kfac
 from curvature.adapters.base import ForwardResult, ModuleAdapter
@@ -69,19 +68,12 @@ class TimedAdapter(ModuleAdapter):
 
 
 def methods_for(model: nn.Module, loader, seconds: dict) -> tuple[dict, dict]:
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
+    epoch = training_epoch(model, loader)
     config = KFACConfig(ggn_type="mc", mc_samples=1, seed=0)
     likelihood = make_likelihood("classification")
     names = {id(m): f"{n} ({type(m).__name__})" for n, m in model.named_modules()}
     registry = {t: TimedAdapter(a, names, seconds) for t, a in ADAPTERS.items()}
     captured = [m for m in model.modules() if type(m) in ADAPTERS]
-
-    def epoch():
-        for xb, yb in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
-            optimizer.step()
 
     def skeleton():
         generator = torch.Generator().manual_seed(0)
@@ -112,15 +104,6 @@ def methods_for(model: nn.Module, loader, seconds: dict) -> tuple[dict, dict]:
 
     timed = {"epoch": epoch, "skeleton": skeleton, "ours-mc1": ours, "logdet": logdet}
     return timed, {"ours-mc1-timed-adapters": ours_timed}
-
-
-def count_flops(methods: dict) -> dict[str, int]:
-    out = {}
-    for name in ("epoch", "skeleton", "ours-mc1"):
-        with FlopCounterMode(display=False) as counter:
-            methods[name]()
-        out[name] = counter.get_total_flops()
-    return out
 
 
 def gemm_rate(size: int = 1024, repeats: int = 10) -> float:
@@ -155,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = models()[name]
         seconds: dict = defaultdict(float)
         methods, extra = methods_for(model, loader, seconds)
-        flops = count_flops(methods)
+        flops = count_flops(methods, ("epoch", "skeleton", "ours-mc1"))
         everything = {**methods, **extra}
         for fn in everything.values():  # warm-up; the adapter clocks start afterwards
             fn()

@@ -82,7 +82,8 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, sampler=sampler)
 
 
-def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool) -> dict:
+def training_epoch(model: nn.Module, loader: DataLoader):
+    """One plain training epoch (forward, cross-entropy, backward, SGD step) as a callable."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -91,6 +92,12 @@ def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool
             optimizer.zero_grad(set_to_none=True)
             loss_fn(model(xb), yb).backward()
             optimizer.step()
+
+    return epoch
+
+
+def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool) -> dict:
+    epoch = training_epoch(model, loader)
 
     def ours(config: KFACConfig):
         def run():
@@ -148,15 +155,15 @@ def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool
 FLOP_METHODS = ("epoch", "ours-exact", "ours-mc1", "laplace-asdl", "laplace-curvlinops")
 
 
-def count_flops(methods: dict) -> dict[str, int]:
-    """Matrix-product FLOPs (mm, bmm, conv and their backward) of one call of each method.
+def count_flops(methods: dict, names: tuple[str, ...] = FLOP_METHODS) -> dict[str, int]:
+    """Matrix-product FLOPs (mm, bmm, conv and their backward) of one call of each named method.
 
     ``torch.utils.flop_counter`` counts the FLOPs of matrix products and convolutions only,
     not element-wise ops or eigendecompositions; ratios of these counts show how much of a
     time ratio is arithmetic that any implementation of the same algorithm must do.
     """
     out = {}
-    for name in FLOP_METHODS:
+    for name in names:
         with FlopCounterMode(display=False) as counter:
             methods[name]()
         out[name] = int(counter.get_total_flops())
