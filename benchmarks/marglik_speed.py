@@ -164,6 +164,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--output", default="marglik_speed")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--warmup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run every method untimed for one epoch with a hyper step first, so that CUDA "
+        "start-up and kernel loading are charged to none (default: on for cuda, off for cpu)",
+    )
     args = parser.parse_args(argv)
     args.device = str(resolve_device(args.device))
     if args.threads is not None:
@@ -185,6 +192,12 @@ def main(argv: list[str] | None = None) -> dict:
         "ours-mc": lambda: run_ours(train, test, args, learn=True, ggn="mc"),
         "laplace-torch": lambda: run_laplace(train, test, args),
     }
+    if args.warmup if args.warmup is not None else args.device.startswith("cuda"):
+        timed = args.epochs, args.burn_in, args.hyper_every
+        args.epochs, args.burn_in, args.hyper_every = 1, 1, 1
+        for fn in methods.values():
+            fn()
+        args.epochs, args.burn_in, args.hyper_every = timed
     results: dict[str, list[dict]] = {k: [] for k in methods}
     for _ in range(args.repeats):
         for name, fn in methods.items():
