@@ -59,6 +59,8 @@ class RunConfig:
             than exact for ``C`` classes), ``"empirical"``).
         approx: weight-sharing approximation (``"expand"``, ``"reduce"``).
         marglik_subset: training points used for the curvature (``None``: all).
+        marglik_batch_size: batch size of the curvature pass (``None``: the training batch
+            size on the CPU, at least 512 on a GPU; see ``MarglikTrainer.curvature_batch_size``).
         train_subset: use only this many training images (``None``: all).
         seed: seed of model init, task transformation, shuffling and MC curvature.
         data_root: Fashion-MNIST directory (``None``: ``$BAYESYM_DATA`` or the Debian path).
@@ -78,6 +80,7 @@ class RunConfig:
     ggn: Literal["exact", "mc", "empirical"] = "mc"
     approx: Literal["expand", "reduce"] = "expand"
     marglik_subset: int | None = None
+    marglik_batch_size: int | None = None
     train_subset: int | None = None
     seed: int = 0
     data_root: str | None = None
@@ -97,6 +100,7 @@ class RunConfig:
             hyper_every=self.hyper_every,
             hyper_steps=self.hyper_steps,
             marglik_subset=self.marglik_subset,
+            marglik_batch_size=self.marglik_batch_size,
             kfac=KFACConfig(ggn_type=self.ggn, approx=self.approx),
             seed=self.seed,
             progress=progress,

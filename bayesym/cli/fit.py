@@ -47,6 +47,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--approx", choices=("expand", "reduce"), default=_DEFAULTS.approx)
     parser.add_argument("--train-subset", type=int, default=None, help="use N training images")
     parser.add_argument("--marglik-subset", type=int, default=None, help="curvature on N images")
+    parser.add_argument(
+        "--marglik-batch-size",
+        type=int,
+        default=None,
+        help="batch size of the curvature pass (default: the training batch size on the CPU, "
+        "at least 512 on a GPU; the result does not depend on it)",
+    )
     parser.add_argument("--root", default=None, help="Fashion-MNIST directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -80,6 +87,7 @@ def _config(args: argparse.Namespace, task: str, kind: str, method: str) -> RunC
             ggn=args.ggn,
             approx=args.approx,
             marglik_subset=args.marglik_subset,
+            marglik_batch_size=args.marglik_batch_size,
             train_subset=args.train_subset,
             seed=args.seed,
             data_root=args.root,

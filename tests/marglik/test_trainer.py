@@ -156,3 +156,39 @@ def test_regression_learns_the_noise_level():
     )
     history = MarglikTrainer(model, "regression", config=config).fit((x, y))
     assert history[-1]["sigma"] == pytest.approx(0.3, rel=0.25)
+
+
+def test_curvature_batch_size_defaults_by_device(monkeypatch):
+    trainer = MarglikTrainer(make_model(), config=CONFIG)
+    assert trainer.curvature_batch_size() == CONFIG.batch_size  # CPU: the training batch
+    monkeypatch.setattr(trainer, "_device", lambda: torch.device("cuda"))
+    assert trainer.curvature_batch_size() == trainer_module.GPU_CURVATURE_BATCH
+    explicit = MarglikConfig(**{**CONFIG.__dict__, "marglik_batch_size": 48})
+    assert MarglikTrainer(make_model(), config=explicit).curvature_batch_size() == 48
+    with pytest.raises(ValueError, match="marglik_batch_size must be positive"):
+        MarglikConfig(marglik_batch_size=0)
+
+
+def test_curvature_batch_size_changes_no_result(monkeypatch):
+    """Kronecker factors are sums over all batches: one batch of 96 = three of 32 (exact GGN)."""
+    sizes = []
+    original = trainer_module.compute_kfac
+
+    def spy(m, batches, *args, **kwargs):
+        sizes.append([len(y) for _, y in batches])
+        return original(m, batches, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "compute_kfac", spy)
+    histories = []
+    for size in (None, 96):
+        config = MarglikConfig(
+            **{**CONFIG.__dict__, "marglik_batch_size": size, "kfac": KFACConfig("exact")}
+        )
+        model = make_model().double()
+        x, y = data()
+        histories.append(MarglikTrainer(model, config=config).fit((x.double(), y)))
+    assert sizes == [[32, 32, 32]] * 3 + [[96]] * 3
+    for a, b in zip(*histories, strict=True):
+        if a["marglik"] is not None:
+            assert a["marglik"] == pytest.approx(b["marglik"], rel=1e-10)
+            assert a["precisions"] == pytest.approx(b["precisions"], rel=1e-10)
