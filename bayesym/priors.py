@@ -255,15 +255,14 @@ class GaussianPrior(nn.Module):
             - 0.5 * numels.sum() * math.log(2 * math.pi)
         )
 
-    def block_precisions(self, kfac: KFAC) -> dict[str, Tensor]:
-        """Map every curvature block to its group's precision (differentiable).
+    def block_groups(self, kfac: KFAC) -> list[int]:
+        """Index of the group of every curvature block, in block order.
 
         Raises:
             ValueError: if a block covers parameters of several groups, or a parameter that
                 has no prior.
         """
-        precisions = self.precisions
-        out = {}
+        out = []
         for block in kfac.blocks:
             indices = set()
             for piece in block.params:
@@ -278,8 +277,20 @@ class GaussianPrior(nn.Module):
                     f"curvature block {block.name!r} spans prior groups {names}; one block needs "
                     "one precision"
                 )
-            out[block.name] = precisions[indices.pop()]
+            out.append(indices.pop())
         return out
+
+    def block_precisions(self, kfac: KFAC) -> dict[str, Tensor]:
+        """Map every curvature block to its group's precision (differentiable).
+
+        Raises:
+            ValueError: as :meth:`block_groups`.
+        """
+        precisions = self.precisions
+        return {
+            block.name: precisions[g]
+            for block, g in zip(kfac.blocks, self.block_groups(kfac), strict=True)
+        }
 
     def as_dict(self) -> Mapping[str, float]:
         """Group name -> current precision (plain floats, for logs and reports)."""

@@ -37,6 +37,7 @@ from curvature.kfac import KFAC, PriorPrecision
 from curvature.likelihoods import CrossEntropy, Gaussian, GGNType, Likelihood, make_likelihood
 from curvature.linalg import kron_effective_parameters, kron_eigenvalues, kron_logdet
 from curvature.registry import ADAPTERS, adapter_for, register_adapter, supported_modules
+from curvature.spectra import BlockSpectra
 
 __all__ = [
     # fitting
@@ -58,6 +59,7 @@ __all__ = [
     "Factor",
     "KroneckerBlock",
     "ParameterSlice",
+    "BlockSpectra",
     "PriorPrecision",
     # linear algebra
     "kron_effective_parameters",

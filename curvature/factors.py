@@ -218,11 +218,11 @@ def _symmetric_eigh(
         values, q = _eigh(work, vectors)
         trace = work.diagonal(dim1=-2, dim2=-1).sum(-1)
         scale = values.abs().sum(-1) + torch.finfo(values.dtype).tiny
-        ok = (
-            bool(torch.isfinite(values).all())
-            and (q is None or bool(torch.isfinite(q).all()))
-            and bool(((values.sum(-1) - trace).abs() <= 1e-3 * scale).all())
-        )
+        sums_match = ((values.sum(-1) - trace).abs() <= 1e-3 * scale).all()
+        checks = torch.isfinite(values).all() & sums_match
+        if q is not None:
+            checks = checks & torch.isfinite(q).all()
+        ok = bool(checks)  # one host sync (on a GPU) for all checks
     except torch.linalg.LinAlgError:
         ok = False
     if not ok:

@@ -11,7 +11,7 @@ both differentiable w.r.t. the precisions (and hence their logs).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from curvature.blocks import CurvatureBlock
 from curvature.likelihoods import Likelihood
+from curvature.spectra import BlockSpectra
 
 if TYPE_CHECKING:  # pragma: no cover
     from curvature.engine import KFACConfig
@@ -48,6 +49,7 @@ class KFAC:
     likelihood: Likelihood
     config: KFACConfig
     output_dim: int = 0
+    _spectra: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_name = {b.name: b for b in self.blocks}
@@ -97,6 +99,26 @@ class KFAC:
         shared = torch.as_tensor(prior_precision)
         return [shared] * len(self.blocks)
 
+    def spectra(self, dtype: torch.dtype | None = None) -> BlockSpectra:
+        """The blocks' product spectra, packed once (cached per eigendecomposition dtype)."""
+        if dtype not in self._spectra:
+            self._spectra[dtype] = BlockSpectra([b.eigenvalues(dtype) for b in self.blocks])
+        return self._spectra[dtype]
+
+    def block_logdets(self, deltas: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``[B]`` ``log det(H_b + δ_b I)`` for ``deltas [B]`` in block order (differentiable).
+
+        The repeated evaluation of a marglik optimisation: a few tensor operations and one
+        host sync for all blocks (:class:`~curvature.spectra.BlockSpectra`).
+        """
+        return self.spectra(dtype).logdets(deltas)
+
+    def block_effective_parameters(
+        self, deltas: Tensor, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """``[B]`` ``γ_b = Σ λ / (λ + δ_b)`` for ``deltas [B]`` in block order."""
+        return self.spectra(dtype).effective_parameters(deltas)
+
     def logdet(self, prior_precision: PriorPrecision, dtype: torch.dtype | None = None) -> Tensor:
         """``log det(H + P)`` with ``P`` one precision per block (or one shared).
 
@@ -104,18 +126,32 @@ class KFAC:
             prior_precision: shared precision or mapping block name -> precision (``> 0``).
             dtype: eigendecompose the factors in this dtype (e.g. ``torch.float64``).
         """
-        deltas = self._precisions(prior_precision)
-        return sum(b.logdet(d, dtype) for b, d in zip(self.blocks, deltas, strict=True))
+        return self.block_logdets(self._precision_vector(prior_precision), dtype).sum()
 
     def effective_parameters(
         self, prior_precision: PriorPrecision, dtype: torch.dtype | None = None
     ) -> dict[str, Tensor]:
         """Per-block effective number of parameters ``γ_b = Σ λ / (λ + δ_b)``."""
+        gammas = self.block_effective_parameters(self._precision_vector(prior_precision), dtype)
+        return dict(zip(self.names, gammas.unbind(), strict=True))
+
+    def _precision_vector(self, prior_precision: PriorPrecision) -> Tensor:
         deltas = self._precisions(prior_precision)
-        return {
-            b.name: b.effective_parameters(d, dtype)
-            for b, d in zip(self.blocks, deltas, strict=True)
-        }
+        if not deltas:
+            return torch.zeros(0)
+        for name, d in zip(self.names, deltas, strict=True):
+            if d.numel() != 1:
+                raise ValueError(
+                    f"one prior precision per block expected, got shape {tuple(d.shape)} for "
+                    f"block {name!r}"
+                )
+        common = deltas[0].dtype
+        for d in deltas[1:]:
+            common = torch.promote_types(common, d.dtype)
+        if not common.is_floating_point:
+            common = torch.get_default_dtype()
+        device = self.blocks[0].factors[0].device if self.blocks else None
+        return torch.stack([d.to(device=device, dtype=common).reshape(()) for d in deltas])
 
     def to_dense(self, parameters: Sequence[tuple[str, int]]) -> Tensor:
         """The block-diagonal GGN approximation as a dense matrix (tests, tiny models).

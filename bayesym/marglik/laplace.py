@@ -37,6 +37,7 @@ def log_marginal_likelihood(
     sigma: Tensor | float | None = None,
     data_scale: float = 1.0,
     dtype: torch.dtype | None = None,
+    squared_norms: Tensor | None = None,
 ) -> Tensor:
     r"""Laplace log marginal likelihood at the model's current parameters :math:`\theta_*`.
 
@@ -52,6 +53,8 @@ def log_marginal_likelihood(
         data_scale: ``N / M`` when the curvature was computed on ``M`` of ``N`` training points:
             the log likelihood and the GGN are scaled up to the full data set.
         dtype: eigendecompose the factors in this dtype (e.g. ``torch.float64``).
+        squared_norms: ``prior.squared_norms(model)`` if already computed (the hyper step
+            evaluates the marglik many times at the same parameters); ``model`` is then unused.
 
     Returns:
         0-dim tensor (nats, summed over the data).
@@ -60,17 +63,20 @@ def log_marginal_likelihood(
         ValueError: if a block spans prior groups or covers a parameter without prior.
     """
     precisions = prior.precisions
-    norms = prior.squared_norms(model).detach()
+    norms = prior.squared_norms(model).detach() if squared_norms is None else squared_norms
     numels = prior.numels
     log_lik, scale = _scaled_likelihood(kfac, precisions, sigma, data_scale)
-    block_precision = prior.block_precisions(kfac)
-    covered = torch.zeros_like(numels)
-    logdet = torch.zeros((), dtype=precisions.dtype, device=precisions.device)
-    for block in kfac.blocks:
-        delta = block_precision[block.name]
-        logdet = logdet + block.numel * torch.log(scale) + block.logdet(delta / scale, dtype)
-        covered[prior.group_index[block.params[0].name]] += block.numel
-    logdet = logdet + ((numels - covered) * prior.log_precision).sum()
+    groups = prior.block_groups(kfac)
+    deltas = precisions[torch.tensor(groups, device=precisions.device)] / scale
+    covered = [0] * len(prior.groups)
+    for g, block in zip(groups, kfac.blocks, strict=True):
+        covered[g] += block.numel
+    uncovered = numels - torch.tensor(covered, dtype=numels.dtype, device=numels.device)
+    logdet = (
+        kfac.numel * torch.log(scale)
+        + kfac.block_logdets(deltas, dtype).sum()
+        + (uncovered * prior.log_precision).sum()
+    )
     return (
         log_lik
         + 0.5 * (numels * prior.log_precision).sum()
@@ -98,13 +104,10 @@ def effective_parameters_per_group(
     """
     precisions = prior.precisions
     _, scale = _scaled_likelihood(kfac, precisions, sigma, data_scale)
-    block_precision = prior.block_precisions(kfac)
-    out = {g.name: precisions.new_zeros(()) for g in prior.groups}
-    for block in kfac.blocks:
-        group = prior.groups[prior.group_index[block.params[0].name]].name
-        delta = block_precision[block.name] / scale
-        out[group] = out[group] + block.effective_parameters(delta, dtype)
-    return out
+    groups = torch.tensor(prior.block_groups(kfac), device=precisions.device)
+    gammas = kfac.block_effective_parameters(precisions[groups] / scale, dtype)
+    totals = precisions.new_zeros(len(prior.groups)).index_add(0, groups, gammas.to(precisions))
+    return dict(zip(prior.names, totals.unbind(), strict=True))
 
 
 def _scaled_likelihood(

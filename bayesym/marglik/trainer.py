@@ -268,28 +268,30 @@ class MarglikTrainer:
         finally:
             self.model.train()
         sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
+        norms = self.prior.squared_norms(self.model).detach()  # parameters fixed from here
         for _ in range(config.hyper_steps):
             self.hyper_optimizer.zero_grad(set_to_none=True)
             sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
             lml = log_marginal_likelihood(
-                kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale
-            )
+                kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale,
+                squared_norms=norms,
+            )  # fmt: skip
             (-lml / n).backward()
             self.hyper_optimizer.step()
         with torch.no_grad():
             sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
             lml = log_marginal_likelihood(
-                kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale
-            )
+                kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale,
+                squared_norms=norms,
+            )  # fmt: skip
             gammas = effective_parameters_per_group(
                 kfac, self.prior, sigma=sigma, data_scale=data_scale
             )
         self.last_kfac = kfac
-        norms = self.prior.squared_norms(self.model).detach().tolist()
         return {
             "marglik": float(lml) / n,
             "effective_parameters": {k: float(v) for k, v in gammas.items()},
-            "weight_norms": dict(zip(self.prior.names, norms, strict=True)),
+            "weight_norms": dict(zip(self.prior.names, norms.tolist(), strict=True)),
         }
 
     # ---------------------------------------------------------------------------- metrics

@@ -1,0 +1,168 @@
+r"""The product spectra of many Kronecker blocks, packed once: all log-determinants in a few ops.
+
+The marginal likelihood is maximised by many small Adam steps on the prior precisions at fixed
+curvature, each evaluating ``Σ_b log det(H_b + δ_b I)`` over all blocks ``b``. Per block that is
+a handful of tensor operations (:func:`curvature.linalg.kron_logdet`), so a model of 40 blocks
+spends ~40x more kernel launches (and, with a per-block check of ``δ_b``, host syncs) than
+arithmetic on a GPU. :class:`BlockSpectra` materialises the product spectra of the blocks once,
+concatenated into one vector ``λ [P]`` (``P = Σ_b numel_b``, the number of covered
+parameters), and evaluates all blocks together:
+
+.. math::
+    \text{logdet}_b = \sum_{i \in b} \log(\lambda_i + \delta_b), \qquad
+    \gamma_b = \sum_{i \in b} \frac{\lambda_i}{\lambda_i + \delta_b},
+
+with the per-block sums taken as differences of a float64 prefix sum at the block ends
+(deterministic on every device) and ``∂/∂δ_b`` computed in the same pass. Blocks whose spectrum
+exceeds ``max_block`` entries (or that would push the packed vector past ``max_entries``) stay
+on the chunked per-block path, which never stores their spectrum.
+
+Example:
+    >>> import torch
+    >>> spectra = BlockSpectra([(torch.tensor([1.0, 2.0]), torch.tensor([3.0])),
+    ...                         (torch.tensor([0.5]),)])
+    >>> spectra.logdets(torch.tensor([1.0, 2.0]))  # [log 4 + log 7, log 2.5]
+    tensor([3.3322, 0.9163])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from curvature.linalg import kron_effective_parameters, kron_eigenvalues, kron_logdet
+
+__all__ = ["BlockSpectra"]
+
+MAX_BLOCK = 1 << 22
+"""Largest block spectrum that is packed (larger ones are summed in chunks, never stored)."""
+MAX_ENTRIES = 1 << 25
+"""Most entries of the packed vector (256 MiB in float64)."""
+
+
+_SEGMENT = 1024
+
+
+def _segment_sums(x: Tensor, ends: Tensor) -> Tensor:
+    """``[R, S]`` sums of ``x [R, P]`` over consecutive segments ending at ``ends [S]``.
+
+    Differences of a two-level prefix sum (within pieces of ``_SEGMENT`` entries, then over the
+    pieces' totals): deterministic on every device, with a rounding error of about
+    ``(P / _SEGMENT + _SEGMENT) ε`` relative to the running total instead of a plain cumulative
+    sum's ``P ε`` (~10^-10 for a block of 10^6 entries).
+    """
+    rows, size = x.shape
+    pieces = torch.nn.functional.pad(x, (0, (-size) % _SEGMENT)).reshape(rows, -1, _SEGMENT)
+    inner = pieces.cumsum(2)
+    outer = inner[:, :, -1].cumsum(1)
+    before = torch.cat((outer.new_zeros(rows, 1), outer[:, :-1]), dim=1)
+    prefix = (inner + before[:, :, None]).reshape(rows, -1)[:, ends]
+    return torch.cat((prefix[:, :1], prefix.diff(dim=1)), dim=1)
+
+
+class _PackedSums(torch.autograd.Function):
+    """Per-block ``Σ φ(λ, δ_b)`` over a packed spectrum, with ``∂/∂δ_b`` from the same pass."""
+
+    @staticmethod
+    def forward(ctx, kind: str, deltas: Tensor, values: Tensor, lengths: Tensor, ends: Tensor):
+        denom = values + deltas.to(values.dtype).repeat_interleave(
+            lengths, output_size=values.numel()
+        )
+        if kind == "logdet":
+            terms, slopes = torch.log(denom), denom.reciprocal()
+        else:  # effective parameters
+            terms = values / denom
+            slopes = -terms / denom
+        sums = _segment_sums(torch.stack((terms, slopes)), ends).to(deltas.dtype)
+        ctx.save_for_backward(sums[1])
+        return sums[0]
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (slopes,) = ctx.saved_tensors
+        return None, grad_output * slopes, None, None, None
+
+
+class BlockSpectra:
+    """Product spectra of ``B`` blocks for repeated log-determinants at changing precisions.
+
+    Args:
+        eigenvalues: per block, one ``[d_i]`` tensor of non-negative eigenvalues per factor
+            (e.g. ``[b.eigenvalues() for b in kfac.blocks]``), all on one device.
+        max_block: blocks with more product eigenvalues stay on the chunked per-block path.
+        max_entries: at most this many entries are packed (blocks in order, first come).
+
+    Attributes:
+        numels: ``(B,)`` the blocks' parameter counts ``Π d_i``.
+        packed: indices of the packed blocks; the others are evaluated one by one.
+    """
+
+    def __init__(
+        self,
+        eigenvalues: Sequence[Sequence[Tensor]],
+        max_block: int = MAX_BLOCK,
+        max_entries: int = MAX_ENTRIES,
+    ) -> None:
+        self.eigenvalues = [tuple(v.detach() for v in block) for block in eigenvalues]
+        self.numels = tuple(math.prod(v.numel() for v in block) for block in self.eigenvalues)
+        packed, total = [], 0
+        for i, numel in enumerate(self.numels):
+            if numel <= max_block and total + numel <= max_entries:
+                packed.append(i)
+                total += numel
+        self.packed = tuple(packed)
+        self.loose = tuple(i for i in range(len(self.numels)) if i not in set(packed))
+        device = self.eigenvalues[0][0].device if self.eigenvalues else None
+        if packed:
+            self.values = torch.cat(
+                [kron_eigenvalues(self.eigenvalues[i]).to(torch.float64) for i in packed]
+            )
+            lengths = [self.numels[i] for i in packed]
+            self.lengths = torch.tensor(lengths, device=device)
+            self.ends = torch.tensor(lengths, device=device).cumsum(0) - 1
+        order = list(self.packed) + list(self.loose)
+        self._inverse = torch.empty(len(order), dtype=torch.long)
+        self._inverse[order] = torch.arange(len(order))
+        self._inverse = self._inverse.to(device)
+        self._identity = order == list(range(len(order)))
+
+    def __len__(self) -> int:
+        return len(self.numels)
+
+    def logdets(self, deltas: Tensor) -> Tensor:
+        """``[B]`` ``log det(H_b + δ_b I)``, differentiable in ``deltas [B]`` (each ``> 0``)."""
+        return self._evaluate("logdet", deltas)
+
+    def effective_parameters(self, deltas: Tensor) -> Tensor:
+        """``[B]`` ``γ_b = Σ λ / (λ + δ_b)``, differentiable in ``deltas [B]`` (each ``> 0``)."""
+        return self._evaluate("effective", deltas)
+
+    def _evaluate(self, kind: str, deltas: Tensor) -> Tensor:
+        deltas = torch.as_tensor(deltas)
+        if deltas.shape != (len(self),):
+            raise ValueError(
+                f"one prior precision per block expected: shape ({len(self)},), "
+                f"got {tuple(deltas.shape)}"
+            )
+        bad = ~(torch.isfinite(deltas) & (deltas > 0))
+        if bool(bad.any()):  # the only host sync of an evaluation
+            index = bad.nonzero().flatten()[:5].tolist()
+            raise ValueError(
+                f"prior precision must be finite and positive, got "
+                f"{deltas.detach()[index].tolist()} for blocks {index}"
+            )
+        if len(self) == 0:
+            return deltas.new_zeros(0)
+        parts = []
+        if self.packed:
+            index = torch.tensor(self.packed, device=deltas.device) if self.loose else None
+            packed_deltas = deltas if index is None else deltas[index]
+            sums = _PackedSums.apply(kind, packed_deltas, self.values, self.lengths, self.ends)
+            parts.append(sums)
+        single = kron_logdet if kind == "logdet" else kron_effective_parameters
+        parts.extend(single(self.eigenvalues[i], deltas[i]).reshape(1) for i in self.loose)
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return out if self._identity else out[self._inverse]
