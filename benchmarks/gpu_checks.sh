@@ -3,10 +3,11 @@
 # Needs the dev dependencies and the Fashion-MNIST files (BAYESYM_DATA or the Debian path).
 #
 #   bash benchmarks/gpu_checks.sh tests       # CUDA tests (pytest -k cuda), ~2 min
-#   bash benchmarks/gpu_checks.sh speed [B]   # marglik/MAP on the GPU, alone on it, ~3-5 min;
-#                                             # B: curvature batch size (default: the 128 of training;
-#                                             # the GPU step is launch-bound, so try 512 next)
-#   bash benchmarks/gpu_checks.sh multigroup  # Table 3 (plain, rotated, rot90) at 12,000 images, 100 epochs, ~8 min
+#   bash benchmarks/gpu_checks.sh speed [B]   # marglik/MAP on the GPU, alone on it, 3 repeats, ~1 min;
+#                                             # B: curvature batch size (default: the trainer's GPU
+#                                             # default, at least 512; 128 gives the training batch)
+#   bash benchmarks/gpu_checks.sh multigroup  # Table 3 (plain, rotated, rot90) at 8000 images, 100 epochs,
+#                                             # ~7 min (6000 images took 5 min at curvature batch 128)
 #
 # Results go to benchmarks/results/ (see docs/benchmarks.md and docs/reproductions.md).
 set -u
@@ -16,12 +17,12 @@ tests)
     python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 8 tests -k cuda -rs ;;
 speed)
     b="${2:-}"
-    python3 benchmarks/marglik_speed.py --device cuda --fashion-mnist --threads 1 --repeats 1 \
+    python3 benchmarks/marglik_speed.py --device cuda --fashion-mnist --threads 1 --repeats 3 \
         ${b:+--marglik-batch-size "$b"} --output "marglik_speed_gpu${b:+_b$b}" ;;
 multigroup)
     for d in plain rotated rot90; do
         python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --methods marglik \
-            --datasets "$d" --train-size 12000 --batch-size 128 --epochs 100 \
+            --datasets "$d" --train-size 8000 --batch-size 128 --epochs 100 \
             --output "gpu_multigroup_$d" &
     done
     wait
