@@ -131,7 +131,7 @@ class _GatheredConvAdapter(ModuleAdapter):
         raise NotImplementedError
 
     def patches(self, module: nn.Module, x: Tensor) -> SamePatches:
-        """The patches of the module's input."""
+        """The patches of the module's input (a group axis is merged into the channels)."""
         return same_patches(x, module.kernel_size, module.padding_mode)
 
     def input_factor(self, module: nn.Module, a_sum: Tensor) -> Tensor:
@@ -250,12 +250,6 @@ class GroupConvAdapter(_GatheredConvAdapter):
             ),
         )
 
-    def patches(self, module: nn.Module, x: Tensor) -> SamePatches:
-        """Group feature maps are convolved with the group axis merged into channels."""
-        if x.dim() == 5:
-            x = x.flatten(1, 2)
-        return super().patches(module, x)
-
 
 @torch.no_grad()
 def mixture_logit_tangents(module: nn.Module, x: Tensor) -> Tensor:
@@ -331,9 +325,7 @@ class MixedConvAdapter(ModuleAdapter):
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
     ) -> ForwardResult:
         """Per-component permuted patch covariances and the logits' tangents."""
-        x = inputs[0]
-        flat = x.flatten(1, 2) if x.dim() == 5 else x
-        patches = same_patches(flat, module.kernel_size, module.padding_mode)
+        patches = same_patches(inputs[0], module.kernel_size, module.padding_mode)
         structures, stats = {}, []
         for name in self._components(module):
             structures[name] = self._structure(module, name)

@@ -26,6 +26,7 @@ refused (it would not be Kronecker).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,11 +68,11 @@ class GatherStructure:
         m = self.copies
         if approx == "expand":
             c = patches.covariance()
-            inverse = self.inverse.to(c.device)
-            total = sum(c[inv[:, None], inv[None, :]] for inv in inverse)
+            inverse = self.inverse.to(c.device)  # [m, D]: one gather for all copies
+            total = c[inverse[:, :, None], inverse[:, None, :]].sum(0)
             return total, patches.num_data * patches.positions * m
         mean = patches.mean()  # [N, D]
-        abar = sum(mean[:, inv] for inv in self.inverse.to(mean.device)) / m
+        abar = mean[:, self.inverse.to(mean.device)].sum(1) / m  # [N, m, D] -> [N, D]
         return covariance(abar), patches.num_data
 
     def output_statistic(self, grads: Tensor, approx: Approx) -> Tensor:
@@ -187,8 +188,35 @@ class SamePatches:
         return torch.nn.functional.unfold(self.padded, self.kernel_size).mean(-1)
 
 
+_SHARED: dict[tuple, tuple[weakref.ref, int, SamePatches]] = {}
+"""Patches of live inputs, keyed by the tensor owning the memory and the view's geometry."""
+
+
 def same_patches(x: Tensor, kernel_size: int, padding_mode: str) -> SamePatches:
-    """The patches of a stride-1 'same' convolution of ``x``, padded as ``same_conv2d`` pads."""
+    """The patches of a stride-1 'same' convolution of ``x``, padded as ``same_conv2d`` pads.
+
+    ``x`` is ``[N, C, H, W]`` or ``[N, C, |G|, H, W]`` (group axis folded into the channels).
+    The paths of a relaxed layer (:mod:`bayesym.layers.paths`) see the same input, the plain
+    ones as a flattened view of what the group ones get, so the patches and their covariance
+    are shared: they are remembered while the tensor that owns the memory (the view's base) is
+    alive and unmodified (same object, same version counter, which views share with their
+    base) for the same view geometry (offset, shape, strides), and dropped when it is freed. A
+    result that would keep the input alive (no padding: the patches are a view of it) is not
+    remembered.
+    """
     from bayesym.layers.conv import pad_same
 
-    return SamePatches(pad_same(x, kernel_size // 2, padding_mode), kernel_size)
+    flat = x.flatten(1, 2) if x.dim() == 5 else x
+    owner = flat if flat._base is None else flat._base
+    key = (
+        id(owner), flat.storage_offset(), tuple(flat.shape), flat.stride(), kernel_size,
+        padding_mode,
+    )  # fmt: skip
+    hit = _SHARED.get(key)
+    if hit is not None and hit[0]() is owner and hit[1] == owner._version:
+        return hit[2]
+    patches = SamePatches(pad_same(flat, kernel_size // 2, padding_mode), kernel_size)
+    if patches.padded.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr():
+        alive = weakref.ref(owner, lambda _, key=key: _SHARED.pop(key, None))
+        _SHARED[key] = (alive, owner._version, patches)
+    return patches
