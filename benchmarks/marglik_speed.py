@@ -14,10 +14,17 @@ medians; the final log marginal likelihood per datum and the test accuracy of bo
 implementations are reported side by side. Data: Fashion-MNIST-shaped synthetic images, or the
 real ones with ``--fashion-mnist``.
 
+``--model`` times our trainer on the layer zoo's backbones instead of the CNN (real
+Fashion-MNIST, default prior of one precision per layer and path, no laplace-torch, which has
+no curvature for their layers): ``quadrant``, the learned F-FC + CONV backbone of Table 1
+(width 4, 16x16 canvas, invariant task), and ``table3``, the F-FC + CONV + GCONV (C4) backbone
+of Table 3 (width 2, plain data, 16x16).
+
 Usage::
 
     python benchmarks/marglik_speed.py            # default (~15 min on 2 cores)
     python benchmarks/marglik_speed.py --quick    # smoke run (~1 min)
+    python benchmarks/marglik_speed.py --model table3 --n 1280 --epochs 15 --repeats 1
 """
 
 from __future__ import annotations
@@ -45,6 +52,30 @@ def cnn() -> nn.Module:
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
     )  # fmt: skip
+
+
+MODELS = ("cnn", "quadrant", "table3")
+
+
+def zoo_setup(model: str, n_train: int, n_test: int):
+    """``(train, test, build)`` of a layer-zoo backbone on its reproduction's data."""
+    from reproduce_multigroup import multigroup_data
+    from reproduce_quadrants import MODELS as QUADRANT_MODELS
+    from reproduce_quadrants import Schedule, quadrant_data
+
+    from bayesym.runs import build_model
+
+    if model == "quadrant":
+        train, test = quadrant_data(n_train, n_test, 8, 0)["invariant"]
+        config = Schedule(width=4).run_config("invariant", QUADRANT_MODELS["learned"], "marglik")
+    else:
+        train, test = multigroup_data("plain", n_train, n_test, 0)
+        config = Schedule(width=2).run_config("plain", "ffc+conv+gconv", "marglik", {"group": "C4"})
+    return (
+        (train.images, train.labels),
+        (test.images, test.labels),
+        lambda: build_model(config, train),
+    )
 
 
 def load(n_train: int, n_test: int, real: bool):
@@ -75,8 +106,8 @@ def accuracy(model: nn.Module, data) -> float:
 
 def run_ours(train, test, args, learn: bool, ggn: str) -> dict:
     torch.manual_seed(0)
-    model = cnn().to(args.device)
-    prior = GaussianPrior(model, "tensor")
+    model = args.build().to(args.device)
+    prior = GaussianPrior(model, "tensor") if args.model == "cnn" else GaussianPrior(model)
     config = MarglikConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr,
         learn_prior=learn, burn_in=args.burn_in, hyper_every=args.hyper_every,
@@ -158,6 +189,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fashion-mnist", action="store_true")
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="cnn",
+        help="cnn (default; also laplace-torch), or a layer-zoo backbone on real Fashion-MNIST: "
+        "quadrant (learned F-FC + CONV of Table 1), table3 (F-FC + CONV + GCONV of Table 3)",
+    )
     parser.add_argument("--quick", action="store_true", help="n=512, 6 epochs, 1 repeat")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
@@ -184,7 +222,11 @@ def main(argv: list[str] | None = None) -> dict:
             2,
             1,
         )
-    train, test = load(args.n, args.n_test, args.fashion_mnist)
+    if args.model == "cnn":
+        train, test = load(args.n, args.n_test, args.fashion_mnist)
+        args.build = cnn
+    else:
+        train, test, args.build = zoo_setup(args.model, args.n, args.n_test)
     train, test = (tuple(t.to(args.device) for t in split) for split in (train, test))
     methods = {
         "map": lambda: run_ours(train, test, args, learn=False, ggn="exact"),
@@ -192,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ours-mc": lambda: run_ours(train, test, args, learn=True, ggn="mc"),
         "laplace-torch": lambda: run_laplace(train, test, args),
     }
+    if args.model != "cnn":
+        del methods["laplace-torch"]
     if args.warmup if args.warmup is not None else args.device.startswith("cuda"):
         timed = args.epochs, args.burn_in, args.hyper_every
         args.epochs, args.burn_in, args.hyper_every = 1, 1, 1
@@ -203,17 +247,22 @@ def main(argv: list[str] | None = None) -> dict:
         for name, fn in methods.items():
             results[name].append(fn())
     med = {k: median([r["seconds"] for r in v]) for k, v in results.items()}
+    others = [k for k in ("ours", "ours-mc", "laplace-torch") if k in med]
     summary = {
         "median_seconds": med,
-        "marglik_over_map": {k: med[k] / med["map"] for k in ("ours", "ours-mc", "laplace-torch")},
-        "laplace_torch_over_ours": med["laplace-torch"] / med["ours"],
-        "laplace_torch_over_ours_mc": med["laplace-torch"] / med["ours-mc"],
+        "marglik_over_map": {k: med[k] / med["map"] for k in others},
+        "laplace_torch_over_ours": (
+            med["laplace-torch"] / med["ours"] if "laplace-torch" in med else None
+        ),
+        "laplace_torch_over_ours_mc": (
+            med["laplace-torch"] / med["ours-mc"] if "laplace-torch" in med else None
+        ),
         "hyper_step_cost_in_epochs": {k: hyper_step_cost(results[k]) for k in ("ours", "ours-mc")},
         "final_marglik_per_datum": {k: v[-1]["marglik"] for k, v in results.items()},
         "test_accuracy": {k: v[-1]["test_accuracy"] for k, v in results.items()},
     }
     print(
-        f"N={args.n}, {args.epochs} epochs, burn-in {args.burn_in}, hyper step every "
+        f"{args.model}: N={args.n}, {args.epochs} epochs, burn-in {args.burn_in}, hyper step every "
         f"{args.hyper_every} epochs x {args.hyper_steps} steps, {args.repeats} repeats"
     )
     print("| method | median s | x MAP | final log marglik / N | test acc |")
@@ -224,15 +273,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {k} | {med[k]:.1f} | {med[k] / med['map']:.2f} | "
             f"{'-' if ml is None else f'{ml:.4f}'} | {summary['test_accuracy'][k]:.4f} |"
         )
-    print(f"laplace-torch / ours (exact): {summary['laplace_torch_over_ours']:.2f}x")
-    print(f"laplace-torch / ours (MC): {summary['laplace_torch_over_ours_mc']:.2f}x")
+    if "laplace-torch" in med:
+        print(f"laplace-torch / ours (exact): {summary['laplace_torch_over_ours']:.2f}x")
+        print(f"laplace-torch / ours (MC): {summary['laplace_torch_over_ours_mc']:.2f}x")
     for k, cost in summary["hyper_step_cost_in_epochs"].items():
         if cost is not None:
             print(
                 f"{k}: a hyper step costs {cost:.2f} epochs; paper schedule (every "
                 f"{args.hyper_every} epochs, long run) -> {1 + cost / args.hyper_every:.2f}x MAP"
             )
-    payload = {"config": vars(args), "environment": environment(), "runs": results,
+    config = {k: v for k, v in vars(args).items() if k != "build"}
+    payload = {"config": config, "environment": environment(), "runs": results,
                "summary": summary}  # fmt: skip
     print(f"wrote {write_json(args.output, payload)}")
     return payload
