@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_checks.sh speed [B]   # marglik/MAP on the GPU, alone on it, 3 repeats, ~1 min;
 #                                             # B: curvature batch size (default: the trainer's GPU
 #                                             # default, at least 512; 128 gives the training batch)
-#   bash benchmarks/gpu_checks.sh zoo         # marglik/MAP of the Table 1 and Table 3 backbones, ~3 min
+#   bash benchmarks/gpu_checks.sh zoo         # marglik/MAP of the Table 1 and Table 3 backbones, ~5 min (estimated)
 #   bash benchmarks/gpu_checks.sh multigroup  # Table 3 (plain, rotated, rot90) at 8000 images, 100 epochs,
 #                                             # ~7 min (6000 images took 5 min at curvature batch 128)
 #
@@ -22,7 +22,7 @@ speed)
         ${b:+--marglik-batch-size "$b"} --output "marglik_speed_gpu${b:+_b$b}" ;;
 zoo)
     for m in quadrant table3; do
-        python3 benchmarks/marglik_speed.py --device cuda --model "$m" --n 8192 --n-test 1000 \
+        python3 benchmarks/marglik_speed.py --device cuda --model "$m" --n 4096 --n-test 1000 \
             --threads 1 --repeats 2 --output "marglik_speed_gpu_$m"
     done ;;
 multigroup)
