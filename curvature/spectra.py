@@ -12,8 +12,8 @@ parameters), and evaluates all blocks together:
     \text{logdet}_b = \sum_{i \in b} \log(\lambda_i + \delta_b), \qquad
     \gamma_b = \sum_{i \in b} \frac{\lambda_i}{\lambda_i + \delta_b},
 
-with the per-block sums taken as differences of a float64 prefix sum at the block ends
-(deterministic on every device) and ``∂/∂δ_b`` computed in the same pass. Blocks whose spectrum
+in float64, one sum per block over a split of the vector (about ``2 B + 10`` operations
+instead of ~40 per block), with ``∂/∂δ_b`` computed in the same pass. Blocks whose spectrum
 exceeds ``max_block`` entries (or that would push the packed vector past ``max_entries``) stay
 on the chunked per-block path, which never stores their spectrum.
 
@@ -43,31 +43,11 @@ MAX_ENTRIES = 1 << 25
 """Most entries of the packed vector (256 MiB in float64)."""
 
 
-_SEGMENT = 1024
-
-
-def _segment_sums(x: Tensor, ends: Tensor) -> Tensor:
-    """``[R, S]`` sums of ``x [R, P]`` over consecutive segments ending at ``ends [S]``.
-
-    Differences of a two-level prefix sum (within pieces of ``_SEGMENT`` entries, then over the
-    pieces' totals): deterministic on every device, with a rounding error of about
-    ``(P / _SEGMENT + _SEGMENT) ε`` relative to the running total instead of a plain cumulative
-    sum's ``P ε`` (~10^-10 for a block of 10^6 entries).
-    """
-    rows, size = x.shape
-    pieces = torch.nn.functional.pad(x, (0, (-size) % _SEGMENT)).reshape(rows, -1, _SEGMENT)
-    inner = pieces.cumsum(2)
-    outer = inner[:, :, -1].cumsum(1)
-    before = torch.cat((outer.new_zeros(rows, 1), outer[:, :-1]), dim=1)
-    prefix = (inner + before[:, :, None]).reshape(rows, -1)[:, ends]
-    return torch.cat((prefix[:, :1], prefix.diff(dim=1)), dim=1)
-
-
 class _PackedSums(torch.autograd.Function):
     """Per-block ``Σ φ(λ, δ_b)`` over a packed spectrum, with ``∂/∂δ_b`` from the same pass."""
 
     @staticmethod
-    def forward(ctx, kind: str, deltas: Tensor, values: Tensor, lengths: Tensor, ends: Tensor):
+    def forward(ctx, kind: str, deltas: Tensor, values: Tensor, lengths: Tensor, sizes: list):
         denom = values + deltas.to(values.dtype).repeat_interleave(
             lengths, output_size=values.numel()
         )
@@ -76,7 +56,11 @@ class _PackedSums(torch.autograd.Function):
         else:  # effective parameters
             terms = values / denom
             slopes = -terms / denom
-        sums = _segment_sums(torch.stack((terms, slopes)), ends).to(deltas.dtype)
+        # one (pairwise) sum per block: as accurate as the per-block path, and on the CPU 6x
+        # faster than segment sums from a prefix sum (measured, 44 blocks, 5e5 entries)
+        sums = torch.stack(
+            [torch.stack([t.sum() for t in x.split(sizes)]) for x in (terms, slopes)]
+        ).to(deltas.dtype)
         ctx.save_for_backward(sums[1])
         return sums[0]
 
@@ -120,9 +104,8 @@ class BlockSpectra:
             self.values = torch.cat(
                 [kron_eigenvalues(self.eigenvalues[i]).to(torch.float64) for i in packed]
             )
-            lengths = [self.numels[i] for i in packed]
-            self.lengths = torch.tensor(lengths, device=device)
-            self.ends = torch.tensor(lengths, device=device).cumsum(0) - 1
+            self.sizes = [self.numels[i] for i in packed]
+            self.lengths = torch.tensor(self.sizes, device=device)
         order = list(self.packed) + list(self.loose)
         self._inverse = torch.empty(len(order), dtype=torch.long)
         self._inverse[order] = torch.arange(len(order))
@@ -160,7 +143,7 @@ class BlockSpectra:
         if self.packed:
             index = torch.tensor(self.packed, device=deltas.device) if self.loose else None
             packed_deltas = deltas if index is None else deltas[index]
-            sums = _PackedSums.apply(kind, packed_deltas, self.values, self.lengths, self.ends)
+            sums = _PackedSums.apply(kind, packed_deltas, self.values, self.lengths, self.sizes)
             parts.append(sums)
         single = kron_logdet if kind == "logdet" else kron_effective_parameters
         parts.extend(single(self.eigenvalues[i], deltas[i]).reshape(1) for i in self.loose)
