@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -303,14 +304,30 @@ def seed_summary(paths: list[str], name: str) -> dict:
             k: {**v, "per_seed": {str(s): x for s, x in v["per_seed"].items()}}
             for k, v in shifts.items()
         },
-        "acceptance": {
-            "holds": shifts["rotated"]["mean"] > 0 if "rotated" in shifts else None,
-            "note": "mean over seeds of the rotated - plain GCONV share (marglik cells)",
-        },
+        "acceptance": _shift_acceptance(shifts.get("rotated")),
         "wall_seconds": 0.0,
     }
     publish(name, payload, "\n".join(lines))
     return payload
+
+
+def _shift_acceptance(shift: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether rotated data moved the GCONV share up beyond the seed-to-seed noise.
+
+    Holds when the mean shift over seeds exceeds two standard errors (``std / sqrt(seeds)``);
+    with one seed, or a shift within two standard errors, it does not.
+    """
+    if shift is None:
+        return {"holds": None, "note": "needs plain and rotated marglik cells of one seed"}
+    if shift["std"] is None:
+        return {"holds": False, "note": "one seed: no estimate of the seed-to-seed noise"}
+    error = shift["std"] / math.sqrt(shift["seeds"])
+    return {
+        "holds": shift["mean"] > 2 * error,
+        "mean": shift["mean"],
+        "standard_error": error,
+        "note": "rotated - plain GCONV share (marglik cells): mean over seeds > 2 standard errors",
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
