@@ -245,12 +245,15 @@ def covariance(rows: Tensor) -> Tensor:
 def patch_covariance(x: Tensor) -> Tensor:
     """``Σ_b X_b X_bᵀ`` for ``x: [B, D, T]`` → ``[D, D]`` (conv patches, spatial gradients).
 
-    Avoids the ``[B T, D]`` transposed copy that ``covariance`` of the rows would need: for
-    small ``D`` a batched product summed in chunks (bounded ``[chunk, D, D]`` workspace), for
-    large ``D`` one GEMM on the transposed rows (measured faster there).
+    One GEMM on the transposed rows ``[B T, D]`` (a copy), except for small ``D`` with many
+    positions, where a batched product summed in chunks (bounded ``[chunk, D, D]`` workspace)
+    avoids the copy. The batched product writes ``B D²`` partial sums against the copy's
+    ``B T D`` entries, so it only pays when ``T`` is large: measured on one thread, ``B = 128``,
+    it is 1.4x faster at ``T = 256`` (``D`` = 9-256), even at ``T = 64``, and 1.5-33x slower at
+    ``T <= 16`` (e.g. ``D = 144, T = 1``: 1.9 ms against 0.06 ms).
     """
     b, d, t = x.shape
-    if d > 256:
+    if d > 256 or t < 64:
         rows = x.transpose(1, 2).reshape(b * t, d)
         return rows.transpose(0, 1) @ rows
     out = x.new_zeros(d, d)
