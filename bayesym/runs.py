@@ -124,6 +124,26 @@ class RunResult:
     run_dir: Path
 
 
+def config_differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Names of the :class:`RunConfig` fields whose values differ between two JSON forms.
+
+    A field missing from ``previous`` (a run written before the field existed) counts as its
+    default, so that older run directories resume when the new field keeps its default.
+    """
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(RunConfig)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    previous = {**json.loads(json.dumps(defaults)), **previous}
+    missing = object()
+    return sorted(
+        k
+        for k in set(previous) | set(current)
+        if previous.get(k, missing) != current.get(k, missing)
+    )
+
+
 def build_model(config: RunConfig, data: ImageDataset) -> nn.Module:
     """The 8-block backbone of ``config`` for the images and classes of ``data``."""
     channels, height, width = data.image_shape
@@ -201,9 +221,8 @@ def run(
     config_path = run_dir / "config.json"
     as_json = dataclasses.asdict(config)
     if config_path.is_file():
-        previous = json.loads(config_path.read_text())
-        if previous != as_json:
-            changed = sorted(k for k in as_json if previous.get(k) != as_json[k])
+        changed = config_differences(json.loads(config_path.read_text()), as_json)
+        if changed:
             raise ValueError(
                 f"{run_dir} holds a run with a different configuration (differs in {changed}); "
                 "use another directory"

@@ -52,7 +52,24 @@ def test_map_fit_and_user_errors(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
     # same directory, other configuration: refused instead of silently mixing runs
     assert main(["fit", "--map", "--kind", "conv", "--epochs", "2", "--out", str(out), *TINY]) == 2
-    assert "different configuration" in capsys.readouterr().err
+    assert "different configuration (differs in ['epochs'])" in capsys.readouterr().err
+
+
+def test_a_run_written_before_a_new_field_existed_resumes(tmp_path, capsys):
+    """config.json without a field that now exists (at its default) is the same configuration."""
+    out = tmp_path / "old"
+    args = ["fit", "--map", "--kind", "conv", "--epochs", "1", "--out", str(out), *TINY]
+    assert main(args) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    del config["marglik_batch_size"]  # added 2026-11-27; older runs lack it
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == first["test_accuracy"]
+    config["width"] = 99  # a real difference is still refused, and named
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(args) == 2
+    assert "differs in ['width']" in capsys.readouterr().err
 
 
 def test_demo_prints_layer_choices_and_both_accuracies(tmp_path, capsys):

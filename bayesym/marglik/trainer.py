@@ -338,10 +338,10 @@ class MarglikTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict` (the configuration must be identical)."""
-        if state["config"] != self.config.to_dict():
-            changed = sorted(
-                k for k in state["config"] if state["config"][k] != self.config.to_dict().get(k)
-            )
+        current = self.config.to_dict()
+        if state["config"] != current:
+            keys = set(state["config"]) | set(current)
+            changed = sorted(k for k in keys if state["config"].get(k) != current.get(k))
             raise ValueError(
                 f"cannot resume: the checkpoint was written with a different configuration "
                 f"(differs in {changed}); use a new run directory"
