@@ -98,7 +98,8 @@ class BlockSpectra:
                 packed.append(i)
                 total += numel
         self.packed = tuple(packed)
-        self.loose = tuple(i for i in range(len(self.numels)) if i not in set(packed))
+        chosen = set(packed)
+        self.loose = tuple(i for i in range(len(self.numels)) if i not in chosen)
         device = self.eigenvalues[0][0].device if self.eigenvalues else None
         if packed:
             self.values = torch.cat(
@@ -106,6 +107,8 @@ class BlockSpectra:
             )
             self.sizes = [self.numels[i] for i in packed]
             self.lengths = torch.tensor(self.sizes, device=device)
+            # which precisions the packed blocks take (None: all, in order)
+            self._packed_index = torch.tensor(packed, device=device) if self.loose else None
         order = list(self.packed) + list(self.loose)
         self._inverse = torch.empty(len(order), dtype=torch.long)
         self._inverse[order] = torch.arange(len(order))
@@ -141,8 +144,8 @@ class BlockSpectra:
             return deltas.new_zeros(0)
         parts = []
         if self.packed:
-            index = torch.tensor(self.packed, device=deltas.device) if self.loose else None
-            packed_deltas = deltas if index is None else deltas[index]
+            index = self._packed_index
+            packed_deltas = deltas if index is None else deltas[index.to(deltas.device)]
             sums = _PackedSums.apply(kind, packed_deltas, self.values, self.lengths, self.sizes)
             parts.append(sums)
         single = kron_logdet if kind == "logdet" else kron_effective_parameters
