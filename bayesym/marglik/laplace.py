@@ -19,6 +19,7 @@ everything differentiable from one eigendecomposition.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,63 @@ from torch import Tensor, nn
 from bayesym.priors import GaussianPrior
 from curvature import KFAC, Gaussian
 
-__all__ = ["effective_parameters_per_group", "log_marginal_likelihood"]
+__all__ = ["BlockLayout", "effective_parameters_per_group", "log_marginal_likelihood"]
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """What the Laplace marglik needs from a KFAC and a prior that the hyperparameters leave fixed.
+
+    Built once per hyper step (:meth:`of`) and passed to every evaluation: otherwise each
+    evaluation maps the blocks to their prior groups in Python and copies three small host
+    tensors to the prior's device, and on a GPU each such copy waits for all queued kernels.
+
+    Attributes:
+        groups: ``[B]`` index of the prior group of every curvature block (int64).
+        uncovered: ``[G]`` number of parameters of each group that no block covers.
+        log_likelihood: ``kfac.log_likelihood`` in the prior's dtype.
+        num_blocks: ``B``, to check the layout against the KFAC it is used with.
+    """
+
+    groups: Tensor
+    uncovered: Tensor
+    log_likelihood: Tensor
+    num_blocks: int
+
+    @classmethod
+    def of(cls, kfac: KFAC, prior: GaussianPrior) -> BlockLayout:
+        """The layout of ``kfac``'s blocks over ``prior``'s groups, on the prior's device.
+
+        Raises:
+            ValueError: if a block spans prior groups or covers a parameter without prior.
+        """
+        like = prior.precisions
+        groups = prior.block_groups(kfac)
+        covered = [0] * len(prior.groups)
+        for g, block in zip(groups, kfac.blocks, strict=True):
+            covered[g] += block.numel
+        numels = prior.numels
+        return cls(
+            groups=torch.tensor(groups, dtype=torch.int64, device=like.device),
+            uncovered=numels - torch.tensor(covered, dtype=numels.dtype, device=numels.device),
+            log_likelihood=kfac.log_likelihood.detach().to(like),
+            num_blocks=len(kfac.blocks),
+        )
+
+    def check(self, kfac: KFAC, prior: GaussianPrior) -> None:
+        """Raise if this layout was not built for ``kfac`` and ``prior`` (sizes, device)."""
+        device = prior.precisions.device
+        if (
+            self.num_blocks != len(kfac.blocks)
+            or self.uncovered.shape[0] != len(prior.groups)
+            or self.groups.device != device
+        ):
+            raise ValueError(
+                f"layout of {self.num_blocks} blocks over {self.uncovered.shape[0]} groups on "
+                f"{self.groups.device} does not match the KFAC ({len(kfac.blocks)} blocks) and "
+                f"prior ({len(prior.groups)} groups on {device}); build it with "
+                "BlockLayout.of(kfac, prior)"
+            )
 
 
 def log_marginal_likelihood(
@@ -38,6 +95,7 @@ def log_marginal_likelihood(
     data_scale: float = 1.0,
     dtype: torch.dtype | None = None,
     squared_norms: Tensor | None = None,
+    layout: BlockLayout | None = None,
 ) -> Tensor:
     r"""Laplace log marginal likelihood at the model's current parameters :math:`\theta_*`.
 
@@ -55,6 +113,7 @@ def log_marginal_likelihood(
         dtype: eigendecompose the factors in this dtype (e.g. ``torch.float64``).
         squared_norms: ``prior.squared_norms(model)`` if already computed (the hyper step
             evaluates the marglik many times at the same parameters); ``model`` is then unused.
+        layout: ``BlockLayout.of(kfac, prior)`` if already built (same reason).
 
     Returns:
         0-dim tensor (nats, summed over the data).
@@ -65,17 +124,16 @@ def log_marginal_likelihood(
     precisions = prior.precisions
     norms = prior.squared_norms(model).detach() if squared_norms is None else squared_norms
     numels = prior.numels
-    log_lik, scale = _scaled_likelihood(kfac, precisions, sigma, data_scale)
-    groups = prior.block_groups(kfac)
-    deltas = precisions[torch.tensor(groups, device=precisions.device)] / scale
-    covered = [0] * len(prior.groups)
-    for g, block in zip(groups, kfac.blocks, strict=True):
-        covered[g] += block.numel
-    uncovered = numels - torch.tensor(covered, dtype=numels.dtype, device=numels.device)
+    if layout is None:
+        layout = BlockLayout.of(kfac, prior)
+    else:
+        layout.check(kfac, prior)
+    log_lik, scale = _scaled_likelihood(kfac, layout.log_likelihood, sigma, data_scale)
+    deltas = precisions[layout.groups] / scale
     logdet = (
         kfac.numel * torch.log(scale)
         + kfac.block_logdets(deltas, dtype).sum()
-        + (uncovered * prior.log_precision).sum()
+        + (layout.uncovered * prior.log_precision).sum()
     )
     return (
         log_lik
@@ -92,31 +150,39 @@ def effective_parameters_per_group(
     sigma: Tensor | float | None = None,
     data_scale: float = 1.0,
     dtype: torch.dtype | None = None,
+    layout: BlockLayout | None = None,
 ) -> dict[str, Tensor]:
     r"""Effective number of parameters per prior group (App. D.2).
 
     :math:`\gamma_g = \sum_{b \in g} \sum_{\lambda} \lambda / (\lambda + \delta_g)` over the
     eigenvalues :math:`\lambda` of each block of the (noise- and data-scaled) GGN. Uncovered
-    parameters contribute 0.
+    parameters contribute 0. ``layout``: ``BlockLayout.of(kfac, prior)`` if already built.
 
     Returns:
         group name -> 0-dim tensor, for every group of ``prior``.
     """
     precisions = prior.precisions
-    _, scale = _scaled_likelihood(kfac, precisions, sigma, data_scale)
-    groups = torch.tensor(prior.block_groups(kfac), device=precisions.device)
+    if layout is None:
+        layout = BlockLayout.of(kfac, prior)
+    else:
+        layout.check(kfac, prior)
+    _, scale = _scaled_likelihood(kfac, layout.log_likelihood, sigma, data_scale)
+    groups = layout.groups
     gammas = kfac.block_effective_parameters(precisions[groups] / scale, dtype)
     totals = precisions.new_zeros(len(prior.groups)).index_add(0, groups, gammas.to(precisions))
     return dict(zip(prior.names, totals.unbind(), strict=True))
 
 
 def _scaled_likelihood(
-    kfac: KFAC, like: Tensor, sigma: Tensor | float | None, data_scale: float
+    kfac: KFAC, log_lik: Tensor, sigma: Tensor | float | None, data_scale: float
 ) -> tuple[Tensor, Tensor]:
-    """Log likelihood at ``sigma`` scaled to the full data, and the GGN's scale factor."""
+    """Log likelihood at ``sigma`` scaled to the full data, and the GGN's scale factor.
+
+    ``log_lik``: ``kfac.log_likelihood`` on the device and in the dtype of the result.
+    """
     if not math.isfinite(data_scale) or data_scale <= 0:
         raise ValueError(f"data_scale must be positive and finite, got {data_scale}")
-    log_lik = kfac.log_likelihood.to(like)
+    like = log_lik
     scale = torch.ones((), dtype=like.dtype, device=like.device)
     if sigma is not None:
         if not isinstance(kfac.likelihood, Gaussian):

@@ -32,7 +32,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bayesym.marglik.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from bayesym.marglik.laplace import effective_parameters_per_group, log_marginal_likelihood
+from bayesym.marglik.laplace import (
+    BlockLayout,
+    effective_parameters_per_group,
+    log_marginal_likelihood,
+)
 from bayesym.priors import GaussianPrior
 from curvature import KFACConfig, compute_kfac
 
@@ -269,12 +273,13 @@ class MarglikTrainer:
             self.model.train()
         sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
         norms = self.prior.squared_norms(self.model).detach()  # parameters fixed from here
+        layout = BlockLayout.of(kfac, self.prior)  # fixed too: built once, not per evaluation
         for _ in range(config.hyper_steps):
             self.hyper_optimizer.zero_grad(set_to_none=True)
             sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
             lml = log_marginal_likelihood(
                 kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale,
-                squared_norms=norms,
+                squared_norms=norms, layout=layout,
             )  # fmt: skip
             (-lml / n).backward()
             self.hyper_optimizer.step()
@@ -282,10 +287,10 @@ class MarglikTrainer:
             sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
             lml = log_marginal_likelihood(
                 kfac, self.prior, self.model, sigma=sigma, data_scale=data_scale,
-                squared_norms=norms,
+                squared_norms=norms, layout=layout,
             )  # fmt: skip
             gammas = effective_parameters_per_group(
-                kfac, self.prior, sigma=sigma, data_scale=data_scale
+                kfac, self.prior, sigma=sigma, data_scale=data_scale, layout=layout
             )
         self.last_kfac = kfac
         return {

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bayesym.marglik import log_marginal_likelihood
+from bayesym.marglik import BlockLayout, effective_parameters_per_group, log_marginal_likelihood
 from bayesym.priors import GaussianPrior
 from curvature import compute_kfac
 
@@ -124,3 +124,38 @@ def test_parameter_without_prior_is_an_error():
     prior = GaussianPrior(model, exclude=["3.bias"])
     with pytest.raises(ValueError, match=r"covers '3\.bias', which has no prior"):
         log_marginal_likelihood(compute_kfac(model, (x, y)), prior, model)
+
+
+def test_a_prebuilt_block_layout_gives_the_same_values_without_rebuilding_it(float64, monkeypatch):
+    """The hyper step builds the block -> group layout once and passes it to every evaluation."""
+    model = small_cnn()
+    x, y = torch.randn(6, 1, 4, 4), torch.randn(6, 3)
+    partial = compute_kfac(model, (x, y), "regression", sigma=0.7, exclude=["0.bias"])
+    prior = GaussianPrior(model, "tensor")
+    with torch.no_grad():
+        prior.log_precision.copy_(torch.linspace(-1.0, 2.0, len(prior.groups)))
+    sigma = torch.tensor(0.45)
+    built = BlockLayout.of(partial, prior)
+    assert built.groups.tolist() == prior.block_groups(partial)
+    assert built.uncovered.tolist() == [0, 2, 0, 0]  # the excluded conv bias
+    expected_lml = log_marginal_likelihood(partial, prior, model, sigma=sigma)
+    expected_gamma = effective_parameters_per_group(partial, prior, sigma=sigma)
+
+    def unexpected(*args, **kwargs):
+        raise AssertionError("the layout was rebuilt")
+
+    monkeypatch.setattr(GaussianPrior, "block_groups", unexpected)
+    lml = log_marginal_likelihood(partial, prior, model, sigma=sigma, layout=built)
+    gamma = effective_parameters_per_group(partial, prior, sigma=sigma, layout=built)
+    assert torch.equal(lml, expected_lml)
+    assert all(torch.equal(gamma[k], v) for k, v in expected_gamma.items())
+
+
+def test_a_block_layout_of_another_kfac_is_refused(float64):
+    model = small_cnn()
+    x, y = torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,))
+    prior = GaussianPrior(model, "tensor")
+    other = BlockLayout.of(compute_kfac(model, (x, y), exclude=["0.bias"]), prior)
+    kfac = compute_kfac(model, (x, y))
+    with pytest.raises(ValueError, match=r"layout of 3 blocks over 4 groups .* \(4 blocks\)"):
+        log_marginal_likelihood(kfac, prior, model, layout=other)

@@ -64,6 +64,20 @@ def test_modes_eval_for_curvature_train_afterwards(monkeypatch):
     assert model.training  # laplace-torch's marglik_training would leave it in eval mode
 
 
+def test_each_hyper_step_builds_the_block_layout_once(monkeypatch):
+    """5 Adam steps + the final evaluation and γ reuse one layout (no per-evaluation copies)."""
+    built = []
+    original = trainer_module.BlockLayout.of
+
+    def spy(kfac, prior):
+        built.append(kfac)
+        return original(kfac, prior)
+
+    monkeypatch.setattr(trainer_module.BlockLayout, "of", spy)
+    MarglikTrainer(make_model(), config=CONFIG).fit(data())
+    assert len(built) == 3 and len({id(k) for k in built}) == 3  # hyper steps at epochs 2, 4, 6
+
+
 def drop_times(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
