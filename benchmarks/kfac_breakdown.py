@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 from common import environment, median, time_interleaved, write_json
-from kfac_speed import batches, count_flops, load_data, models, training_epoch
+from kfac_speed import batches, count_flops, laplace_fit, load_data, models, training_epoch
 from torch import Tensor, nn
 
 from curvature import KFACConfig, compute_kfac
@@ -111,31 +111,13 @@ def methods_for(model: nn.Module, loader, seconds: dict, ggn: str = "mc") -> tup
     label = f"ours-{METHOD[ggn]}"
     timed = {"epoch": epoch, "skeleton": skeleton, label: ours, "logdet": logdet}
     if ggn == "exact":
-        timed["laplace-asdl"] = laplace_asdl(model, loader)
+        from laplace.curvature import AsdlGGN
+
+        timed["laplace-asdl"] = laplace_fit(model, loader, AsdlGGN)
     return timed, {f"{label}-timed-adapters": ours_timed}
 
 
 METHOD = {"mc": "mc1", "exact": "exact"}
-
-
-def laplace_asdl(model: nn.Module, loader):
-    """laplace-torch's KronLaplace fit + log marglik on its AsdlGGN backend (exact GGN)."""
-    from laplace import Laplace
-    from laplace.curvature import AsdlGGN
-
-    def run():
-        la = Laplace(
-            model,
-            "classification",
-            subset_of_weights="all",
-            hessian_structure="kron",
-            backend=AsdlGGN,
-        )
-        la.fit(loader)
-        float(la.log_marginal_likelihood(prior_precision=torch.tensor(1.0)))
-        model.train()  # laplace-torch leaves the model in eval mode
-
-    return run
 
 
 def gemm_rate(size: int = 1024, repeats: int = 10) -> float:

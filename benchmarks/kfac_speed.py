@@ -96,6 +96,27 @@ def training_epoch(model: nn.Module, loader: DataLoader):
     return epoch
 
 
+def laplace_fit(model: nn.Module, loader: DataLoader, backend, **backend_kwargs):
+    """laplace-torch's KronLaplace fit + log marglik (prior precision 1) on ``backend``."""
+    from laplace import Laplace
+
+    def run():
+        la = Laplace(
+            model,
+            "classification",
+            subset_of_weights="all",
+            hessian_structure="kron",
+            backend=backend,
+            backend_kwargs=backend_kwargs or None,
+        )
+        la.fit(loader)
+        out = float(la.log_marginal_likelihood(prior_precision=torch.tensor(1.0)))
+        model.train()  # laplace-torch leaves the model in eval mode
+        return out
+
+    return run
+
+
 def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool) -> dict:
     epoch = training_epoch(model, loader)
 
@@ -116,23 +137,7 @@ def methods_for(model: nn.Module, loader: DataLoader, include_mc_baselines: bool
         return run
 
     def laplace(backend, **backend_kwargs):
-        from laplace import Laplace
-
-        def run():
-            la = Laplace(
-                model,
-                "classification",
-                subset_of_weights="all",
-                hessian_structure="kron",
-                backend=backend,
-                backend_kwargs=backend_kwargs or None,
-            )
-            la.fit(loader)
-            out = float(la.log_marginal_likelihood(prior_precision=torch.tensor(1.0)))
-            model.train()  # laplace-torch leaves the model in eval mode
-            return out
-
-        return run
+        return laplace_fit(model, loader, backend, **backend_kwargs)
 
     from laplace.curvature import AsdlGGN, CurvlinopsGGN
 
