@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_checks.sh speed [B]   # marglik/MAP on the GPU, alone on it, 3 repeats, ~1 min;
 #                                             # B: curvature batch size (default: the trainer's GPU
 #                                             # default, at least 512; 128 gives the training batch)
+#   bash benchmarks/gpu_checks.sh kfac        # the curvature issue's targets on the GPU: kfac_speed.py (MLP and
+#                                             # CNN, ours vs an epoch and vs ASDL / curvlinops), ~3 min (estimated)
 #   bash benchmarks/gpu_checks.sh zoo         # marglik/MAP of the Table 1 and Table 3 backbones, ~5 min (estimated)
 #   bash benchmarks/gpu_checks.sh multigroup  # Table 3 (plain, rotated, rot90) at 8000 images, 100 epochs,
 #                                             # ~7 min (6000 images took 5 min at curvature batch 128)
@@ -20,6 +22,8 @@ speed)
     b="${2:-}"
     python3 benchmarks/marglik_speed.py --device cuda --fashion-mnist --threads 1 --repeats 3 \
         ${b:+--marglik-batch-size "$b"} --output "marglik_speed_gpu${b:+_b$b}" ;;
+kfac)
+    python3 benchmarks/kfac_speed.py --device cuda --threads 1 --repeats 3 --output kfac_speed_gpu ;;
 zoo)
     for m in quadrant table3; do
         python3 benchmarks/marglik_speed.py --device cuda --model "$m" --n 4096 --n-test 1000 \
@@ -36,5 +40,5 @@ multigroup)
         benchmarks/results/gpu_multigroup_plain.json benchmarks/results/gpu_multigroup_rotated.json \
         benchmarks/results/gpu_multigroup_rot90.json ;;
 *)
-    echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|zoo|multigroup" >&2; exit 2 ;;
+    echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|kfac|zoo|multigroup" >&2; exit 2 ;;
 esac
