@@ -50,6 +50,17 @@ def models() -> dict[str, nn.Module]:
             nn.ReLU(),
             nn.Linear(256, 10),
         ),
+        # arithmetic negligible (7x7 average pooling first): measures the per-batch fixed cost
+        # of a KFAC pass against an epoch's (kfac_breakdown.py --models tiny)
+        "tiny": nn.Sequential(
+            nn.AvgPool2d(7),
+            nn.Flatten(),
+            nn.Linear(16, 8),
+            nn.ReLU(),
+            nn.Linear(8, 8),
+            nn.ReLU(),
+            nn.Linear(8, 10),
+        ),
         "cnn": nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1),
             nn.ReLU(),
