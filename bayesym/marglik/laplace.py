@@ -19,7 +19,8 @@ everything differentiable from one eigendecomposition.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -42,13 +43,16 @@ class BlockLayout:
         groups: ``[B]`` index of the prior group of every curvature block (int64).
         uncovered: ``[G]`` number of parameters of each group that no block covers.
         log_likelihood: ``kfac.log_likelihood`` in the prior's dtype.
-        num_blocks: ``B``, to check the layout against the KFAC it is used with.
+
+    A layout belongs to the one KFAC and prior it was built from (its log likelihood is that
+    fit's): passing it with any other is an error, even with the same block structure.
     """
 
     groups: Tensor
     uncovered: Tensor
     log_likelihood: Tensor
-    num_blocks: int
+    _kfac: weakref.ref = field(repr=False)
+    _prior: weakref.ref = field(repr=False)
 
     @classmethod
     def of(cls, kfac: KFAC, prior: GaussianPrior) -> BlockLayout:
@@ -67,22 +71,22 @@ class BlockLayout:
             groups=torch.tensor(groups, dtype=torch.int64, device=like.device),
             uncovered=numels - torch.tensor(covered, dtype=numels.dtype, device=numels.device),
             log_likelihood=kfac.log_likelihood.detach().to(like),
-            num_blocks=len(kfac.blocks),
+            _kfac=weakref.ref(kfac),
+            _prior=weakref.ref(prior),
         )
 
     def check(self, kfac: KFAC, prior: GaussianPrior) -> None:
-        """Raise if this layout was not built for ``kfac`` and ``prior`` (sizes, device)."""
-        device = prior.precisions.device
-        if (
-            self.num_blocks != len(kfac.blocks)
-            or self.uncovered.shape[0] != len(prior.groups)
-            or self.groups.device != device
-        ):
+        """Raise unless built from this very ``kfac`` and ``prior``, on the prior's device."""
+        for what, ref, obj in (("KFAC", self._kfac, kfac), ("prior", self._prior, prior)):
+            if ref() is not obj:
+                raise ValueError(
+                    f"the layout was built for another {what} than the one passed (a layout "
+                    "holds its fit's log likelihood); build it with BlockLayout.of(kfac, prior)"
+                )
+        if self.groups.device != prior.precisions.device:
             raise ValueError(
-                f"layout of {self.num_blocks} blocks over {self.uncovered.shape[0]} groups on "
-                f"{self.groups.device} does not match the KFAC ({len(kfac.blocks)} blocks) and "
-                f"prior ({len(prior.groups)} groups on {device}); build it with "
-                "BlockLayout.of(kfac, prior)"
+                f"the layout is on {self.groups.device}, the prior on "
+                f"{prior.precisions.device}; rebuild it after moving the prior"
             )
 
 

@@ -151,11 +151,17 @@ def test_a_prebuilt_block_layout_gives_the_same_values_without_rebuilding_it(flo
     assert all(torch.equal(gamma[k], v) for k, v in expected_gamma.items())
 
 
-def test_a_block_layout_of_another_kfac_is_refused(float64):
+def test_a_block_layout_of_another_kfac_or_prior_is_refused(float64):
+    """Even with the same block structure: the layout holds its own fit's log likelihood."""
     model = small_cnn()
     x, y = torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,))
     prior = GaussianPrior(model, "tensor")
-    other = BlockLayout.of(compute_kfac(model, (x, y), exclude=["0.bias"]), prior)
     kfac = compute_kfac(model, (x, y))
-    with pytest.raises(ValueError, match=r"layout of 3 blocks over 4 groups .* \(4 blocks\)"):
-        log_marginal_likelihood(kfac, prior, model, layout=other)
+    same_structure = compute_kfac(model, (2 * x, y))
+    layout = BlockLayout.of(same_structure, prior)
+    with pytest.raises(ValueError, match="built for another KFAC"):
+        log_marginal_likelihood(kfac, prior, model, layout=layout)
+    with pytest.raises(ValueError, match="built for another prior"):
+        effective_parameters_per_group(
+            same_structure, GaussianPrior(model, "tensor"), layout=layout
+        )
