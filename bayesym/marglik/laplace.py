@@ -128,10 +128,7 @@ def log_marginal_likelihood(
     precisions = prior.precisions
     norms = prior.squared_norms(model).detach() if squared_norms is None else squared_norms
     numels = prior.numels
-    if layout is None:
-        layout = BlockLayout.of(kfac, prior)
-    else:
-        layout.check(kfac, prior)
+    layout = _layout(layout, kfac, prior)
     log_lik, scale = _scaled_likelihood(kfac, layout.log_likelihood, sigma, data_scale)
     deltas = precisions[layout.groups] / scale
     logdet = (
@@ -166,15 +163,20 @@ def effective_parameters_per_group(
         group name -> 0-dim tensor, for every group of ``prior``.
     """
     precisions = prior.precisions
-    if layout is None:
-        layout = BlockLayout.of(kfac, prior)
-    else:
-        layout.check(kfac, prior)
+    layout = _layout(layout, kfac, prior)
     _, scale = _scaled_likelihood(kfac, layout.log_likelihood, sigma, data_scale)
     groups = layout.groups
     gammas = kfac.block_effective_parameters(precisions[groups] / scale, dtype)
     totals = precisions.new_zeros(len(prior.groups)).index_add(0, groups, gammas.to(precisions))
     return dict(zip(prior.names, totals.unbind(), strict=True))
+
+
+def _layout(layout: BlockLayout | None, kfac: KFAC, prior: GaussianPrior) -> BlockLayout:
+    """``layout`` checked against ``kfac`` and ``prior``, or a new one if none was passed."""
+    if layout is None:
+        return BlockLayout.of(kfac, prior)
+    layout.check(kfac, prior)
+    return layout
 
 
 def _scaled_likelihood(
