@@ -5,7 +5,8 @@ network should obey, with the Laplace marginal likelihood computed from Kronecke
 factored curvature (package :mod:`curvature`).
 
 Sub-packages (each re-exports its own API): :mod:`bayesym.groups`, :mod:`bayesym.data`,
-:mod:`bayesym.layers`, :mod:`bayesym.backbones`, :mod:`bayesym.kfac`, :mod:`bayesym.marglik`.
+:mod:`bayesym.layers`, :mod:`bayesym.backbones`, :mod:`bayesym.adapters`, :mod:`bayesym.marglik`,
+:mod:`bayesym.report`.
 The most used entry points are re-exported here. Importing any part of bayesym registers
 its layers' KFAC adapters with :mod:`curvature`, so ``curvature.compute_kfac`` works on every
 layer of the zoo.
@@ -13,11 +14,11 @@ layer of the zoo.
 
 __version__ = "0.1.0"
 
-from bayesym import kfac as _kfac  # noqa: F401  (registers the KFAC adapters)
-from bayesym.inspection import EffectiveParameterReport, effective_parameters
-from bayesym.marglik import MarglikConfig, MarglikTrainer, log_marginal_likelihood
+from bayesym import adapters as _adapters  # noqa: F401  (registers the KFAC adapters)
+from bayesym.marglik import EpochRecord, MarglikConfig, MarglikTrainer, log_marginal_likelihood
 from bayesym.priors import GaussianPrior, parameter_groups
-from bayesym.runs import RunConfig, run
+from bayesym.report import EffectiveParameterReport, effective_parameter_report
+from bayesym.runs import ModelConfig, RunConfig, run
 
 __all__ = [
     "__version__",
@@ -28,9 +29,11 @@ __all__ = [
     # training
     "MarglikConfig",
     "MarglikTrainer",
+    "EpochRecord",
+    "ModelConfig",
     "RunConfig",
     "run",
-    # inspection
+    # which symmetry each layer chose
     "EffectiveParameterReport",
-    "effective_parameters",
+    "effective_parameter_report",
 ]

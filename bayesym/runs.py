@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,80 +32,137 @@ from torch import nn
 from bayesym.backbones.layerwise import LayerwiseBackbone, LayerwiseBackboneConfig
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.data.registry import make_task
-from bayesym.inspection import EffectiveParameterReport, plot_history, report_from_history
+from bayesym.layers._checks import check_positive_int
+from bayesym.layers.registry import layer_kind
 from bayesym.marglik import MarglikConfig, MarglikTrainer
+from bayesym.marglik.checkpoint import config_differences
+from bayesym.marglik.history import EpochRecord, hyper_records
 from bayesym.priors import GaussianPrior, ParameterGroup
+from bayesym.report import EffectiveParameterReport, plot_history, report_from_history
 from curvature import KFACConfig
 
-__all__ = ["RunConfig", "RunResult", "build_model", "load_groups", "resolve_device", "run"]
+__all__ = [
+    "ModelConfig",
+    "RunConfig",
+    "RunResult",
+    "build_model",
+    "check_resumable",
+    "load_data",
+    "load_groups",
+    "resolve_device",
+    "run",
+    "upgrade_config_json",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network of a run: the 8-block backbone of one layer kind.
+
+    Attributes:
+        layer_kind: layer kind of every block (``bayesym.layers.layer_kinds()``: ``"ffc+conv"``,
+            ``"conv"``, ``"fc"``, ``"ffc+conv+gconv"``, ...).
+        width: width multiplier ``a`` of the backbone.
+        layer_options: extra options of every block's layer (e.g. ``{"group": "C4"}``).
+    """
+
+    layer_kind: str = "ffc+conv"
+    width: int = 8
+    layer_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        layer_kind(self.layer_kind)  # raises for an unknown kind, listing the known ones
+        check_positive_int(self.width, name="width", owner="ModelConfig")
+        object.__setattr__(self, "layer_options", dict(self.layer_options))
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to train and how (JSON-serialisable; ``bayesym fit`` exposes every field).
+    """What to train and how: a task, a model and the trainer's configuration.
+
+    The JSON form (:meth:`to_json`, saved as ``config.json``) nests the parts; ``bayesym fit``
+    exposes their fields as options (:mod:`bayesym.cli.options`).
 
     Attributes:
         task: a registered task name (``bayesym data list``).
-        layer_kind: layer kind of the 8-block backbone (``"ffc+conv"``, ``"conv"``, ``"fc"``...).
-        width: width multiplier ``a`` of the backbone.
-        layer_options: extra options of every block's layer (e.g. ``{"group": "C4"}``).
-        method: ``"marglik"`` (learn the prior) or ``"map"`` (fixed unit prior).
-        epochs: training epochs.
-        batch_size: mini-batch size.
-        lr: learning rate (Adam, cosine-annealed).
-        burn_in: epochs before the first hyper step.
-        hyper_every: epochs between hyper steps.
-        hyper_steps: Adam steps on the log precisions per hyper step.
-        ggn: curvature type (``"exact"``, ``"mc"`` (one sample; default: ``C - 1`` times cheaper
-            than exact for ``C`` classes), ``"empirical"``).
-        approx: weight-sharing approximation (``"expand"``, ``"reduce"``).
-        marglik_subset: training points used for the curvature (``None``: all).
-        marglik_batch_size: batch size of the curvature pass (``None``: the training batch
-            size on the CPU, at least 512 on a GPU; see ``MarglikTrainer.curvature_batch_size``).
+        model: the network (:class:`ModelConfig`).
+        training: the trainer's schedule, optimisers and curvature
+            (:class:`~bayesym.marglik.MarglikConfig`); its ``seed`` also seeds the model's
+            initialisation and the task's random transformation.
         train_subset: use only this many training images (``None``: all).
-        seed: seed of model init, task transformation, shuffling and MC curvature.
         data_root: Fashion-MNIST directory (``None``: ``$BAYESYM_DATA`` or the Debian path).
     """
 
     task: str = "quadrant-digits"
-    layer_kind: str = "ffc+conv"
-    width: int = 8
-    layer_options: dict[str, Any] = field(default_factory=dict)
-    method: Literal["marglik", "map"] = "marglik"
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 1e-3
-    burn_in: int = 10
-    hyper_every: int = 5
-    hyper_steps: int = 20
-    ggn: Literal["exact", "mc", "empirical"] = "mc"
-    approx: Literal["expand", "reduce"] = "expand"
-    marglik_subset: int | None = None
-    marglik_batch_size: int | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: MarglikConfig = field(default_factory=MarglikConfig)
     train_subset: int | None = None
-    seed: int = 0
     data_root: str | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in ("marglik", "map"):
-            raise ValueError(f"method must be 'marglik' or 'map', got {self.method!r}")
+        if self.train_subset is not None:
+            check_positive_int(self.train_subset, name="train_subset", owner="RunConfig")
 
-    def trainer_config(self, progress: bool) -> MarglikConfig:
-        """The :class:`MarglikConfig` of this run."""
-        return MarglikConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            learn_prior=self.method == "marglik",
-            burn_in=self.burn_in,
-            hyper_every=self.hyper_every,
-            hyper_steps=self.hyper_steps,
-            marglik_subset=self.marglik_subset,
-            marglik_batch_size=self.marglik_batch_size,
-            kfac=KFACConfig(ggn_type=self.ggn, approx=self.approx),
-            seed=self.seed,
-            progress=progress,
+    @property
+    def seed(self) -> int:
+        """The run's seed (``training.seed``)."""
+        return self.training.seed
+
+    @property
+    def method(self) -> Literal["marglik", "map"]:
+        """``"marglik"`` when the prior is learned, else ``"map"`` (fixed unit prior)."""
+        return "marglik" if self.training.learn_prior else "map"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (nested: ``model``, ``training``, ``training.kfac``)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Read :meth:`to_json`'s form, or the flat form that older versions saved."""
+        data = upgrade_config_json(data)
+        training = dict(data.get("training", {}))
+        kfac = KFACConfig(**training.pop("kfac", {}))
+        return cls(
+            task=data.get("task", cls.task),
+            model=ModelConfig(**data.get("model", {})),
+            training=MarglikConfig(**{**training, "kfac": kfac}),
+            train_subset=data.get("train_subset"),
+            data_root=data.get("data_root"),
         )
+
+
+_LEGACY_FIELDS: dict[str, str] = {
+    **{k: f"model.{k}" for k in ("layer_kind", "width", "layer_options")},
+    **{
+        k: f"training.{k}"
+        for k in ("epochs", "batch_size", "lr", "burn_in", "hyper_every", "hyper_steps",
+                  "marglik_subset", "marglik_batch_size", "seed")
+    },
+    "ggn": "training.kfac.ggn_type",
+    "approx": "training.kfac.approx",
+}  # fmt: skip
+"""Fields of the flat ``config.json`` of older versions -> their place in the nested form."""
+
+
+def upgrade_config_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested JSON form of a run configuration saved flat by an older version.
+
+    A nested form is returned unchanged. The flat form's ``method`` becomes
+    ``training.learn_prior``.
+    """
+    if "model" in data or "training" in data:
+        return dict(data)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "method":
+            key, value = "training.learn_prior", value == "marglik"
+        parts = _LEGACY_FIELDS.get(key, key).split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,40 +178,20 @@ class RunResult:
 
     metrics: dict[str, Any]
     report: EffectiveParameterReport | None
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     run_dir: Path
 
 
-def config_differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Names of the :class:`RunConfig` fields whose values differ between two JSON forms.
-
-    A field missing from ``previous`` (a run written before the field existed) counts as its
-    default, so that older run directories resume when the new field keeps its default.
-    """
-    defaults = {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        for f in dataclasses.fields(RunConfig)
-        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-    }
-    previous = {**json.loads(json.dumps(defaults)), **previous}
-    missing = object()
-    return sorted(
-        k
-        for k in set(previous) | set(current)
-        if previous.get(k, missing) != current.get(k, missing)
-    )
-
-
 def build_model(config: RunConfig, data: ImageDataset) -> nn.Module:
-    """The 8-block backbone of ``config`` for the images and classes of ``data``."""
+    """The 8-block backbone of ``config.model`` for the images and classes of ``data``."""
     channels, height, width = data.image_shape
     backbone = LayerwiseBackboneConfig(
-        layer_kind=config.layer_kind,
-        width=config.width,
+        layer_kind=config.model.layer_kind,
+        width=config.model.width,
         in_channels=channels,
         num_classes=data.num_classes,
         input_size=(height, width),
-        layer_options=config.layer_options,
+        layer_options=config.model.layer_options,
     )
     return LayerwiseBackbone(backbone)
 
@@ -164,7 +202,11 @@ def load_groups(run_dir: str | Path) -> list[ParameterGroup]:
     return [ParameterGroup(**{**r, "parameters": tuple(r["parameters"])}) for r in records]
 
 
-def _data(config: RunConfig) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+def load_data(config: RunConfig) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """The ``(train, valid, test)`` splits of ``config.task``, standardised.
+
+    ``train_subset`` draws a seeded subset of the training split.
+    """
     options = {"seed": config.seed, "root": config.data_root, "standardize": True}
     train = make_task(config.task, "train", **options)
     if config.train_subset is not None and config.train_subset < len(train):
@@ -198,6 +240,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def check_resumable(config: RunConfig, run_dir: Path) -> None:
+    """Raise unless ``run_dir`` is new or holds a run of the same configuration.
+
+    Raises:
+        ValueError: naming the settings that differ.
+    """
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return
+    previous = upgrade_config_json(json.loads(config_path.read_text()))
+    changed = config_differences(previous, config.to_json(), RunConfig)
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds a run with a different configuration (differs in {changed}); "
+            "use another directory"
+        )
+
+
 def run(
     config: RunConfig,
     run_dir: str | Path,
@@ -206,6 +266,9 @@ def run(
     device: str | torch.device | None = None,
 ) -> RunResult:
     """Train ``config`` into ``run_dir`` (resuming if it holds a checkpoint of the same config).
+
+    The configuration, the device and the data are checked and loaded before anything is
+    written, so a run that fails to start leaves ``run_dir`` as it was.
 
     ``device`` (default CPU) holds the model and the data during training. It is not part of
     the configuration: a run may be resumed on another device (results then differ by
@@ -217,27 +280,18 @@ def run(
     """
     target = resolve_device(device)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.json"
-    as_json = dataclasses.asdict(config)
-    if config_path.is_file():
-        changed = config_differences(json.loads(config_path.read_text()), as_json)
-        if changed:
-            raise ValueError(
-                f"{run_dir} holds a run with a different configuration (differs in {changed}); "
-                "use another directory"
-            )
-    config_path.write_text(json.dumps(as_json, indent=1))
-
-    train, valid, test = (d.to(target) for d in _data(config))
+    check_resumable(config, run_dir)
+    train, valid, test = (d.to(target) for d in load_data(config))
     torch.manual_seed(config.seed)
     model = build_model(config, train).to(target)
     prior = GaussianPrior(model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
     (run_dir / "groups.json").write_text(
         json.dumps([dataclasses.asdict(g) for g in prior.groups], indent=1)
     )
     trainer = MarglikTrainer(
-        model, prior=prior, config=config.trainer_config(progress), run_dir=run_dir
+        model, prior=prior, config=config.training, run_dir=run_dir, progress=progress
     )
     start = time.perf_counter()
     history = trainer.fit(train, valid)
@@ -250,9 +304,9 @@ def run(
         **{f"test_{k}": v for k, v in trainer.evaluate(test).items()},
         **{f"valid_{k}": v for k, v in trainer.evaluate(valid).items()},
     }
-    hyper = [r for r in history if r["marglik"] is not None]
+    hyper = hyper_records(history)
     if hyper:
-        metrics["marglik"] = hyper[-1]["marglik"]
+        metrics["marglik"] = hyper[-1].marglik
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     report = None
     if hyper:

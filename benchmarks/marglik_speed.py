@@ -111,19 +111,19 @@ def run_ours(train, test, args, learn: bool, ggn: str) -> dict:
     config = MarglikConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr,
         learn_prior=learn, burn_in=args.burn_in, hyper_every=args.hyper_every,
-        hyper_steps=args.hyper_steps, kfac=KFACConfig(ggn_type=ggn), progress=False,
+        hyper_steps=args.hyper_steps, kfac=KFACConfig(ggn_type=ggn),
         marglik_batch_size=args.marglik_batch_size,
     )  # fmt: skip
     synchronize(args.device)
     start = time.perf_counter()
-    history = MarglikTrainer(model, prior=prior, config=config).fit(train)
+    history = MarglikTrainer(model, prior=prior, config=config, progress=False).fit(train)
     synchronize(args.device)
     seconds = time.perf_counter() - start
-    marglik = [r["marglik"] for r in history if r["marglik"] is not None]
+    marglik = [r.marglik for r in history if r.is_hyper_step]
     return {"seconds": seconds, "marglik": marglik[-1] if marglik else None,
             "test_accuracy": accuracy(model, test),
-            "epoch_seconds": [r["seconds"] for r in history],
-            "hyper_epoch": [r["marglik"] is not None for r in history]}  # fmt: skip
+            "epoch_seconds": [r.seconds for r in history],
+            "hyper_epoch": [r.is_hyper_step for r in history]}  # fmt: skip
 
 
 def hyper_step_cost(runs: list[dict]) -> float | None:

@@ -57,10 +57,10 @@ from bayesym.data import (
     load_fashion_mnist,
     quadrant_placed,
 )
-from bayesym.inspection import EffectiveParameterReport, effective_parameters
-from bayesym.marglik import MarglikTrainer, log_marginal_likelihood
+from bayesym.marglik import MarglikConfig, MarglikTrainer, log_marginal_likelihood
 from bayesym.priors import GaussianPrior
-from bayesym.runs import RunConfig, build_model, resolve_device
+from bayesym.report import EffectiveParameterReport, effective_parameter_report
+from bayesym.runs import ModelConfig, RunConfig, build_model, resolve_device
 from curvature import KFACConfig, compute_kfac
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -166,10 +166,18 @@ class Schedule:
         """The :class:`~bayesym.runs.RunConfig` of one cell (``task`` is only a label)."""
         return RunConfig(
             task=task,
-            layer_kind=layer_kind,
-            layer_options=dict(layer_options or {}),
-            method=method,
-            **dataclasses.asdict(self),
+            model=ModelConfig(layer_kind, self.width, dict(layer_options or {})),
+            training=MarglikConfig(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                learn_prior=method == "marglik",
+                burn_in=self.burn_in,
+                hyper_every=self.hyper_every,
+                hyper_steps=self.hyper_steps,
+                kfac=KFACConfig(ggn_type=self.ggn),
+                seed=self.seed,
+            ),
         )
 
 
@@ -216,7 +224,7 @@ def laplace_evaluation(
         )
         with torch.no_grad():
             lml = float(log_marginal_likelihood(kfac, prior, model)) / len(train)
-        report = effective_parameters(model, prior, kfac)
+        report = effective_parameter_report(model, prior, kfac)
     finally:
         model.train(was_training)
     return lml, report
@@ -272,7 +280,7 @@ def train_cell(
     """
     train, test = (d.to(device) for d in data)
     config = schedule.run_config(task, layer_kind, method, layer_options)
-    key = {"data": data_key, "run": dataclasses.asdict(config)}
+    key = {"data": data_key, "run": config.to_json()}
     cell_dir = run_dir / f"{task}-{model}-{method}-{_digest(key)}"
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "key.json").write_text(json.dumps(key, indent=1))
@@ -280,7 +288,7 @@ def train_cell(
     net = build_model(config, train).to(device)
     prior = GaussianPrior(net)
     trainer = MarglikTrainer(
-        net, prior=prior, config=config.trainer_config(progress), run_dir=cell_dir
+        net, prior=prior, config=config.training, run_dir=cell_dir, progress=progress
     )
     start = time.perf_counter()
     trainer.fit(train)

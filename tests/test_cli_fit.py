@@ -47,12 +47,12 @@ def test_map_fit_and_user_errors(tmp_path, capsys):
     assert main(["report", str(out)]) == 2
     assert "MAP run has no effective parameters" in capsys.readouterr().err
     assert main(["fit", "--kind", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown layer kind 'nope'" in capsys.readouterr().err
+    assert "--kind: invalid choice: 'nope' (choose from 'fc', 'conv'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
     # same directory, other configuration: refused instead of silently mixing runs
     assert main(["fit", "--map", "--kind", "conv", "--epochs", "2", "--out", str(out), *TINY]) == 2
-    assert "different configuration (differs in ['epochs'])" in capsys.readouterr().err
+    assert "different configuration (differs in ['training.epochs'])" in capsys.readouterr().err
 
 
 def test_a_run_written_before_a_new_field_existed_resumes(tmp_path, capsys):
@@ -62,14 +62,52 @@ def test_a_run_written_before_a_new_field_existed_resumes(tmp_path, capsys):
     assert main(args) == 0
     first = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    del config["marglik_batch_size"]  # added 2026-11-27; older runs lack it
+    del config["training"]["marglik_batch_size"]  # older runs lack it
     (out / "config.json").write_text(json.dumps(config))
     assert main(args) == 0, capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == first["test_accuracy"]
-    config["width"] = 99  # a real difference is still refused, and named
+    config["model"]["width"] = 99  # a real difference is still refused, and named
     (out / "config.json").write_text(json.dumps(config))
     assert main(args) == 2
-    assert "differs in ['width']" in capsys.readouterr().err
+    assert "differs in ['model.width']" in capsys.readouterr().err
+
+
+LEGACY_FLAT_CONFIG = {
+    "task": "quadrant-digits", "layer_kind": "ffc+conv", "width": 1, "layer_options": {},
+    "method": "marglik", "epochs": 3, "batch_size": 32, "lr": 0.001, "burn_in": 1,
+    "hyper_every": 1, "hyper_steps": 3, "ggn": "mc", "approx": "expand", "marglik_subset": None,
+    "marglik_batch_size": None, "train_subset": 96, "seed": 0, "data_root": None,
+}  # fmt: skip
+"""config.json as versions before the nested RunConfig wrote it (for the options of TINY)."""
+
+
+def test_a_run_directory_of_the_flat_config_era_resumes_to_the_same_result(tmp_path):
+    """Old flat config.json, a checkpoint whose trainer config holds `progress` and whose
+    history rows say `weight_norms`: resumed, it ends where an uninterrupted run ends."""
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    assert main(["fit", "--epochs", "3", "--out", str(fresh), *TINY]) == 0
+    assert main(["fit", "--epochs", "3", "--out", str(old), *TINY]) == 0
+    checkpoint = torch.load(old / "checkpoint.pt", weights_only=False)
+    # rewind to epoch 2 of the old format: history rows as dicts with the old key name
+    state = torch.load(fresh / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 3
+    legacy_rows = []
+    for row in checkpoint["history"]:
+        row = dict(row)
+        row["weight_norms"] = row.pop("squared_norms")
+        legacy_rows.append(row)
+    checkpoint["history"] = legacy_rows
+    checkpoint["config"] = {**checkpoint["config"], "progress": False}
+    torch.save(checkpoint, old / "checkpoint.pt")
+    (old / "config.json").write_text(json.dumps(LEGACY_FLAT_CONFIG))
+    (old / "history.json").write_text(json.dumps(legacy_rows))
+    assert main(["report", str(old)]) == 0  # the old history reads
+    assert main(["fit", "--epochs", "3", "--out", str(old), *TINY]) == 0
+    assert (
+        json.loads((old / "metrics.json").read_text())["test_nll"]
+        == json.loads((fresh / "metrics.json").read_text())["test_nll"]
+    )
+    assert main(["fit", "--epochs", "4", "--out", str(old), *TINY]) == 2  # still checked
 
 
 def test_demo_prints_layer_choices_and_both_accuracies(tmp_path, capsys):

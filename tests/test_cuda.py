@@ -169,21 +169,21 @@ def test_trainer_on_cuda_follows_the_cpu_run(float64, name):
     x, y = torch.randn(48, *shape), torch.randint(0, 3, (48,))
     config = MarglikConfig(
         epochs=3, batch_size=16, lr=1e-2, burn_in=1, hyper_every=1, hyper_steps=5,
-        kfac=KFACConfig(ggn_type="exact"), progress=False,
+        kfac=KFACConfig(ggn_type="exact"),
     )  # fmt: skip
     runs = {}
     for device, net in (("cpu", model), ("cuda", to_cuda(model))):
-        trainer = MarglikTrainer(net, config=config)
+        trainer = MarglikTrainer(net, config=config, progress=False)
         history = trainer.fit((x.to(device), y.to(device)))
         runs[device] = (history, trainer.evaluate((x.to(device), y.to(device))))
         assert net.training  # train mode restored
     (cpu, cpu_eval), (gpu, gpu_eval) = runs["cpu"], runs["cuda"]
     for want, got in zip(cpu, gpu, strict=True):
-        assert got["train_accuracy"] == want["train_accuracy"]
+        assert got.train_accuracy == want.train_accuracy
         for key in ("train_loss", "marglik"):
-            assert got[key] == pytest.approx(want[key], rel=1e-7, abs=1e-12)
-        for group, value in want["precisions"].items():
-            assert got["precisions"][group] == pytest.approx(value, rel=1e-7)
+            assert getattr(got, key) == pytest.approx(getattr(want, key), rel=1e-7, abs=1e-12)
+        for group, value in want.precisions.items():
+            assert got.precisions[group] == pytest.approx(value, rel=1e-7)
     assert gpu_eval["nll"] == pytest.approx(cpu_eval["nll"], rel=1e-7)
 
 

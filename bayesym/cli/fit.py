@@ -24,37 +24,17 @@ from pathlib import Path
 import torch
 
 from bayesym.cli.errors import CliError
+from bayesym.cli.options import add_run_options, run_config_from_args
 from bayesym.data.registry import TASKS
-from bayesym.inspection import plot_history, report_from_history
-from bayesym.layers.registry import LAYER_KINDS
+from bayesym.marglik.history import load_history
+from bayesym.report import plot_history, report_from_history
 from bayesym.runs import RunConfig, RunResult, load_groups, run
 
 __all__ = ["register"]
 
-_DEFAULTS = RunConfig()
 
-
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
-    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    parser.add_argument("--lr", type=float, default=_DEFAULTS.lr)
-    parser.add_argument("--width", type=int, default=_DEFAULTS.width, help="width multiplier a")
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
-    parser.add_argument("--burn-in", type=int, default=_DEFAULTS.burn_in)
-    parser.add_argument("--hyper-every", type=int, default=_DEFAULTS.hyper_every)
-    parser.add_argument("--hyper-steps", type=int, default=_DEFAULTS.hyper_steps)
-    parser.add_argument("--ggn", choices=("exact", "mc", "empirical"), default=_DEFAULTS.ggn)
-    parser.add_argument("--approx", choices=("expand", "reduce"), default=_DEFAULTS.approx)
-    parser.add_argument("--train-subset", type=int, default=None, help="use N training images")
-    parser.add_argument("--marglik-subset", type=int, default=None, help="curvature on N images")
-    parser.add_argument(
-        "--marglik-batch-size",
-        type=int,
-        default=None,
-        help="batch size of the curvature pass (default: the training batch size on the CPU, "
-        "at least 512 on a GPU; the result does not depend on it)",
-    )
-    parser.add_argument("--root", default=None, help="Fashion-MNIST directory")
+def _add_session_options(parser: argparse.ArgumentParser) -> None:
+    """Options that change how a run is shown or where it runs, never its result."""
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--device", default="cpu", help="where to train: cpu (default), cuda or cuda:N"
@@ -65,35 +45,6 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch intra-op threads (default: torch's choice; 1 on a busy shared machine)",
     )
-
-
-def _config(args: argparse.Namespace, task: str, kind: str, method: str) -> RunConfig:
-    options = {}
-    if getattr(args, "group", None):
-        options["group"] = args.group
-    try:
-        return RunConfig(
-            task=task,
-            layer_kind=kind,
-            width=args.width,
-            layer_options=options,
-            method=method,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            burn_in=args.burn_in,
-            hyper_every=args.hyper_every,
-            hyper_steps=args.hyper_steps,
-            ggn=args.ggn,
-            approx=args.approx,
-            marglik_subset=args.marglik_subset,
-            marglik_batch_size=args.marglik_batch_size,
-            train_subset=args.train_subset,
-            seed=args.seed,
-            data_root=args.root,
-        )
-    except ValueError as err:
-        raise CliError(str(err)) from None
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -129,12 +80,10 @@ def _print_result(result: RunResult, title: str) -> None:
 def _fit(args: argparse.Namespace) -> int:
     if args.task not in TASKS:
         raise CliError(f"unknown task {args.task!r}; `bayesym data list` shows the tasks")
-    if args.kind not in LAYER_KINDS:
-        raise CliError(f"unknown layer kind {args.kind!r}; known: {', '.join(LAYER_KINDS)}")
     _set_threads(args)
-    config = _config(args, args.task, args.kind, "map" if args.map else "marglik")
+    config = run_config_from_args(args)
     result = _run(config, Path(args.out), args)
-    _print_result(result, f"{config.task}: {config.layer_kind}, {config.method}")
+    _print_result(result, f"{config.task}: {config.model.layer_kind}, {config.method}")
     return 0
 
 
@@ -143,7 +92,10 @@ def _report(args: argparse.Namespace) -> int:
     history_path = run_dir / "history.json"
     if not history_path.is_file():
         raise CliError(f"{run_dir} is not a run directory (no history.json); run `bayesym fit`")
-    history = json.loads(history_path.read_text())
+    try:
+        history = load_history(history_path)
+    except ValueError as err:
+        raise CliError(str(err)) from None
     groups = load_groups(run_dir)
     try:
         report = report_from_history(history, groups)
@@ -164,7 +116,9 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results = {}
     for task in ("quadrant-digits", "quadrant-position-digits"):
-        config = _config(args, task, "ffc+conv", "marglik")
+        config = run_config_from_args(
+            args, overrides={"task": task, "model.layer_kind": "ffc+conv"}
+        )
         results[task] = _run(config, out / task, args)
         _print_result(results[task], f"{task}: F-FC + CONV learned with the marginal likelihood")
     print("\n== learned symmetry per layer (path with the largest relative effective params) ==")
@@ -183,12 +137,11 @@ def _demo(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fit``, ``report`` and ``demo``."""
     fit = subparsers.add_parser("fit", help="train a model with the marginal likelihood (or MAP)")
-    fit.add_argument("--task", default=_DEFAULTS.task, help="a task of `bayesym data list`")
-    fit.add_argument("--kind", default=_DEFAULTS.layer_kind, help="layer kind of the backbone")
+    fit.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    add_run_options(fit)
     fit.add_argument("--group", default=None, help="group of GCONV kinds (e.g. C4, D4)")
     fit.add_argument("--map", action="store_true", help="MAP with a fixed unit prior instead")
-    fit.add_argument("--out", required=True, help="run directory (resumed if it exists)")
-    _add_training_options(fit)
+    _add_session_options(fit)
     fit.set_defaults(handler=_fit)
 
     report = subparsers.add_parser("report", help="effective parameters of a finished run")
@@ -197,5 +150,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     demo = subparsers.add_parser("demo", help="learn layer-wise symmetries on digits quadrants")
     demo.add_argument("--out", default="runs/demo", help="directory of the two runs")
-    _add_training_options(demo)
+    add_run_options(demo, exclude=("--task", "--kind"))
+    _add_session_options(demo)
     demo.set_defaults(handler=_demo)

@@ -1,6 +1,7 @@
 """Laplace marginal likelihood and the trainer that learns prior precisions with it."""
 
-from bayesym.marglik.laplace import (
+from bayesym.marglik.history import EpochRecord, hyper_records, load_history, save_history
+from bayesym.marglik.objective import (
     BlockLayout,
     effective_parameters_per_group,
     log_marginal_likelihood,
@@ -16,4 +17,9 @@ __all__ = [
     "MarglikConfig",
     "MarglikTrainer",
     "TrainingData",
+    # history
+    "EpochRecord",
+    "hyper_records",
+    "load_history",
+    "save_history",
 ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -31,8 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bayesym.marglik.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from bayesym.marglik.laplace import (
+from bayesym.marglik.checkpoint import (
+    config_differences,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from bayesym.marglik.history import EpochRecord, save_history
+from bayesym.marglik.objective import (
     BlockLayout,
     effective_parameters_per_group,
     log_marginal_likelihood,
@@ -69,17 +75,20 @@ class MarglikConfig:
             :meth:`MarglikTrainer.curvature_batch_size`). The Kronecker factors are sums over
             all batches, so this trades memory for speed and changes no result (the exact and
             empirical GGN to round-off; the MC draws differ).
-        kfac: curvature settings (GGN type, MC samples, expand/reduce).
+        kfac: curvature settings (GGN type, MC samples, expand/reduce); default: one-sample
+            Monte-Carlo GGN (``C - 1`` times cheaper than the exact one for ``C`` classes).
         restore_best: restore the parameters/prior of the best marglik at the end.
         sigma: initial Gaussian noise (regression).
         learn_sigma: learn the Gaussian noise with the marglik (regression).
         seed: seed of shuffling, subset choice and Monte-Carlo curvature.
-        progress: show a tqdm progress bar.
+
+    Every field changes the result of a run; how a run is shown (progress bar) or where it
+    runs (device, threads) is not configuration.
     """
 
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 1e-2
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 1e-3
     lr_min: float = 0.0
     optimizer: Literal["adam", "sgd"] = "adam"
     learn_prior: bool = True
@@ -89,12 +98,11 @@ class MarglikConfig:
     lr_hyper: float = 0.1
     marglik_subset: int | None = None
     marglik_batch_size: int | None = None
-    kfac: KFACConfig = field(default_factory=KFACConfig)
+    kfac: KFACConfig = field(default_factory=lambda: KFACConfig(ggn_type="mc"))
     restore_best: bool = False
     sigma: float = 1.0
     learn_sigma: bool = False
     seed: int = 0
-    progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "hyper_every", "hyper_steps"):
@@ -158,6 +166,7 @@ class MarglikTrainer:
         run_dir: where checkpoints and ``history.json`` go; an existing checkpoint is resumed.
         augment: optional ``x -> x`` applied to MAP batches only (never to the curvature data).
         exclude: parameter/module names without curvature (passed to ``compute_kfac``).
+        progress: show a progress bar over the epochs.
 
     Example:
         >>> import torch
@@ -165,9 +174,9 @@ class MarglikTrainer:
         >>> _ = torch.manual_seed(0)
         >>> x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
-        >>> config = MarglikConfig(epochs=4, burn_in=2, hyper_every=2, progress=False)
-        >>> history = MarglikTrainer(model, config=config).fit((x, y))
-        >>> [row["marglik"] is not None for row in history]
+        >>> config = MarglikConfig(epochs=4, batch_size=64, lr=1e-2, burn_in=2, hyper_every=2)
+        >>> history = MarglikTrainer(model, config=config, progress=False).fit((x, y))
+        >>> [record.is_hyper_step for record in history]
         [False, True, False, True]
     """
 
@@ -181,6 +190,7 @@ class MarglikTrainer:
         run_dir: str | Path | None = None,
         augment: Callable[[Tensor], Tensor] | None = None,
         exclude: tuple[str, ...] = (),
+        progress: bool = True,
     ) -> None:
         if likelihood not in ("classification", "regression"):
             raise ValueError(
@@ -193,6 +203,7 @@ class MarglikTrainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.augment = augment
         self.exclude = exclude
+        self.progress = progress
         ref = next(p for p in model.parameters() if p.requires_grad)
         self.log_sigma = nn.Parameter(
             torch.tensor(math.log(self.config.sigma), dtype=ref.dtype, device=ref.device)
@@ -209,7 +220,7 @@ class MarglikTrainer:
         if likelihood == "regression" and self.config.learn_sigma:
             hyper.append(self.log_sigma)
         self.hyper_optimizer = torch.optim.Adam(hyper, lr=self.config.lr_hyper)
-        self.history: list[dict[str, Any]] = []
+        self.history: list[EpochRecord] = []
         self.best: dict[str, Any] | None = None
         self.epoch = 0  # next epoch to run
         self.last_kfac = None
@@ -296,7 +307,7 @@ class MarglikTrainer:
         return {
             "marglik": float(lml) / n,
             "effective_parameters": {k: float(v) for k, v in gammas.items()},
-            "weight_norms": dict(zip(self.prior.names, norms.tolist(), strict=True)),
+            "squared_norms": dict(zip(self.prior.names, norms.tolist(), strict=True)),
         }
 
     # ---------------------------------------------------------------------------- metrics
@@ -336,17 +347,20 @@ class MarglikTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "hyper_optimizer": self.hyper_optimizer.state_dict(),
-            "history": self.history,
+            "history": [r.to_json() for r in self.history],
             "best": self.best,
             "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (the configuration must be identical)."""
-        current = self.config.to_dict()
-        if state["config"] != current:
-            keys = set(state["config"]) | set(current)
-            changed = sorted(k for k in keys if state["config"].get(k) != current.get(k))
+        """Resume from :meth:`state_dict` (the configuration must be identical).
+
+        Raises:
+            ValueError: if the checkpoint was written with a configuration that differs in a
+                setting that changes the result.
+        """
+        changed = config_differences(state["config"], self.config.to_dict(), MarglikConfig)
+        if changed:
             raise ValueError(
                 f"cannot resume: the checkpoint was written with a different configuration "
                 f"(differs in {changed}); use a new run directory"
@@ -358,7 +372,7 @@ class MarglikTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
-        self.history = state["history"]
+        self.history = [EpochRecord.from_json(r) for r in state["history"]]
         self.best = state["best"]
         self.epoch = state["epoch"]
         set_rng_state(state["rng"])
@@ -368,12 +382,12 @@ class MarglikTrainer:
         if path is None:
             return
         save_checkpoint(path, self.state_dict())
-        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        save_history(self.history, path.parent / "history.json")
 
     # ---------------------------------------------------------------------------- training
     def fit(
         self, train: TrainingData | Any, valid: TrainingData | Any | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[EpochRecord]:
         """Train for the configured epochs (resuming from ``run_dir`` if it holds a checkpoint).
 
         Args:
@@ -381,80 +395,31 @@ class MarglikTrainer:
             valid: optional validation data, evaluated every epoch.
 
         Returns:
-            The history: one dict per epoch with losses, metrics, ``marglik`` (per datum, at
-            hyper epochs, else ``None``), ``precisions`` and ``effective_parameters`` per group.
+            The history: one :class:`~bayesym.marglik.history.EpochRecord` per epoch.
         """
         x, y = _as_tensors(train)
-        n = x.shape[0]
         path = self._checkpoint_path()
         if path is not None and path.is_file():
             self.load_state_dict(load_checkpoint(path))
         config = self.config
-        device = self._device()
         self.model.train()
         bar = tqdm(
             range(self.epoch, config.epochs),
             initial=self.epoch,
             total=config.epochs,
             desc="marglik" if config.learn_prior else "MAP",
-            disable=not config.progress,
+            disable=not self.progress,
         )
         for epoch in bar:
-            start = time.perf_counter()
-            # Sums stay on the device (float64, the same arithmetic as Python floats) and are
-            # read once per epoch: a read per step would wait for the GPU at every step.
-            totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
-            for xb, yb in _batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
-                xb, yb = xb.to(device), yb.to(device)
-                if self.augment is not None:
-                    xb = self.augment(xb)
-                self.optimizer.zero_grad(set_to_none=True)
-                f = self.model(xb)
-                nll = self._nll(f, yb)
-                loss = nll + self.prior.penalty(self.model) / n
-                loss.backward()
-                self.optimizer.step()
-                with torch.no_grad():
-                    totals[0] += loss.double() * xb.shape[0]
-                    totals[1] += nll.double() * xb.shape[0]
-                    if self.likelihood == "classification":
-                        totals[2] += (f.argmax(-1) == yb).sum()
-            total_loss, total_nll, correct = totals.tolist()
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "train_loss": total_loss / n,
-                "train_nll": total_nll / n,
-            }
-            if self.likelihood == "classification":
-                row["train_accuracy"] = int(correct) / n
-            self.scheduler.step()
-            row["marglik"], row["effective_parameters"], row["weight_norms"] = None, None, None
-            if config.is_hyper_epoch(epoch):
-                row.update(self._hyper_step(x, y, epoch))
-                if config.restore_best and (
-                    self.best is None or row["marglik"] > self.best["marglik"]
-                ):
-                    self.best = {
-                        "marglik": row["marglik"],
-                        "epoch": epoch + 1,
-                        "model": copy.deepcopy(self.model.state_dict()),
-                        "prior": copy.deepcopy(self.prior.state_dict()),
-                    }
-            row["precisions"] = self.prior.as_dict()
-            if self.likelihood == "regression":
-                row["sigma"] = float(self.log_sigma.detach().exp())
-            if valid is not None:
-                row.update({f"valid_{k}": v for k, v in self.evaluate(valid).items()})
-            row["seconds"] = time.perf_counter() - start
-            self.history.append(row)
+            record = self._epoch(x, y, valid, epoch)
+            self.history.append(record)
             self.epoch = epoch + 1
             self._save()
             bar.set_postfix(
                 {
-                    k: f"{row[k]:.3g}"
+                    k: f"{getattr(record, k):.3g}"
                     for k in ("train_loss", "marglik", "valid_accuracy")
-                    if row.get(k) is not None
+                    if getattr(record, k) is not None
                 }
             )
         if config.restore_best and self.best is not None:
@@ -462,3 +427,65 @@ class MarglikTrainer:
             self.prior.load_state_dict(self.best["prior"])
         self.model.train()
         return self.history
+
+    def _map_epoch(self, x: Tensor, y: Tensor, epoch: int) -> tuple[float, float, float]:
+        """One epoch of MAP steps; returns the summed loss, NLL and correct predictions."""
+        config, device, n = self.config, self._device(), x.shape[0]
+        # Sums stay on the device (float64, the same arithmetic as Python floats) and are
+        # read once per epoch: a read per step would wait for the GPU at every step.
+        totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
+        for xb, yb in _batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
+            xb, yb = xb.to(device), yb.to(device)
+            if self.augment is not None:
+                xb = self.augment(xb)
+            self.optimizer.zero_grad(set_to_none=True)
+            f = self.model(xb)
+            nll = self._nll(f, yb)
+            loss = nll + self.prior.penalty(self.model) / n
+            loss.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                totals[0] += loss.double() * xb.shape[0]
+                totals[1] += nll.double() * xb.shape[0]
+                if self.likelihood == "classification":
+                    totals[2] += (f.argmax(-1) == yb).sum()
+        total_loss, total_nll, correct = totals.tolist()
+        return total_loss, total_nll, correct
+
+    def _epoch(self, x: Tensor, y: Tensor, valid: Any, epoch: int) -> EpochRecord:
+        """MAP steps, the hyper step if one is due, validation: the epoch's record."""
+        start, n = time.perf_counter(), x.shape[0]
+        lr = self.optimizer.param_groups[0]["lr"]
+        total_loss, total_nll, correct = self._map_epoch(x, y, epoch)
+        self.scheduler.step()
+        hyper: dict[str, Any] = {}
+        if self.config.is_hyper_epoch(epoch):
+            hyper = self._hyper_step(x, y, epoch)
+            self._remember_best(hyper["marglik"], epoch)
+        metrics = {} if valid is None else self.evaluate(valid)
+        classification = self.likelihood == "classification"
+        return EpochRecord(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=total_loss / n,
+            train_nll=total_nll / n,
+            train_accuracy=int(correct) / n if classification else None,
+            precisions=dict(self.prior.as_dict()),
+            sigma=None if classification else float(self.log_sigma.detach().exp()),
+            valid_nll=metrics.get("nll"),
+            valid_accuracy=metrics.get("accuracy"),
+            seconds=time.perf_counter() - start,
+            **hyper,
+        )
+
+    def _remember_best(self, marglik: float, epoch: int) -> None:
+        """With ``restore_best``: keep the parameters and prior of the best marglik so far."""
+        if not self.config.restore_best:
+            return
+        if self.best is None or marglik > self.best["marglik"]:
+            self.best = {
+                "marglik": marglik,
+                "epoch": epoch + 1,
+                "model": copy.deepcopy(self.model.state_dict()),
+                "prior": copy.deepcopy(self.prior.state_dict()),
+            }

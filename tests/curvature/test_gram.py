@@ -112,7 +112,7 @@ def test_gram_sum_of_chunks_equals_the_stacked_product(float64):
 
 def test_orbit_rows_are_the_same_in_any_chunking(float64):
     """The AEN adapter's per-direction rows, flushed in small or large chunks."""
-    from bayesym.kfac.dense import _orbit_rows
+    from bayesym.adapters.dense import _orbit_rows
 
     index = torch.randint(0, 5, (3 * 4,))
     x, grads = torch.randn(6, 4), torch.randn(9, 6, 3)

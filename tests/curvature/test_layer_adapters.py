@@ -213,7 +213,7 @@ def test_homotopic_gamma_and_batchnorm_blocks_are_exact_for_any_data(float64):
 
 def test_excluded_small_parameters_are_not_computed(float64, monkeypatch):
     """Excluding the mixture logits skips their (expensive) tangents; other blocks unchanged."""
-    import bayesym.kfac.convolutions as convolutions
+    import bayesym.adapters.convolutions as convolutions
 
     g = d4_subgroup("C4")
     layer = MixedLiftingConv2d(1, 2, 3, g, components=[d4_subgroup("C1"), g])
@@ -241,7 +241,7 @@ def test_mixture_logit_tangents_equal_forward_mode_ad(
     float64, kind, group, components, padding_mode
 ):
     """The closed form ``z_j (Y_j - Σ z_K Y_K)`` equals ``torch.func.jvp`` on random data."""
-    from bayesym.kfac.convolutions import mixture_logit_tangents
+    from bayesym.adapters.convolutions import mixture_logit_tangents
     from curvature import parameter_tangents
 
     g = d4_subgroup(group)

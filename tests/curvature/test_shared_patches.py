@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import bayesym.kfac.gathered as gathered
+import bayesym.adapters.gathered as gathered
 from bayesym.layers.group_paths import ffc_plus_conv_plus_gconv
 from curvature import KFACConfig, compute_kfac
 

@@ -22,31 +22,29 @@ def make_model(seed=1, dropout=0.0):
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 3))
 
 
-CONFIG = MarglikConfig(
-    epochs=6, batch_size=32, burn_in=2, hyper_every=2, hyper_steps=5, progress=False
-)
+CONFIG = MarglikConfig(epochs=6, batch_size=32, lr=1e-2, burn_in=2, hyper_every=2, hyper_steps=5)
 
 
 def test_marglik_learns_precisions_and_records_history():
     model = make_model()
     history = MarglikTrainer(model, config=CONFIG).fit(data(), valid=data(seed=5))
-    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
-    hyper = [r for r in history if r["marglik"] is not None]
-    assert [r["epoch"] for r in hyper] == [2, 4, 6]
-    assert set(hyper[0]["effective_parameters"]) == {"0", "3"}
-    assert all(0 < g <= 16 * 6 + 16 for g in hyper[-1]["effective_parameters"].values())
-    assert history[-1]["precisions"] != history[0]["precisions"]
-    assert 0 <= history[-1]["valid_accuracy"] <= 1 and history[-1]["train_accuracy"] > 0.5
+    assert [r.epoch for r in history] == [1, 2, 3, 4, 5, 6]
+    hyper = [r for r in history if r.is_hyper_step]
+    assert [r.epoch for r in hyper] == [2, 4, 6]
+    assert set(hyper[0].effective_parameters) == {"0", "3"}
+    assert all(0 < g <= 16 * 6 + 16 for g in hyper[-1].effective_parameters.values())
+    assert history[-1].precisions != history[0].precisions
+    assert 0 <= history[-1].valid_accuracy <= 1 and history[-1].train_accuracy > 0.5
 
 
 def test_map_training_keeps_the_prior_fixed():
     model = make_model()
-    config = MarglikConfig(epochs=3, learn_prior=False, progress=False)
+    config = MarglikConfig(epochs=3, batch_size=128, lr=1e-2, learn_prior=False)
     history = MarglikTrainer(
         model, prior=GaussianPrior(model, init_precision=2.0), config=config
     ).fit(data())
-    assert all(r["marglik"] is None for r in history)
-    assert all(v == pytest.approx(2.0) for v in history[-1]["precisions"].values())
+    assert all(r.marglik is None for r in history)
+    assert all(v == pytest.approx(2.0) for v in history[-1].precisions.values())
 
 
 def test_modes_eval_for_curvature_train_afterwards(monkeypatch):
@@ -79,7 +77,7 @@ def test_each_hyper_step_builds_the_block_layout_once(monkeypatch):
 
 
 def drop_times(history):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    return [row.with_updates(seconds=0.0) for row in history]
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
@@ -89,7 +87,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
         burn_in=2,
         hyper_every=2,
         hyper_steps=5,
-        progress=False,
+        lr=1e-2,
         kfac=KFACConfig(ggn_type="mc", mc_samples=2),
     )
     model = make_model(dropout=0.2)  # dropout: the global RNG matters too
@@ -117,7 +115,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
 def test_resuming_with_another_configuration_is_refused(tmp_path):
     MarglikTrainer(make_model(), config=CONFIG, run_dir=tmp_path).fit(data())
-    other = MarglikConfig(epochs=6, batch_size=16, progress=False)
+    other = MarglikConfig(epochs=6, batch_size=16, lr=1e-2)
     with pytest.raises(ValueError, match=r"different configuration.*batch_size"):
         MarglikTrainer(make_model(), config=other, run_dir=tmp_path).fit(data())
 
@@ -138,7 +136,7 @@ def test_subset_curvature_is_rescaled_to_the_full_data():
     full = MarglikTrainer(
         make_model(), config=MarglikConfig(**{**CONFIG.__dict__, "epochs": 2})
     ).fit(data())
-    assert history[-1]["marglik"] == pytest.approx(full[-1]["marglik"], rel=0.3)
+    assert history[-1].marglik == pytest.approx(full[-1].marglik, rel=0.3)
 
 
 def test_restore_best_restores_the_best_marglik_state():
@@ -146,8 +144,8 @@ def test_restore_best_restores_the_best_marglik_state():
     config = MarglikConfig(**{**CONFIG.__dict__, "restore_best": True})
     trainer = MarglikTrainer(model, config=config)
     history = trainer.fit(data())
-    best = max((r for r in history if r["marglik"] is not None), key=lambda r: r["marglik"])
-    assert trainer.best["epoch"] == best["epoch"]
+    best = max((r for r in history if r.marglik is not None), key=lambda r: r.marglik)
+    assert trainer.best["epoch"] == best.epoch
     for name, value in model.state_dict().items():
         assert torch.equal(value, trainer.best["model"][name])
 
@@ -166,10 +164,9 @@ def test_regression_learns_the_noise_level():
         hyper_steps=50,
         lr=0.05,
         learn_sigma=True,
-        progress=False,
     )
     history = MarglikTrainer(model, "regression", config=config).fit((x, y))
-    assert history[-1]["sigma"] == pytest.approx(0.3, rel=0.25)
+    assert history[-1].sigma == pytest.approx(0.3, rel=0.25)
 
 
 def test_curvature_batch_size_defaults_by_device(monkeypatch):
@@ -203,6 +200,6 @@ def test_curvature_batch_size_changes_no_result(monkeypatch):
         histories.append(MarglikTrainer(model, config=config).fit((x.double(), y)))
     assert sizes == [[32, 32, 32]] * 3 + [[96]] * 3
     for a, b in zip(*histories, strict=True):
-        if a["marglik"] is not None:
-            assert a["marglik"] == pytest.approx(b["marglik"], rel=1e-10)
-            assert a["precisions"] == pytest.approx(b["precisions"], rel=1e-10)
+        if a.marglik is not None:
+            assert a.marglik == pytest.approx(b.marglik, rel=1e-10)
+            assert a.precisions == pytest.approx(b.precisions, rel=1e-10)

@@ -21,16 +21,16 @@ GroupBatchNorm (eval mode)              exact dense blocks of weight and bias
 
 from torch import nn
 
-from bayesym.kfac.convolutions import (
+from bayesym.adapters.convolutions import (
     GroupConvAdapter,
     MixedConvAdapter,
     SparseConvAdapter,
     SpatialConvAdapter,
 )
-from bayesym.kfac.dense import OrbitSharedLinearAdapter, SpatialLinearAdapter
-from bayesym.kfac.factored import FactoredLinearAdapter
-from bayesym.kfac.gathered import GatherStructure, gather_structure
-from bayesym.kfac.scalars import GroupBatchNormAdapter, HomotopicAdapter
+from bayesym.adapters.dense import OrbitSharedLinearAdapter, SpatialLinearAdapter
+from bayesym.adapters.factored import FactoredLinearAdapter
+from bayesym.adapters.gathered import GatherStructure, gather_structure
+from bayesym.adapters.scalars import GroupBatchNormAdapter, HomotopicAdapter
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear

@@ -31,16 +31,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from bayesym.marglik.laplace import effective_parameters_per_group
+from bayesym.marglik.history import EpochRecord, hyper_records
+from bayesym.marglik.objective import effective_parameters_per_group
 from bayesym.priors import GaussianPrior, ParameterGroup
 from curvature import KFAC
 
 __all__ = [
     "EffectiveParameterReport",
     "PathStatistics",
-    "effective_parameters",
-    "plot_history",
+    "effective_parameter_report",
     "report_from_history",
+    "report_from_record",
 ]
 
 
@@ -52,7 +53,7 @@ class PathStatistics:
         layer: the layer's name.
         path: the path's name within the layer.
         prior_precision: :math:`\delta_g`.
-        weight_norm: :math:`\lVert\theta_g\rVert^2`.
+        squared_norm: :math:`\lVert\theta_g\rVert^2`.
         numel: :math:`P_g`.
         effective_parameters: :math:`\gamma_g`.
     """
@@ -60,7 +61,7 @@ class PathStatistics:
     layer: str
     path: str
     prior_precision: float
-    weight_norm: float
+    squared_norm: float
     numel: int
     effective_parameters: float
 
@@ -74,7 +75,7 @@ class EffectiveParameterReport:
     """Per-layer, per-path effective parameters with the App. D derived quantities."""
 
     columns = (
-        "layer", "path", "prior_precision", "weight_norm", "numel", "effective_parameters",
+        "layer", "path", "prior_precision", "squared_norm", "numel", "effective_parameters",
         "normalised", "share", "relative", "effective_type",
     )  # fmt: skip
 
@@ -126,7 +127,7 @@ class EffectiveParameterReport:
         for rec in self.records():
             lines.append(
                 f"{rec['layer']:<28.28} {rec['path']:<10.10} {rec['prior_precision']:>10.3g} "
-                f"{rec['weight_norm']:>10.3g} {rec['numel']:>9d} "
+                f"{rec['squared_norm']:>10.3g} {rec['numel']:>9d} "
                 f"{rec['effective_parameters']:>10.3g} "
                 f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f}  {rec['effective_type']}"
             )
@@ -156,7 +157,7 @@ def _rows(
             layer=g.layer or "model",
             path=g.path,
             prior_precision=float(precisions[g.name]),
-            weight_norm=float(norms[g.name]),
+            squared_norm=float(norms[g.name]),
             numel=g.numel,
             effective_parameters=float(gammas[g.name]),
         )
@@ -164,7 +165,7 @@ def _rows(
     ]
 
 
-def effective_parameters(
+def effective_parameter_report(
     model: nn.Module,
     prior: GaussianPrior,
     kfac: KFAC,
@@ -189,77 +190,30 @@ def effective_parameters(
     )
 
 
-def report_from_history(
-    history: Sequence[Mapping[str, Any]], groups: Sequence[ParameterGroup]
+def report_from_record(
+    record: EpochRecord, groups: Sequence[ParameterGroup]
 ) -> EffectiveParameterReport:
-    """The report of the last hyper step recorded in a training history."""
-    rows = [r for r in history if r.get("effective_parameters")]
-    if not rows:
-        raise ValueError("the history has no hyper step (no effective parameters recorded)")
-    last = rows[-1]
+    """The report of one hyper step's record.
+
+    Raises:
+        ValueError: if the record holds no hyper step.
+    """
+    if not record.is_hyper_step or record.effective_parameters is None:
+        raise ValueError(f"epoch {record.epoch} has no hyper step (no effective parameters)")
     return EffectiveParameterReport(
-        _rows(groups, last["precisions"], last["weight_norms"], last["effective_parameters"])
+        _rows(groups, record.precisions, record.squared_norms or {}, record.effective_parameters)
     )
 
 
-def plot_history(
-    history: Sequence[Mapping[str, Any]], groups: Sequence[ParameterGroup], path: str | Path
-) -> None:
-    """Plot marglik, accuracies, and per layer the relative effective parameters over training.
+def report_from_history(
+    history: Sequence[EpochRecord], groups: Sequence[ParameterGroup]
+) -> EffectiveParameterReport:
+    """The report of the last hyper step recorded in a training history.
 
-    One panel per layer with more than one path (the ones with a choice to make), plus a
-    panel of the training curves. Written with matplotlib's Agg backend.
+    Raises:
+        ValueError: if the history has no hyper step (a MAP run).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hyper = [r for r in history if r.get("effective_parameters")]
-    reports = [
-        EffectiveParameterReport(
-            _rows(groups, r["precisions"], r["weight_norms"], r["effective_parameters"])
-        )
-        for r in hyper
-    ]
-    layer_names = [
-        name for name, paths in (reports[0].layers().items() if reports else []) if len(paths) > 1
-    ]
-    panels = 1 + len(layer_names)
-    cols = min(4, panels)
-    rows_n = -(-panels // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
-    ax = axes[0][0]
-    epochs = [r["epoch"] for r in history]
-    for key in ("train_accuracy", "valid_accuracy"):
-        if key in history[-1]:
-            ax.plot(epochs, [r.get(key) for r in history], label=key.replace("_", " "))
-    if hyper:
-        ax2 = ax.twinx()
-        ax2.plot(
-            [r["epoch"] for r in hyper], [r["marglik"] for r in hyper], "k.--", label="marglik / N"
-        )
-        ax2.set_ylabel("log marglik / N")
-    ax.set_xlabel("epoch")
-    ax.set_title("training")
-    ax.legend(loc="lower right", fontsize=7)
-    for i, layer in enumerate(layer_names, start=1):
-        ax = axes[i // cols][i % cols]
-        hyper_epochs = [r["epoch"] for r in hyper]
-        per_path: dict[str, list[float]] = {}
-        for rep in reports:
-            for rec in rep.records():
-                if rec["layer"] == layer:
-                    per_path.setdefault(rec["path"], []).append(rec["relative"])
-        for name, values in per_path.items():
-            ax.plot(hyper_epochs, values, marker="o", label=name)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(layer, fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("relative effective params")
-        ax.legend(fontsize=7)
-    for j in range(panels, rows_n * cols):
-        axes[j // cols][j % cols].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    hyper = hyper_records(history)
+    if not hyper:
+        raise ValueError("the history has no hyper step (no effective parameters recorded)")
+    return report_from_record(hyper[-1], groups)

@@ -1,7 +1,7 @@
 r"""KFAC adapters of the convolutions of the layer zoo (CONV, S-CONV, lifting, GCONV, mixed).
 
 All of them are ``same_conv2d(pad(x), W)`` with a kernel gathered from a parameter
-(:mod:`bayesym.kfac.gathered`): patches are built with the layer's own padding
+(:mod:`bayesym.adapters.gathered`): patches are built with the layer's own padding
 (:func:`bayesym.layers.conv.pad_same`), the structure is probed from the layer's own expansion.
 Blocks per layer:
 
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bayesym.kfac.gathered import (
+from bayesym.adapters.gathered import (
     GatherStructure,
     SamePatches,
     cached_structure,

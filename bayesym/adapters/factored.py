@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bayesym.kfac.convolutions import (
+from bayesym.adapters.convolutions import (
     learnable_basis_parameters,
     tangent_blocks,
     tangent_specs,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bayesym.inspection import EffectiveParameterReport, PathStatistics, effective_parameters
 from bayesym.layers import ffc_plus_conv
 from bayesym.priors import GaussianPrior
+from bayesym.report import EffectiveParameterReport, PathStatistics, effective_parameter_report
 from curvature import compute_kfac
 
 
@@ -39,7 +39,7 @@ def test_report_of_a_model_matches_dense_eigenvalues(float64, tmp_path):
     with torch.no_grad():
         prior.log_precision.copy_(torch.tensor([0.5, -1.0, 1.0]))
     kfac = compute_kfac(model, (x, y))
-    report = effective_parameters(model, prior, kfac)
+    report = effective_parameter_report(model, prior, kfac)
     records = {r["path"]: r for r in report.records()}
     # γ of the conv path from the dense eigenvalues of its blocks
     delta = math.exp(-1.0)
@@ -54,7 +54,7 @@ def test_report_of_a_model_matches_dense_eigenvalues(float64, tmp_path):
     norm = sum(
         float(p.detach().square().sum()) for n, p in model.named_parameters() if ".conv." in n
     )
-    assert records["conv"]["weight_norm"] == pytest.approx(norm)
+    assert records["conv"]["squared_norm"] == pytest.approx(norm)
     report.to_csv(tmp_path / "r.csv")
     report.to_json(tmp_path / "r.json")
     assert (tmp_path / "r.csv").read_text().startswith("layer,path,prior_precision")
