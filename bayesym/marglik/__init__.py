@@ -1,5 +1,6 @@
 """Laplace marginal likelihood and the trainer that learns prior precisions with it."""
 
+from bayesym.marglik.evaluation import evaluate
 from bayesym.marglik.history import EpochRecord, hyper_records, load_history, save_history
 from bayesym.marglik.objective import (
     BlockLayout,
@@ -17,6 +18,7 @@ __all__ = [
     "MarglikConfig",
     "MarglikTrainer",
     "TrainingData",
+    "evaluate",
     # history
     "EpochRecord",
     "hyper_records",

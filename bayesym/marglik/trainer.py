@@ -37,6 +37,7 @@ from bayesym.marglik.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from bayesym.marglik.evaluation import TrainingData, as_tensors, evaluate, tensor_batches
 from bayesym.marglik.history import EpochRecord, save_history
 from bayesym.marglik.objective import (
     BlockLayout,
@@ -50,9 +51,6 @@ __all__ = ["MarglikConfig", "MarglikTrainer", "TrainingData"]
 
 GPU_CURVATURE_BATCH = 512
 """Smallest default curvature batch on a GPU (see :meth:`MarglikTrainer.curvature_batch_size`)."""
-
-TrainingData = tuple[Tensor, Tensor]
-"""``(x [N, ...], y [N] or [N, D])``, or any object with ``.images`` and ``.labels``."""
 
 
 @dataclass(frozen=True)
@@ -134,25 +132,6 @@ class MarglikConfig:
         out = dataclasses.asdict(self)
         out["kfac"] = dataclasses.asdict(self.kfac)
         return out
-
-
-def _as_tensors(data: TrainingData | Any) -> TrainingData:
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        return data.images, data.labels
-    if isinstance(data, tuple) and len(data) == 2:
-        return data
-    raise TypeError(f"expected (x, y) tensors or a dataset with .images/.labels, got {type(data)}")
-
-
-def _batches(x: Tensor, y: Tensor, size: int, seed: int | None):
-    """Batches of one epoch; shuffled with a generator seeded by ``seed`` (None: in order)."""
-    n = x.shape[0]
-    order = (
-        None if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    )
-    for start in range(0, n, size):
-        index = slice(start, start + size) if order is None else order[start : start + size]
-        yield x[index], y[index]
 
 
 class MarglikTrainer:
@@ -274,7 +253,7 @@ class MarglikTrainer:
         try:
             kfac = compute_kfac(
                 self.model,
-                [(xb.to(device), yb.to(device)) for xb, yb in _batches(xs, ys, size, None)],
+                [(xb.to(device), yb.to(device)) for xb, yb in tensor_batches(xs, ys, size, None)],
                 self.likelihood,
                 kfac_config,
                 sigma=float(self.log_sigma.detach().exp()),
@@ -311,26 +290,15 @@ class MarglikTrainer:
         }
 
     # ---------------------------------------------------------------------------- metrics
-    @torch.no_grad()
     def evaluate(self, data: TrainingData | Any, batch_size: int | None = None) -> dict[str, float]:
-        """Mean NLL and (classification) accuracy in eval mode; restores the previous mode."""
-        x, y = _as_tensors(data)
-        was_training = self.model.training
-        self.model.eval()
-        total_nll, correct, device = 0.0, 0, self._device()
-        try:
-            for xb, yb in _batches(x, y, batch_size or self.config.batch_size, None):
-                xb, yb = xb.to(device), yb.to(device)
-                f = self.model(xb)
-                total_nll += float(self._nll(f, yb)) * xb.shape[0]
-                if self.likelihood == "classification":
-                    correct += int((f.argmax(-1) == yb).sum())
-        finally:
-            self.model.train(was_training)
-        out = {"nll": total_nll / x.shape[0]}
-        if self.likelihood == "classification":
-            out["accuracy"] = correct / x.shape[0]
-        return out
+        """Mean NLL and (classification) accuracy in eval mode (:func:`evaluate`)."""
+        return evaluate(
+            self.model,
+            data,
+            likelihood=self.likelihood,
+            sigma=float(self.log_sigma.detach().exp()),
+            batch_size=batch_size or self.config.batch_size,
+        )
 
     # ------------------------------------------------------------------------ checkpointing
     def _checkpoint_path(self) -> Path | None:
@@ -397,7 +365,7 @@ class MarglikTrainer:
         Returns:
             The history: one :class:`~bayesym.marglik.history.EpochRecord` per epoch.
         """
-        x, y = _as_tensors(train)
+        x, y = as_tensors(train)
         path = self._checkpoint_path()
         if path is not None and path.is_file():
             self.load_state_dict(load_checkpoint(path))
@@ -434,7 +402,7 @@ class MarglikTrainer:
         # Sums stay on the device (float64, the same arithmetic as Python floats) and are
         # read once per epoch: a read per step would wait for the GPU at every step.
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
-        for xb, yb in _batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
+        for xb, yb in tensor_batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
             xb, yb = xb.to(device), yb.to(device)
             if self.augment is not None:
                 xb = self.augment(xb)
