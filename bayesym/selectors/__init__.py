@@ -1,0 +1,55 @@
+"""Selectors: methods that choose the symmetry of every layer, compared on equal terms.
+
+Every selector implements :class:`Selector` (``fit(train, valid, *, space, budget, ...)`` ->
+:class:`SelectionResult`), is configured by a frozen dataclass and is registered by name in
+:data:`SELECTORS`. Budgets count training image passes (:class:`Budget`, :class:`BudgetMeter`);
+independent candidates run through a :class:`CandidateExecutor`; :func:`selection_split` carves
+validation data out of the training file so that no selector ever sees the test split.
+"""
+
+from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
+from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
+from bayesym.selectors.registry import (
+    SELECTORS,
+    SPACES,
+    make_selector,
+    make_space,
+    selector_names,
+    space_names,
+)
+from bayesym.selectors.spaces import DataShape, SearchSpace
+from bayesym.selectors.split import Resize, SelectionSplit, selection_split
+from bayesym.selectors.training import (
+    OptimizerSettings,
+    TrainingStats,
+    evaluate_model,
+    make_optimizer,
+    train_epochs,
+)
+
+# The interface.
+__all__ = ["LayerChoice", "SelectionResult", "Selector", "parameter_count"]
+
+# Budgets and costs.
+__all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"]
+
+# Candidates.
+__all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
+
+# Registries.
+__all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
+
+# Search spaces, data splits, training.
+__all__ += [
+    "DataShape",
+    "SearchSpace",
+    "Resize",
+    "SelectionSplit",
+    "selection_split",
+    "OptimizerSettings",
+    "TrainingStats",
+    "evaluate_model",
+    "make_optimizer",
+    "train_epochs",
+]

@@ -1,0 +1,222 @@
+"""The selector interface: every method that picks a symmetry per layer is a :class:`Selector`.
+
+A selector receives a training and a validation split (never test data), a search space, a
+budget and optionally a run directory to checkpoint into, and returns an immutable
+:class:`SelectionResult`: the choice of every layer with its scores, the selected model, its
+validation metrics and what the selection cost. The harness of :mod:`bayesym.selectors.compare`
+scores the test split once, after :meth:`Selector.fit` returns.
+
+Concrete selectors are final classes configured by one frozen dataclass each and found by name
+in :data:`bayesym.selectors.registry.SELECTORS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from bayesym.data.image_dataset import ImageDataset
+from bayesym.selectors.budget import Budget, Cost
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bayesym.selectors.executor import CandidateExecutor
+    from bayesym.selectors.spaces.base import SearchSpace
+
+__all__ = ["LayerChoice", "SelectionResult", "Selector", "parameter_count"]
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What a selector chose for one layer.
+
+    Attributes:
+        layer: the layer's qualified name in the returned model (e.g. ``"blocks.3"``).
+        choice: the selector's own word for the choice (``"D4"``, ``"conv"``,
+            ``"hflip+rot90"``, ``"eq"``, ...).
+        symmetry: the symmetry the returned layer obeys, in words (e.g. ``"translations"``,
+            ``"translations x D4"``, ``"none"``); for soft choices, the symmetry of the path
+            or component with the largest score.
+        scores: the numbers behind the choice (relative effective parameters per path,
+            mixture weights ``z`` per group, ``|γ|``/``λ``/``u``, ...).
+    """
+
+    layer: str
+    choice: str
+    symmetry: str
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {**dataclasses.asdict(self), "scores": dict(self.scores)}
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """What a selector returns (immutable; the model is not part of equality).
+
+    Attributes:
+        selector: registered name of the selector.
+        space: name of the search space.
+        config: the selector's configuration (JSON form).
+        choices: one :class:`LayerChoice` per selectable layer, in network order.
+        parameters: number of trainable parameters of the returned model.
+        effective_parameters: effective number of parameters per prior group, for
+            selectors with a prior (marglik, RPP); ``None`` otherwise.
+        valid: validation metrics of the returned model (``accuracy``, ``nll``).
+        cost: what the selection spent.
+        history: one JSON-able record per epoch / generation / episode.
+        model: the selected network (``None`` when read back from JSON).
+    """
+
+    selector: str
+    space: str
+    config: Mapping[str, Any]
+    choices: tuple[LayerChoice, ...]
+    parameters: int
+    effective_parameters: Mapping[str, float] | None
+    valid: Mapping[str, float]
+    cost: Cost
+    history: tuple[Mapping[str, Any], ...] = ()
+    model: nn.Module | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result without the model, JSON-serialisable (:meth:`from_json` reads it)."""
+        return {
+            "selector": self.selector,
+            "space": self.space,
+            "config": _jsonable(self.config),
+            "choices": [c.to_json() for c in self.choices],
+            "parameters": self.parameters,
+            "effective_parameters": None
+            if self.effective_parameters is None
+            else dict(self.effective_parameters),
+            "valid": dict(self.valid),
+            "cost": dataclasses.asdict(self.cost),
+            "history": [_jsonable(h) for h in self.history],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SelectionResult:
+        """Read :meth:`to_json`'s form (``model`` is ``None``)."""
+        return cls(
+            selector=data["selector"],
+            space=data["space"],
+            config=data["config"],
+            choices=tuple(LayerChoice(**c) for c in data["choices"]),
+            parameters=int(data["parameters"]),
+            effective_parameters=data["effective_parameters"],
+            valid=data["valid"],
+            cost=Cost(**data["cost"]),
+            history=tuple(data["history"]),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_json` to ``path`` atomically."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists, mappings as dicts, non-finite floats as None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    return value
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable scalar parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Selector(ABC):
+    """A method that selects the symmetry of every layer (see the module docstring).
+
+    Subclasses set :attr:`name` (their registry key), :attr:`spaces` (the search spaces they
+    support) and :attr:`config_class`, and implement :meth:`fit`.
+
+    Args:
+        config: the selector's configuration (default: ``config_class()``).
+    """
+
+    name: ClassVar[str]
+    spaces: ClassVar[frozenset[str]]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"selector {self.name!r} takes a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse a search space this selector does not support.
+
+        Raises:
+            ValueError: naming the selector, the space and the supported spaces.
+        """
+        if space.name not in self.spaces:
+            raise ValueError(
+                f"selector {self.name!r} does not support the {space.name!r} space; "
+                f"it supports: {', '.join(sorted(self.spaces))}"
+            )
+
+    @abstractmethod
+    def fit(
+        self,
+        train: ImageDataset,
+        valid: ImageDataset,
+        *,
+        space: SearchSpace,
+        budget: Budget,
+        run_dir: str | Path | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = True,
+        executor: CandidateExecutor | None = None,
+    ) -> SelectionResult:
+        """Select a network on ``train`` / ``valid`` within ``budget``.
+
+        Args:
+            train: the training split (the budget's unit is its size).
+            valid: the validation split, carved from the training data.
+            space: the search space (its name must be in :attr:`spaces`).
+            budget: what the selector may spend.
+            run_dir: directory to checkpoint into; a directory holding a checkpoint of the
+                same configuration is resumed and reaches the same result.
+            device: where to train (default CPU).
+            progress: show progress.
+            executor: how independent candidates are trained (default: serially in this
+                process, :class:`~bayesym.selectors.executor.SerialExecutor`).
+
+        Returns:
+            The :class:`SelectionResult`.
+
+        Raises:
+            ValueError: for an unsupported space or a configuration/data mismatch, before
+                any work.
+            BudgetTooSmall: if not even the smallest unit of work fits in the budget.
+        """
+
+    def config_json(self) -> dict[str, Any]:
+        """The configuration's JSON form."""
+        return _jsonable(dataclasses.asdict(self.config))

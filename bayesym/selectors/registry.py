@@ -1,0 +1,62 @@
+"""The registries: selector name -> selector class, space name -> space class.
+
+One explicit table each. Adding a selector is one class (a :class:`~bayesym.selectors.base.Selector`
+subclass with its frozen config dataclass) and one entry in :data:`SELECTORS`; adding a search
+space is one :class:`~bayesym.selectors.spaces.base.SearchSpace` dataclass and one entry in
+:data:`SPACES`. Lookups of unknown names raise ``ValueError`` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bayesym.selectors.base import Selector
+from bayesym.selectors.spaces.base import SearchSpace
+
+__all__ = ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
+
+SELECTORS: dict[str, type[Selector]] = {}
+"""Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
+
+SPACES: dict[str, type[SearchSpace]] = {}
+"""Registered search spaces by name (the ``--space`` values of ``bayesym compare``)."""
+
+
+def selector_names() -> tuple[str, ...]:
+    """The registered selector names, in registration order."""
+    return tuple(SELECTORS)
+
+
+def space_names() -> tuple[str, ...]:
+    """The registered space names, in registration order."""
+    return tuple(SPACES)
+
+
+def make_selector(name: str, config: Any = None) -> Selector:
+    """The selector ``name`` with ``config`` (default: its default configuration).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the registered selectors).
+    """
+    try:
+        selector_class = SELECTORS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown selector {name!r}; registered selectors: {', '.join(SELECTORS) or 'none'}"
+        ) from None
+    return selector_class(config)
+
+
+def make_space(name: str, **options: Any) -> SearchSpace:
+    """The search space ``name`` built with ``options``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the registered spaces).
+    """
+    try:
+        space_class = SPACES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown search space {name!r}; registered spaces: {', '.join(SPACES) or 'none'}"
+        ) from None
+    return space_class(**options)
