@@ -13,10 +13,17 @@ import torch
 from torch import nn
 
 from bayesym.layers._checks import check_finite_float
+from bayesym.layers.conv import PaddingMode, SpatialConv2d
+from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.paths import PathSum, path_symmetry
 from bayesym.layers.symmetry import LayerSymmetry
 
-__all__ = ["HOMOTOPY_PARAMETER_NAME", "HomotopicLayer", "homotopy_parameters"]
+__all__ = [
+    "HOMOTOPY_PARAMETER_NAME",
+    "HomotopicLayer",
+    "homotopic_conv_ffc",
+    "homotopy_parameters",
+]
 
 HOMOTOPY_PARAMETER_NAME = "homotopy_gamma"
 """Attribute name of the homotopy parameter in every :class:`HomotopicLayer`."""
@@ -108,3 +115,25 @@ def homotopy_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
             prefix = f"{name}." if name else ""
             found[prefix + HOMOTOPY_PARAMETER_NAME] = module.homotopy_gamma
     return found
+
+
+def homotopic_conv_ffc(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+    gamma_init: float = 1.0,
+) -> HomotopicLayer:
+    """ACE's homotopic CONV / F-FC layer ``conv(x) + γ ffc(x)`` on ``[N, C, H, W]`` maps.
+
+    Paths ``"eq"`` (CONV, with the per-channel bias) and ``"neq"`` (bias-free F-FC); exactly
+    translation-equivariant (circular padding) at ``γ = 0``.
+    """
+    return HomotopicLayer(
+        SpatialConv2d(in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bias),
+        FactoredLinear(in_channels, out_channels, spatial=spatial, bias=False),
+        gamma_init=gamma_init,
+    )

@@ -14,7 +14,10 @@ Kinds:
 * ``"sfc"``: :class:`~bayesym.layers.sparse.SparseFactoredLinear` (``kernel_size`` unused);
 * ``"sconv"``: :class:`~bayesym.layers.sparse.SparseConv2d`;
 * ``"fc+conv"``, ``"ffc+conv"``, ``"sfc+sconv"``: relaxed :class:`~bayesym.layers.paths.PathSum`
-  layers from :mod:`bayesym.layers.paths`;
+  layers from :mod:`bayesym.layers.paths`; ``"conv+fc"``: CONV + FC with a per-unit FC bias
+  (residual pathway priors);
+* ``"homotopic-conv-ffc"``: ACE's ``conv(x) + γ ffc(x)``
+  (:class:`~bayesym.layers.homotopic.HomotopicLayer`, paths ``"eq"`` and ``"neq"``);
 * group kinds (``group_axis=True``), mapping group feature maps ``[N, C_in, |G|, H, W]`` to
   ``[N, C_out, |G|, H, W]`` (images ``[N, C_in, H, W]`` with the option ``lifting=True``)
   and accepting ``group`` (a D4 subgroup or its name, default ``"C4"``):
@@ -34,7 +37,8 @@ from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.group_paths import conv_plus_gconv, ffc_plus_conv_plus_gconv, group_conv_layer
-from bayesym.layers.paths import fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
+from bayesym.layers.homotopic import homotopic_conv_ffc
+from bayesym.layers.paths import conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 
 __all__ = [
@@ -118,6 +122,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
     "fc+conv": LayerKind(fc_plus_conv),
     "ffc+conv": LayerKind(ffc_plus_conv),
     "sfc+sconv": LayerKind(sfc_plus_sconv),
+    "conv+fc": LayerKind(conv_plus_fc),
+    "homotopic-conv-ffc": LayerKind(homotopic_conv_ffc),
     "gconv": LayerKind(_gconv, group_axis=True),
     "conv+gconv": LayerKind(conv_plus_gconv, group_axis=True),
     "ffc+conv+gconv": LayerKind(ffc_plus_conv_plus_gconv, group_axis=True),

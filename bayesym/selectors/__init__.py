@@ -18,7 +18,7 @@ from bayesym.selectors.registry import (
     selector_names,
     space_names,
 )
-from bayesym.selectors.spaces import DataShape, SearchSpace
+from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
 from bayesym.selectors.training import (
     OptimizerSettings,
@@ -44,6 +44,7 @@ __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_name
 __all__ += [
     "DataShape",
     "SearchSpace",
+    "TranslationSpace",
     "Resize",
     "SelectionSplit",
     "selection_split",

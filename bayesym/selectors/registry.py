@@ -12,13 +12,16 @@ from typing import Any
 
 from bayesym.selectors.base import Selector
 from bayesym.selectors.spaces.base import SearchSpace
+from bayesym.selectors.spaces.translation import TranslationSpace
 
 __all__ = ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
 
 SELECTORS: dict[str, type[Selector]] = {}
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 
-SPACES: dict[str, type[SearchSpace]] = {}
+SPACES: dict[str, type[SearchSpace]] = {
+    TranslationSpace.name: TranslationSpace,
+}
 """Registered search spaces by name (the ``--space`` values of ``bayesym compare``)."""
 
 

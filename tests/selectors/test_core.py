@@ -211,3 +211,29 @@ def test_unknown_selector_and_space_names_list_the_valid_ones():
         make_selector("nope")
     with pytest.raises(ValueError, match="unknown search space 'nope'; registered spaces"):
         make_space("nope")
+
+
+# ------------------------------------------------------------------ translation space
+def test_translation_space_builds_every_network_and_describes_it():
+    from bayesym.layers import HomotopicLayer, PathSum
+    from bayesym.selectors import DataShape, TranslationSpace
+
+    space = make_space("translation", width=1)
+    assert isinstance(space, TranslationSpace) and space.baselines() == ("conv", "ffc", "fc")
+    shape = DataShape(1, 8, 8, 3)
+    x = torch.randn(2, 1, 8, 8)
+    conv = space.build_baseline("conv", shape)
+    assert conv(x).shape == (2, 3)
+    assert {c.symmetry for c in space.describe(conv)} == {"translations"}
+    assert {c.symmetry for c in space.describe(space.build_baseline("ffc", shape))} == {"none"}
+    relaxed = space.relaxed_network(shape)
+    assert all(isinstance(layer, PathSum) for _, layer in relaxed.named_layers())
+    assert space.describe(relaxed)[0].choice == "ffc+conv"
+    residual, eq, neq = space.residual_network(shape)
+    assert (eq, neq) == ("conv", "fc") and set(residual.blocks[0].layer.paths) == {"conv", "fc"}
+    homotopic = space.homotopic_network(shape)
+    assert all(isinstance(layer, HomotopicLayer) for _, layer in homotopic.named_layers())
+    with pytest.raises(ValueError, match="unknown baseline 'D4' of the 'translation' space"):
+        space.build_baseline("D4", shape)
+    with pytest.raises(ValueError, match="has a group axis"):
+        TranslationSpace(static_kinds=("gconv",))

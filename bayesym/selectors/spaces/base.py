@@ -69,6 +69,42 @@ class SearchSpace(ABC):
     def describe(self, model: nn.Module) -> tuple[LayerChoice, ...]:
         """The per-layer choices of a network built by this space (scores empty)."""
 
+    def relaxed_network(self, shape: DataShape) -> nn.Module:
+        """The relaxed network of the space (what the marglik selector learns priors on).
+
+        Every selectable layer is a :class:`~bayesym.layers.PathSum` with one path per
+        candidate symmetry of the space.
+
+        Raises:
+            NotImplementedError: if the space has no such network.
+        """
+        raise NotImplementedError(f"the {self.name!r} space has no relaxed (path-sum) network")
+
+    def residual_network(self, shape: DataShape) -> tuple[nn.Module, str, str]:
+        """The residual pathway network of the space (RPP).
+
+        Every selectable layer is a :class:`~bayesym.layers.PathSum` of an equivariant and an
+        unconstrained path.
+
+        Returns:
+            ``(model, equivariant path name, unconstrained path name)``.
+
+        Raises:
+            NotImplementedError: if the space has no such network.
+        """
+        raise NotImplementedError(f"the {self.name!r} space has no residual pathway network")
+
+    def homotopic_network(self, shape: DataShape) -> nn.Module:
+        """The homotopic network of the space (ACE).
+
+        Every selectable layer is a :class:`~bayesym.layers.HomotopicLayer`
+        ``f_eq + γ f_neq``.
+
+        Raises:
+            NotImplementedError: if the space has no such network.
+        """
+        raise NotImplementedError(f"the {self.name!r} space has no homotopic network")
+
     def check_baseline(self, name: str) -> None:
         """Raise ``ValueError`` unless ``name`` is one of :meth:`baselines`."""
         if name not in self.baselines():
