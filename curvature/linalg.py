@@ -7,8 +7,10 @@ precision ``δ`` per block:
 * ``log det(H + δ I) = Σ_{i_1..i_k} log(λ^(1)_{i_1} ··· λ^(k)_{i_k} + δ)``,
 * effective number of parameters ``γ = Σ λ / (λ + δ)`` (MacKay 1992).
 
-Both are computed in chunks (the product spectrum of a large FC layer has ~10^8 entries) by a
-custom autograd function that is differentiable w.r.t. ``δ`` without storing the spectrum.
+Both are computed in chunks (the product spectrum of a large FC layer has ~10^8 entries) by one
+custom autograd function (:class:`SpectrumSums`, also used for many blocks at once by
+:class:`~curvature.spectra.BlockSpectra`) that is differentiable w.r.t. ``δ`` without storing
+the spectrum.
 Eigenvalues are treated as constants (the curvature is evaluated at fixed parameters).
 Finite for any ``δ > 0``: the factors' eigenvalues are clamped to be non-negative.
 
@@ -23,11 +25,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["kron_effective_parameters", "kron_eigenvalues", "kron_logdet"]
+__all__ = [
+    "SpectrumPiece",
+    "SpectrumQuantity",
+    "SpectrumSums",
+    "kron_effective_parameters",
+    "kron_eigenvalues",
+    "kron_logdet",
+]
 
 # Number of product eigenvalues materialised at once.
 _CHUNK = 1 << 22
@@ -60,29 +70,79 @@ def _chunks(eigenvalues: Sequence[Tensor]):
         yield torch.outer(head[start : start + rows], tail).reshape(-1)
 
 
-class _KronSpectrumSum(torch.autograd.Function):
-    """``Σ φ(λ, δ)`` over the product spectrum, with ``∂/∂δ`` computed in the same pass."""
+SpectrumQuantity = Literal["logdet", "effective_parameters"]
+"""Which sum over a spectrum: ``Σ log(λ + δ)`` or ``Σ λ / (λ + δ)``."""
+
+
+class SpectrumPiece(NamedTuple):
+    """A piece of one or more blocks' product spectra.
+
+    Attributes:
+        values: ``[M]`` eigenvalues, block after block.
+        sizes: number of values of each block in the piece (summing to ``M``).
+        blocks: ``[len(sizes)]`` index of each block in the precision vector.
+        lengths: ``sizes`` as a tensor on the values' device (built once by the owner of a
+            piece that is evaluated many times; only needed for pieces of several blocks).
+    """
+
+    values: Tensor
+    sizes: list[int]
+    blocks: Tensor
+    lengths: Tensor | None = None
+
+
+class SpectrumSums(torch.autograd.Function):
+    """Per-block ``Σ φ(λ, δ_b)`` over spectrum pieces, with ``∂/∂δ_b`` from the same pass.
+
+    ``φ`` is ``log(λ + δ)`` (``"logdet"``) or ``λ / (λ + δ)`` (``"effective_parameters"``).
+    ``forward(ctx, quantity, deltas [B], pieces)``: ``pieces`` is an iterable of
+    :class:`SpectrumPiece` (e.g. a generator over chunks of one block's spectrum, which is then
+    never stored whole, or all blocks packed into one piece). Each block is summed pairwise
+    within a piece and pieces are accumulated, in the values' dtype; the result ``[B]`` is in
+    ``deltas``' dtype.
+    """
 
     @staticmethod
-    def forward(ctx, kind: str, delta: Tensor, *eigenvalues: Tensor) -> Tensor:
-        total = torch.zeros((), dtype=delta.dtype, device=delta.device)
-        dtotal = torch.zeros_like(total)
-        for lam in _chunks(eigenvalues):
-            lam = lam.to(delta.dtype)
-            denom = lam + delta
-            if kind == "logdet":
-                total = total + torch.log(denom).sum()
-                dtotal = dtotal + denom.reciprocal().sum()
-            else:  # effective parameters
-                total = total + (lam / denom).sum()
-                dtotal = dtotal - (lam / denom.square()).sum()
-        ctx.save_for_backward(dtotal)
-        return total
+    def forward(ctx, quantity: SpectrumQuantity, deltas: Tensor, pieces) -> Tensor:
+        """``[B]`` sums; saves their derivatives in ``δ`` for :meth:`backward`."""
+        totals = torch.zeros((2, deltas.numel()), dtype=deltas.dtype, device=deltas.device)
+        for values, sizes, blocks, lengths in pieces:
+            piece_deltas = deltas.to(values.dtype)[blocks]
+            if len(sizes) > 1:
+                piece_deltas = piece_deltas.repeat_interleave(lengths, output_size=values.numel())
+            denom = values + piece_deltas
+            if quantity == "logdet":
+                terms, slopes = torch.log(denom), denom.reciprocal()
+            else:
+                terms = values / denom
+                slopes = -terms / denom
+            # one pairwise sum per block: as accurate as torch.sum over the block, and on the
+            # CPU faster than segment sums from a prefix sum
+            sums = torch.stack(
+                [torch.stack([t.sum() for t in x.split(sizes)]) for x in (terms, slopes)]
+            )
+            totals = totals.index_add(1, blocks, sums.to(deltas.dtype))
+        ctx.save_for_backward(totals[1])
+        return totals[0]
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        (dtotal,) = ctx.saved_tensors
-        return (None, grad_output * dtotal, *([None] * (len(ctx.needs_input_grad) - 2)))
+        """Gradient in ``deltas`` only."""
+        (slopes,) = ctx.saved_tensors
+        return None, grad_output * slopes, None
+
+
+def _chunked(eigenvalues: Sequence[Tensor], dtype: torch.dtype):
+    """The product spectrum of one block as :class:`SpectrumPiece` s of about ``_CHUNK``."""
+    block = torch.zeros(1, dtype=torch.long, device=eigenvalues[0].device)
+    for lam in _chunks(eigenvalues):
+        yield SpectrumPiece(lam.to(dtype), [lam.numel()], block)
+
+
+def _block_sum(quantity: SpectrumQuantity, eigenvalues: Sequence[Tensor], delta: Tensor) -> Tensor:
+    eigenvalues = [v.detach() for v in eigenvalues]
+    pieces = _chunked(eigenvalues, delta.dtype)
+    return SpectrumSums.apply(quantity, delta.reshape(1), pieces).reshape(())
 
 
 def _check(eigenvalues: Sequence[Tensor], delta: Tensor) -> Tensor:
@@ -108,7 +168,7 @@ def kron_logdet(eigenvalues: Sequence[Tensor], delta: Tensor | float) -> Tensor:
         0-dim tensor in ``delta``'s dtype.
     """
     delta = _check(eigenvalues, torch.as_tensor(delta))
-    return _KronSpectrumSum.apply("logdet", delta, *[v.detach() for v in eigenvalues])
+    return _block_sum("logdet", eigenvalues, delta)
 
 
 def kron_effective_parameters(eigenvalues: Sequence[Tensor], delta: Tensor | float) -> Tensor:
@@ -122,7 +182,7 @@ def kron_effective_parameters(eigenvalues: Sequence[Tensor], delta: Tensor | flo
         0-dim tensor in ``[0, Π d_i]``.
     """
     delta = _check(eigenvalues, torch.as_tensor(delta))
-    return _KronSpectrumSum.apply("effective", delta, *[v.detach() for v in eigenvalues])
+    return _block_sum("effective_parameters", eigenvalues, delta)
 
 
 def numel_of(eigenvalues: Sequence[Tensor]) -> int:

@@ -33,7 +33,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from curvature.linalg import kron_effective_parameters, kron_eigenvalues, kron_logdet
+from curvature.linalg import (
+    SpectrumPiece,
+    SpectrumQuantity,
+    SpectrumSums,
+    kron_effective_parameters,
+    kron_eigenvalues,
+    kron_logdet,
+)
 
 __all__ = ["BlockSpectra"]
 
@@ -41,33 +48,6 @@ MAX_BLOCK = 1 << 22
 """Largest block spectrum that is packed (larger ones are summed in chunks, never stored)."""
 MAX_ENTRIES = 1 << 25
 """Most entries of the packed vector (256 MiB in float64)."""
-
-
-class _PackedSums(torch.autograd.Function):
-    """Per-block ``Σ φ(λ, δ_b)`` over a packed spectrum, with ``∂/∂δ_b`` from the same pass."""
-
-    @staticmethod
-    def forward(ctx, kind: str, deltas: Tensor, values: Tensor, lengths: Tensor, sizes: list):
-        denom = values + deltas.to(values.dtype).repeat_interleave(
-            lengths, output_size=values.numel()
-        )
-        if kind == "logdet":
-            terms, slopes = torch.log(denom), denom.reciprocal()
-        else:  # effective parameters
-            terms = values / denom
-            slopes = -terms / denom
-        # one (pairwise) sum per block: as accurate as the per-block path, and on the CPU 6x
-        # faster than segment sums from a prefix sum (measured, 44 blocks, 5e5 entries)
-        sums = torch.stack(
-            [torch.stack([t.sum() for t in x.split(sizes)]) for x in (terms, slopes)]
-        ).to(deltas.dtype)
-        ctx.save_for_backward(sums[1])
-        return sums[0]
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        (slopes,) = ctx.saved_tensors
-        return None, grad_output * slopes, None, None, None
 
 
 class BlockSpectra:
@@ -106,7 +86,8 @@ class BlockSpectra:
                 [kron_eigenvalues(self.eigenvalues[i]).to(torch.float64) for i in packed]
             )
             self.sizes = [self.numels[i] for i in packed]
-            self.lengths = torch.tensor(self.sizes, device=device)
+            self._blocks = torch.arange(len(packed), device=device)
+            self._lengths = torch.tensor(self.sizes, device=device)
             # which precisions the packed blocks take (None: all, in order)
             self._packed_index = torch.tensor(packed, device=device) if self.loose else None
         order = list(self.packed) + list(self.loose)
@@ -124,9 +105,9 @@ class BlockSpectra:
 
     def effective_parameters(self, deltas: Tensor) -> Tensor:
         """``[B]`` ``γ_b = Σ λ / (λ + δ_b)``, differentiable in ``deltas [B]`` (each ``> 0``)."""
-        return self._evaluate("effective", deltas)
+        return self._evaluate("effective_parameters", deltas)
 
-    def _evaluate(self, kind: str, deltas: Tensor) -> Tensor:
+    def _evaluate(self, quantity: SpectrumQuantity, deltas: Tensor) -> Tensor:
         deltas = torch.as_tensor(deltas)
         if deltas.shape != (len(self),):
             raise ValueError(
@@ -146,9 +127,9 @@ class BlockSpectra:
         if self.packed:
             index = self._packed_index
             packed_deltas = deltas if index is None else deltas[index.to(deltas.device)]
-            sums = _PackedSums.apply(kind, packed_deltas, self.values, self.lengths, self.sizes)
-            parts.append(sums)
-        single = kron_logdet if kind == "logdet" else kron_effective_parameters
+            piece = SpectrumPiece(self.values, self.sizes, self._blocks, self._lengths)
+            parts.append(SpectrumSums.apply(quantity, packed_deltas, (piece,)))
+        single = kron_logdet if quantity == "logdet" else kron_effective_parameters
         parts.extend(single(self.eigenvalues[i], deltas[i]).reshape(1) for i in self.loose)
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return out if self._identity else out[self._inverse]
