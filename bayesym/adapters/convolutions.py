@@ -36,13 +36,10 @@ from bayesym.layers.conv import SpatialConv2d, same_conv2d
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.mixed import ARCHITECTURE_PARAMETER_NAME
 from bayesym.layers.sparse import SparseConv2d
-from curvature import (
+from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
+from curvature.adapters import (
     Approx,
-    BlockSpec,
     DenseFactor,
-    ForwardResult,
-    InputStatistic,
-    ModuleAdapter,
     block_is_active,
     covariance,
     parameter_tangents,

@@ -18,15 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from curvature import (
-    Approx,
-    BlockSpec,
-    ForwardResult,
-    InputStatistic,
-    ModuleAdapter,
-    covariance,
-    gram_sum,
-)
+from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
+from curvature.adapters import Approx, covariance, gram_sum
 
 __all__ = ["OrbitSharedLinearAdapter", "SpatialLinearAdapter"]
 

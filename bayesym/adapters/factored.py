@@ -31,15 +31,8 @@ from bayesym.adapters.convolutions import (
     tangents_of,
 )
 from bayesym.layers.sparse import SparseFactoredLinear
-from curvature import (
-    Approx,
-    BlockDiagonalFactor,
-    BlockSpec,
-    ForwardResult,
-    InputStatistic,
-    ModuleAdapter,
-    covariance,
-)
+from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
+from curvature.adapters import Approx, BlockDiagonalFactor, covariance
 
 __all__ = ["FactoredLinearAdapter"]
 

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from curvature import Approx, CurvatureError, conv_patch_covariance, covariance, patch_covariance
+from curvature import CurvatureError
+from curvature.adapters import Approx, conv_patch_covariance, covariance, patch_covariance
 
 __all__ = [
     "GatherStructure",

@@ -16,14 +16,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from curvature import (
-    Approx,
-    BlockSpec,
-    ForwardResult,
-    ModuleAdapter,
-    UnsupportedModuleError,
-    covariance,
-)
+from curvature import BlockSpec, ForwardResult, ModuleAdapter, UnsupportedModuleError
+from curvature.adapters import Approx, covariance
 
 __all__ = ["GroupBatchNormAdapter", "HomotopicAdapter"]
 

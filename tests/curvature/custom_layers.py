@@ -12,17 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from curvature import (
-    ADAPTERS,
-    BlockDiagonalFactor,
-    BlockSpec,
-    DenseFactor,
-    ForwardResult,
-    InputStatistic,
-    ModuleAdapter,
-    covariance,
-    project_rows,
-)
+from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
+from curvature.adapters import BlockDiagonalFactor, DenseFactor, covariance, project_rows
+from curvature.registry import ADAPTERS
 
 
 class PermutedSharedLinear(nn.Module):
@@ -180,7 +172,7 @@ class ScaledLinearAdapter(ModuleAdapter):
         )
 
     def forward_statistics(self, module, inputs, output, approx):
-        from curvature import parameter_tangents
+        from curvature.adapters import parameter_tangents
 
         a = module.inner(inputs[0])  # recomputed inside the adapter call: not captured
         tangents = parameter_tangents(module, inputs, ["log_scale"])
@@ -189,7 +181,7 @@ class ScaledLinearAdapter(ModuleAdapter):
         )
 
     def backward_statistics(self, module, state, output_grads, approx):
-        from curvature import tangent_ggn
+        from curvature.adapters import tangent_ggn
 
         g = output_grads * module.log_scale.exp()  # ∂f/∂(W a)
         return (covariance(g.reshape(-1, g.shape[-1])), tangent_ggn(state, output_grads))

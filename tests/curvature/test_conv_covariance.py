@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curvature import patch_covariance
+from curvature.adapters import patch_covariance
 from curvature.adapters.conv_covariance import _route, conv_patch_covariance
 
 SETTINGS = [

@@ -100,7 +100,7 @@ def test_the_symmetric_update_traces_with_fake_tensors():
 
 
 def test_gram_sum_of_chunks_equals_the_stacked_product(float64):
-    from curvature import gram_sum
+    from curvature.adapters import gram_sum
 
     chunks = [torch.randn(400, 300), torch.randn(7, 300), torch.randn(400, 300)]
     rows = torch.cat(chunks)

@@ -6,7 +6,8 @@ from custom_layers import AnchorLinear, PermutedSharedLinear, TinyFactoredLinear
 from oracles import block, exact_ggn, output_hessian, parameter_layout
 from torch import nn
 
-from curvature import BlockDiagonalFactor, KFACConfig, UnsupportedModuleError, compute_kfac
+from curvature import KFACConfig, UnsupportedModuleError, compute_kfac
+from curvature.adapters import BlockDiagonalFactor
 
 
 def assert_exact(model, x, reg):

@@ -126,7 +126,8 @@ def test_bad_config_and_labels():
 
 
 def test_input_statistic_takes_exactly_one_of_total_and_rows():
-    from curvature import DenseFactor, InputStatistic
+    from curvature import InputStatistic
+    from curvature.adapters import DenseFactor
 
     rows = torch.randn(5, 3)
     with pytest.raises(ValueError, match="exactly one of total and rows"):
@@ -139,7 +140,8 @@ def test_input_statistic_takes_exactly_one_of_total_and_rows():
 
 def test_rows_and_totals_accumulate_to_the_same_factor(float64):
     """An adapter may mix ``from_rows`` and dense totals across calls; the sums agree."""
-    from curvature import DenseFactor, InputStatistic, covariance
+    from curvature import InputStatistic
+    from curvature.adapters import DenseFactor, covariance
     from curvature.adapters.base import ForwardResult
 
     class AlternatingLinear(LinearAdapter):

@@ -3,15 +3,9 @@
 import pytest
 import torch
 
-from curvature import (
-    BlockDiagonalFactor,
-    DenseBlock,
-    DenseFactor,
-    KroneckerBlock,
-    ParameterSlice,
-    kron_effective_parameters,
-    kron_logdet,
-)
+from curvature import DenseBlock, KroneckerBlock, kron_effective_parameters, kron_logdet
+from curvature.adapters import BlockDiagonalFactor, DenseFactor
+from curvature.blocks import ParameterSlice
 
 
 def random_psd(d, rank=None):

@@ -242,7 +242,7 @@ def test_mixture_logit_tangents_equal_forward_mode_ad(
 ):
     """The closed form ``z_j (Y_j - Σ z_K Y_K)`` equals ``torch.func.jvp`` on random data."""
     from bayesym.adapters.convolutions import mixture_logit_tangents
-    from curvature import parameter_tangents
+    from curvature.adapters import parameter_tangents
 
     g = d4_subgroup(group)
     comps = None if components is None else [d4_subgroup(k) for k in components]
