@@ -40,8 +40,10 @@ from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
 from curvature.adapters import (
     Approx,
     DenseFactor,
+    bias_blocks,
     block_is_active,
     covariance,
+    if_bias,
     parameter_tangents,
     tangent_ggn,
 )
@@ -150,10 +152,11 @@ class _GatheredConvAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """Kernel (Kronecker), tangent parameters (dense) and bias (dense) blocks."""
-        specs = [self._kernel_spec(module), *tangent_specs(module, self.tangent_names(module))]
-        if module.bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "bias"))
-        return tuple(specs)
+        return (
+            self._kernel_spec(module),
+            *tangent_specs(module, self.tangent_names(module)),
+            *bias_blocks(module),
+        )
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
@@ -168,9 +171,7 @@ class _GatheredConvAdapter(ModuleAdapter):
         names = self.tangent_names(module)
         tangents = tangents_of(module, inputs, names)
         stats.extend([None] * len(names))
-        if module.bias is not None:
-            stats.append(None)
-        return ForwardResult(tuple(stats), state=(structure, tangents))
+        return ForwardResult((*stats, *if_bias(module, None)), state=(structure, tangents))
 
     def backward_statistics(
         self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
@@ -298,9 +299,7 @@ class MixedConvAdapter(ModuleAdapter):
             rows = module.directions[name].shape[0]
             specs.append(BlockSpec.kronecker_parameter(module, f"directions.{name}", rows))
         specs.append(BlockSpec.dense_parameter(module, ARCHITECTURE_PARAMETER_NAME))
-        if module.bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "bias"))
-        return tuple(specs)
+        return (*specs, *bias_blocks(module))
 
     def _structure(self, module: nn.Module, name: str) -> GatherStructure:
         component = module.components[self._components(module).index(name)]
@@ -335,9 +334,7 @@ class MixedConvAdapter(ModuleAdapter):
             lambda m, i, _names: mixture_logit_tangents(m, i[0]),
         )
         stats.append(None)
-        if module.bias is not None:
-            stats.append(None)
-        return ForwardResult(tuple(stats), state=(structures, tangents))
+        return ForwardResult((*stats, *if_bias(module, None)), state=(structures, tangents))
 
     def backward_statistics(
         self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx

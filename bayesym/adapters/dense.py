@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
-from curvature.adapters import Approx, covariance, gram_sum
+from curvature.adapters import Approx, bias_blocks, covariance, gram_sum, if_bias
 
 __all__ = ["OrbitSharedLinearAdapter", "SpatialLinearAdapter"]
 
@@ -29,20 +29,17 @@ class SpatialLinearAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` (Kronecker) and ``bias`` (dense)."""
-        specs = [BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0])]
-        if module.bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "bias"))
-        return tuple(specs)
+        return (
+            BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0]),
+            *bias_blocks(module),
+        )
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
     ) -> ForwardResult:
         """``Σ x xᵀ`` over the flattened inputs."""
         x = inputs[0].flatten(1)
-        stats = [InputStatistic.from_rows(x, x.shape[0])]
-        if module.bias is not None:
-            stats.append(None)
-        return ForwardResult(tuple(stats))
+        return ForwardResult((InputStatistic.from_rows(x, x.shape[0]), *if_bias(module, None)))
 
     def backward_statistics(
         self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
@@ -80,16 +77,16 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``orbit_weights`` and ``orbit_bias`` (dense, exact)."""
-        specs = [BlockSpec.dense_parameter(module, "orbit_weights")]
-        if module.orbit_bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "orbit_bias"))
-        return tuple(specs)
+        return (
+            BlockSpec.dense_parameter(module, "orbit_weights"),
+            *bias_blocks(module, "orbit_bias"),
+        )
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
     ) -> ForwardResult:
         """Keep the inputs for the per-datum gradients."""
-        stats = (None, None) if module.orbit_bias is not None else (None,)
+        stats = (None, *if_bias(module, None, attr="orbit_bias"))
         return ForwardResult(stats, state=inputs[0].detach())
 
     def backward_statistics(

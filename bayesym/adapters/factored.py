@@ -32,7 +32,7 @@ from bayesym.adapters.convolutions import (
 )
 from bayesym.layers.sparse import SparseFactoredLinear
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
-from curvature.adapters import Approx, BlockDiagonalFactor, covariance
+from curvature.adapters import Approx, BlockDiagonalFactor, bias_blocks, covariance, if_bias
 
 __all__ = ["FactoredLinearAdapter"]
 
@@ -68,9 +68,8 @@ class FactoredLinearAdapter(ModuleAdapter):
             ),
             BlockSpec.kronecker_parameter(module, in_name, c_out, input_blocks=c_in),
             *tangent_specs(module, learnable_basis_parameters(module)),
+            *bias_blocks(module),
         ]
-        if module.bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "bias"))
         return tuple(specs)
 
     def forward_statistics(
@@ -93,9 +92,8 @@ class FactoredLinearAdapter(ModuleAdapter):
             InputStatistic(BlockDiagonalFactor(a1), n * c_out),
             InputStatistic(BlockDiagonalFactor(a2), n * c_in),
             *([None] * len(names)),
+            *if_bias(module, None),
         ]
-        if module.bias is not None:
-            stats.append(None)
         return ForwardResult(tuple(stats), state=(theta1, psi_out, tangents))
 
     def backward_statistics(

@@ -46,8 +46,10 @@ __all__ = [
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
+    "bias_blocks",
     "block_is_active",
     "covariance",
+    "if_bias",
     "parameter_tangents",
     "patch_covariance",
     "project_rows",
@@ -235,6 +237,22 @@ def block_is_active(name: str) -> bool:
     """
     names = _ACTIVE_BLOCKS.get()
     return names is None or name in names
+
+
+def if_bias(module: nn.Module, *items: Any, attr: str = "bias") -> tuple[Any, ...]:
+    """``items`` if ``module`` has a bias parameter ``attr``, else ``()``.
+
+    The bias slot of an adapter's results: e.g. ``ForwardResult((stat, *if_bias(module, None)))``
+    or ``(b, *if_bias(module, b))`` for a bias whose output factor is the weight's.
+    """
+    return items if getattr(module, attr, None) is not None else ()
+
+
+def bias_blocks(module: nn.Module, attr: str = "bias") -> tuple[BlockSpec, ...]:
+    """The dense block of the bias parameter ``attr`` (``()`` when the module has none)."""
+    if getattr(module, attr, None) is None:
+        return ()
+    return (BlockSpec.dense_parameter(module, attr),)
 
 
 def covariance(rows: Tensor) -> Tensor:

@@ -27,8 +27,10 @@ from curvature.adapters.base import (
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    bias_blocks,
     check_tensor_input,
     covariance,
+    if_bias,
     patch_covariance,
 )
 from curvature.adapters.conv_covariance import conv_patch_covariance
@@ -95,9 +97,7 @@ class Conv2dAdapter(ModuleAdapter):
                     input_dim=d_in,
                 )
             )
-        if module.bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "bias"))
-        return tuple(specs)
+        return (*specs, *bias_blocks(module))
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
@@ -129,9 +129,7 @@ class Conv2dAdapter(ModuleAdapter):
                 covs = list(covariance(patches.mean(-1).transpose(0, 1)))  # G x [D, D]
                 count = n
         stats = tuple(InputStatistic(DenseFactor(covs[k]), count) for k in range(groups))
-        if module.bias is not None:
-            stats = (*stats, None)
-        return ForwardResult(stats)
+        return ForwardResult((*stats, *if_bias(module, None)))
 
     def backward_statistics(
         self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
@@ -144,7 +142,7 @@ class Conv2dAdapter(ModuleAdapter):
         groups = module.groups
         full = patch_covariance(g) if groups == 1 or module.bias is not None else None
         if groups == 1:
-            return (full, full) if module.bias is not None else (full,)
+            return (full, *if_bias(module, full))
         per = c_out // groups
         out = tuple(patch_covariance(g[:, k * per : (k + 1) * per]) for k in range(groups))
-        return (*out, full) if module.bias is not None else out
+        return (*out, *if_bias(module, full))

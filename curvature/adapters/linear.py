@@ -21,8 +21,10 @@ from curvature.adapters.base import (
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    bias_blocks,
     check_tensor_input,
     covariance,
+    if_bias,
     rows_for,
 )
 
@@ -34,10 +36,10 @@ class LinearAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` (Kronecker) and, if present, ``bias`` (dense)."""
-        specs = [BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0])]
-        if module.bias is not None:
-            specs.append(BlockSpec.dense_parameter(module, "bias"))
-        return tuple(specs)
+        return (
+            BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0]),
+            *bias_blocks(module),
+        )
 
     def forward_statistics(
         self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
@@ -49,7 +51,7 @@ class LinearAdapter(ModuleAdapter):
             stat = InputStatistic.from_rows(rows.reshape(n * r, -1), n * r)
         else:
             stat = InputStatistic.from_rows(rows.mean(1), n)
-        return ForwardResult((stat, None) if module.bias is not None else (stat,))
+        return ForwardResult((stat, *if_bias(module, None)))
 
     def backward_statistics(
         self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
@@ -59,4 +61,4 @@ class LinearAdapter(ModuleAdapter):
         g = output_grads.reshape(s, n, -1, d_out)
         rows = g.reshape(-1, d_out) if approx == "expand" else g.sum(2).reshape(-1, d_out)
         b = covariance(rows)
-        return (b, b) if module.bias is not None else (b,)
+        return (b, *if_bias(module, b))
