@@ -35,19 +35,22 @@ def space_names() -> tuple[str, ...]:
     return tuple(SPACES)
 
 
+def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
+    """``table[name]``, or a ``ValueError`` naming ``what`` and listing the registered names."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        known = ", ".join(table) or "none"
+        raise ValueError(f"unknown {what} {name!r}; registered {what}s: {known}") from None
+
+
 def make_selector(name: str, config: Any = None) -> Selector:
     """The selector ``name`` with ``config`` (default: its default configuration).
 
     Raises:
         ValueError: for an unknown name (the message lists the registered selectors).
     """
-    try:
-        selector_class = SELECTORS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown selector {name!r}; registered selectors: {', '.join(SELECTORS) or 'none'}"
-        ) from None
-    return selector_class(config)
+    return _lookup(SELECTORS, name, "selector")(config)
 
 
 def make_space(name: str, **options: Any) -> SearchSpace:
@@ -56,10 +59,4 @@ def make_space(name: str, **options: Any) -> SearchSpace:
     Raises:
         ValueError: for an unknown name (the message lists the registered spaces).
     """
-    try:
-        space_class = SPACES[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown search space {name!r}; registered spaces: {', '.join(SPACES) or 'none'}"
-        ) from None
-    return space_class(**options)
+    return _lookup(SPACES, name, "search space")(**options)
