@@ -209,7 +209,7 @@ def test_serial_executor_keeps_order():
 def test_unknown_selector_and_space_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="unknown selector 'nope'; registered selectors"):
         make_selector("nope")
-    with pytest.raises(ValueError, match="unknown search space .nope.; registered search spaces"):
+    with pytest.raises(ValueError, match="unknown search space 'nope'; registered search spaces"):
         make_space("nope")
 
 
