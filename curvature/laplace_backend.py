@@ -23,7 +23,8 @@ regression curvature is for unit noise, laplace-torch applies ``1/σ²`` itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -124,6 +125,40 @@ _INERT_OPTIONS = frozenset({"fisher_attr", "fvp_attr", "is_master", "batch_size_
 """Options without effect here (ASDL's storage names; the batch size is ``len(y)``)."""
 
 
+def _config_fields(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`KFACConfig` fields set by per-call ``options``; refuse what we cannot do."""
+    fields: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in _CONFIG_OPTIONS:
+            fields[_CONFIG_OPTIONS[key]] = value
+        elif key in _NEUTRAL_OPTIONS:
+            neutral, alternative = _NEUTRAL_OPTIONS[key]
+            if not (value is None if neutral is None else value == neutral):
+                raise CurvatureError(
+                    f"KFACBackend.{method} option {key}={value!r} is not supported (only "
+                    f"{key}={neutral!r}): {alternative}"
+                )
+        elif key not in _INERT_OPTIONS:
+            hint = " (use ggn_type=)" if key == "fisher_type" else ""
+            raise CurvatureError(
+                f"KFACBackend.{method} got the unsupported option {key!r}{hint}; it accepts "
+                f"{sorted(_CONFIG_OPTIONS)} per call (laplace-torch: asdl_fisher_kwargs), "
+                "other settings go to the backend (backend_kwargs, see KFACBackend)"
+            )
+    return fields
+
+
+def _check_samples(method: str, options: Mapping[str, Any], monte_carlo: bool) -> None:
+    """More than one sample only for the Monte-Carlo Fisher (as curvlinops requires)."""
+    for key in ("mc_samples", "n_mc_samples"):
+        if options.get(key, 1) != 1 and not monte_carlo:
+            raise CurvatureError(
+                f"KFACBackend.{method} option {key}={options[key]!r} needs the Monte-Carlo "
+                "Fisher: build the backend with backend_kwargs={'stochastic': True}"
+                + (" or pass ggn_type='mc'" if method == "kron" else "")
+            )
+
+
 def call_config(config: KFACConfig, options: Mapping[str, Any]) -> KFACConfig:
     """``config`` with the per-call options of ``kron`` applied.
 
@@ -138,35 +173,12 @@ def call_config(config: KFACConfig, options: Mapping[str, Any]) -> KFACConfig:
     Raises:
         CurvatureError: an option that cannot be honoured, or an invalid value.
     """
-    fields: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _CONFIG_OPTIONS:
-            fields[_CONFIG_OPTIONS[key]] = value
-        elif key in _NEUTRAL_OPTIONS:
-            neutral, alternative = _NEUTRAL_OPTIONS[key]
-            if not (value is None if neutral is None else value == neutral):
-                raise CurvatureError(
-                    f"KFACBackend.kron option {key}={value!r} is not supported (only "
-                    f"{key}={neutral!r}): {alternative}"
-                )
-        elif key not in _INERT_OPTIONS:
-            hint = " (use ggn_type=)" if key == "fisher_type" else ""
-            raise CurvatureError(
-                f"KFACBackend.kron got the unsupported option {key!r}{hint}; it accepts "
-                f"{sorted(_CONFIG_OPTIONS)} per call (laplace-torch: asdl_fisher_kwargs), "
-                "other settings go to the backend (backend_kwargs, see KFACBackend)"
-            )
+    fields = _config_fields("kron", options)
     try:
         result = replace(config, **fields)
     except ValueError as error:
         raise CurvatureError(f"KFACBackend.kron options {dict(options)}: {error}") from error
-    for key in ("mc_samples", "n_mc_samples"):
-        if options.get(key, 1) != 1 and result.ggn_type != "mc":
-            raise CurvatureError(
-                f"KFACBackend.kron option {key}={options[key]!r} needs the Monte-Carlo Fisher, "
-                f"not ggn_type={result.ggn_type!r}: pass ggn_type='mc' too, or build the "
-                "backend with backend_kwargs={'stochastic': True}"
-            )
+    _check_samples("kron", options, result.ggn_type == "mc")
     return result
 
 
@@ -277,3 +289,39 @@ class KFACBackend(GGNInterface):
         if self.likelihood == "regression":
             loss = loss - 0.5 * y.numel() * math.log(2 * math.pi)
         return loss.to(y.device), _EngineKron(kfacs)
+
+    def full(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """laplace-torch's ``GGNInterface.full`` with a per-call ``mc_samples`` honoured."""
+        with self._samples_per_call("full", kwargs):
+            return super().full(x, y)
+
+    def diag(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """laplace-torch's ``GGNInterface.diag`` with a per-call ``mc_samples`` honoured."""
+        with self._samples_per_call("diag", kwargs):
+            return super().diag(x, y)
+
+    @contextmanager
+    def _samples_per_call(self, method: str, options: Mapping[str, Any]) -> Iterator[None]:
+        """Run the inherited Monte-Carlo GGN with the per-call number of samples.
+
+        laplace-torch calls ``full`` / ``diag`` with ``N`` (unused: both are batch sums) and
+        ``diag`` with ``asdl_fisher_kwargs``; of those only the number of samples applies to
+        the ``torch.func`` GGN, whose Monte-Carlo switch is ``stochastic``.
+        """
+        options = {k: v for k, v in options.items() if k != "N"}
+        fields = _config_fields(method, options)
+        other = sorted(k for k in options if _CONFIG_OPTIONS.get(k, "mc_samples") != "mc_samples")
+        if other:
+            raise CurvatureError(
+                f"KFACBackend.{method}: per call only mc_samples applies to the torch.func GGN, "
+                f"not {other}; set the rest on the backend (backend_kwargs)"
+            )
+        _check_samples(method, options, self.stochastic)
+        samples = fields.get("mc_samples", self.num_samples)
+        if not isinstance(samples, int) or samples < 1:
+            raise CurvatureError(f"KFACBackend.{method}: mc_samples must be >= 1, got {samples!r}")
+        saved, self.num_samples = self.num_samples, samples
+        try:
+            yield
+        finally:
+            self.num_samples = saved

@@ -172,8 +172,8 @@ def test_mc_samples_option_sets_the_monte_carlo_fisher(float64, samples_key):
     assert not torch.allclose(five, one)
     # the Monte-Carlo Fisher converges to the exact GGN with the number of samples
     exact = kron_fit(model, x, y)
-    many = kron_fit(model, x, y, backend_kwargs=stochastic, options={samples_key: 2000, "seed": 3})
-    assert (many - exact).norm() < 0.1 * (one - exact).norm()
+    many = kron_fit(model, x, y, backend_kwargs=stochastic, options={samples_key: 500, "seed": 3})
+    assert (many - exact).norm() < 0.2 * (one - exact).norm()
 
 
 def test_per_call_options_do_not_stick_to_the_backend(float64):
@@ -205,13 +205,36 @@ def test_options_without_effect_at_their_defaults_are_accepted(float64):
         ({"bogus": 1}, r"unsupported option 'bogus'; it accepts \['approx', 'ggn_type'"),
         ({"kfac_approx": "average"}, r"kfac_approx.*approx must be 'expand' or 'reduce'"),
         ({"n_mc_samples": 0}, r"mc_samples must be >= 1"),
-        ({"mc_samples": 5}, r"mc_samples=5 needs the Monte-Carlo Fisher, not ggn_type='exact'"),
+        ({"mc_samples": 5}, r"mc_samples=5 needs the Monte-Carlo Fisher: .*'stochastic': True"),
     ],
 )
 def test_options_we_cannot_honour_are_refused_with_the_alternative(options, message):
     x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
     with pytest.raises(CurvatureError, match=message):
         kron_fit(MappingModel(), x, y, options=options)
+
+
+@pytest.mark.parametrize("structure", ["full", "diag"])
+def test_inherited_full_and_diag_take_the_per_call_number_of_samples(float64, structure):
+    """laplace-torch's torch.func GGN ignores mc_samples per call; ours passes it on."""
+    model = MappingModel()
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    results = []
+    for backend_samples, call in [(7, {}), (1, {"mc_samples": 7}), (1, {"n_mc_samples": 7})]:
+        backend = KFACBackend(model, "classification", stochastic=True, num_samples=backend_samples)
+        torch.manual_seed(5)
+        results.append(getattr(backend, structure)(x, y, N=8, **call)[1])
+        assert backend.num_samples == backend_samples
+    torch.manual_seed(5)
+    one = getattr(KFACBackend(model, "classification", stochastic=True), structure)(x, y)[1]
+    assert torch.equal(results[0], results[1])
+    assert torch.equal(results[0], results[2])
+    assert not torch.allclose(results[0], one)
+    exact = getattr(KFACBackend(model, "classification"), structure)
+    with pytest.raises(CurvatureError, match=r"mc_samples=7 needs the Monte-Carlo Fisher"):
+        exact(x, y, mc_samples=7)
+    with pytest.raises(CurvatureError, match=r"only mc_samples applies .* not \['kfac_approx'\]"):
+        exact(x, y, kfac_approx="reduce")
 
 
 @pytest.mark.parametrize("structure", ["full", "diag"])
