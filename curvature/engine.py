@@ -40,7 +40,12 @@ from curvature.adapters.base import (
     active_blocks,
 )
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
-from curvature.errors import FactorTooLargeError, NonFiniteError, UnsupportedModuleError
+from curvature.errors import (
+    CurvatureError,
+    FactorTooLargeError,
+    NonFiniteError,
+    UnsupportedModuleError,
+)
 from curvature.factors import DenseFactor, Factor, all_finite
 from curvature.gram import gram_update_, mirror_lower_
 from curvature.kfac import KFAC
@@ -328,10 +333,62 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
     return hook
 
 
-def _as_batches(data: Any) -> Iterable[tuple[Any, Any]]:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+def _as_batches(data: Any) -> Iterable[Any]:
+    """``data`` as an iterable of batches: one ``(x, y)`` tuple or one mapping is one batch."""
+    if isinstance(data, Mapping):  # iterating it would yield its keys
         return [data]
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        if isinstance(x, Tensor) or (isinstance(x, Mapping) and isinstance(y, Tensor)):
+            return [data]
     return data
+
+
+def _batch_error(index: int, batch: Any, target_key: str) -> CurvatureError:
+    return CurvatureError(
+        f"batch {index} is a {type(batch).__name__}; compute_kfac needs (x, y) pairs (x a "
+        "tensor, or a mapping the model takes; y a tensor) or mappings holding the targets "
+        f"under target_key={target_key!r}: yield those from the data, e.g. with a collate_fn"
+    )
+
+
+def _split_batch(batch: Any, index: int, target_key: str) -> tuple[Tensor | Mapping, Tensor]:
+    """``(x, y)`` of one batch; a mapping batch is the model input and holds the targets."""
+    if isinstance(batch, Mapping):
+        if target_key not in batch:
+            raise CurvatureError(
+                f"batch {index} is a mapping without the target key {target_key!r} (keys: "
+                f"{sorted(map(str, batch))}); pass compute_kfac(..., target_key=<its key>)"
+            )
+        x, y = batch, batch[target_key]
+    elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+        x, y = batch
+    else:
+        raise _batch_error(index, batch, target_key)
+    if not isinstance(x, (Tensor, Mapping)) or not isinstance(y, Tensor):
+        raise _batch_error(index, batch, target_key)
+    return x, y
+
+
+def _prepare_batch(
+    batch: Any, index: int, device: torch.device, target_key: str
+) -> tuple[Tensor | Mapping, Tensor]:
+    """Split a batch, move tensors to ``device`` and refuse NaN/inf inputs or targets.
+
+    A mapping input is handed to the model as it is (the model moves what it takes); its
+    floating tensor values are checked.
+    """
+    x, y = _split_batch(batch, index, target_key)
+    y = y.to(device)
+    if isinstance(x, Tensor):
+        x = x.to(device)
+        inputs = [x]
+    else:
+        inputs = [v for v in x.values() if isinstance(v, Tensor)]
+    for what, tensors in (("inputs", inputs), ("targets", [y])):
+        if any(t.is_floating_point() and not all_finite(t) for t in tensors):
+            raise NonFiniteError(f"batch {index}: the {what} contain NaN or inf")
+    return x, y
 
 
 def _directions_per_chunk(captures: list[_Capture], limit: int) -> int:
@@ -428,13 +485,14 @@ def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
 
 def compute_kfac(
     model: nn.Module,
-    data: Iterable[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor],
+    data: Iterable[Any] | tuple[Tensor | Mapping, Tensor] | Mapping,
     likelihood: str | Likelihood = "classification",
     config: KFACConfig | None = None,
     *,
     sigma: float = 1.0,
     exclude: Collection[str] = (),
     registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
+    target_key: str = "labels",
 ) -> KFAC:
     """Kronecker-factored GGN (KFAC) of ``model`` summed over ``data``.
 
@@ -443,14 +501,18 @@ def compute_kfac(
 
     Args:
         model: the network; every module with trainable parameters needs an adapter.
-        data: iterable of ``(x, y)`` batches (e.g. a DataLoader), or one ``(x, y)`` tuple.
-            ``x: [N, ...]``; ``y: [N]`` class indices or ``[N, D]`` regression targets.
+        data: iterable of batches (e.g. a DataLoader), or one batch. A batch is an ``(x, y)``
+            tuple, ``x: [N, ...]`` or a mapping the model takes (e.g. a Huggingface batch),
+            ``y: [N]`` class indices or ``[N, D]`` regression targets; or a mapping that is
+            the model's input and holds ``y`` under ``target_key``. Tensor inputs are moved
+            to the model's device, mapping inputs are passed to the model as they are.
         likelihood: ``"classification"`` (softmax cross-entropy), ``"regression"``
             (Gaussian with noise ``sigma``) or a :class:`~curvature.likelihoods.Likelihood`.
         config: :class:`KFACConfig` (GGN type, MC samples, expand/reduce, limits).
         sigma: Gaussian noise standard deviation (regression only).
         exclude: module or qualified parameter names to leave out of the curvature.
         registry: module type -> adapter table (default :data:`curvature.registry.ADAPTERS`).
+        target_key: key of the targets in mapping batches.
 
     Returns:
         The :class:`~curvature.kfac.KFAC` with one block per adapter block.
@@ -460,6 +522,8 @@ def compute_kfac(
             returns a non-tensor, or its output is modified in place.
         NonFiniteError: NaN/inf in a batch's inputs or targets, the model output or a factor.
         FactorTooLargeError: a factor would exceed ``config.max_factor_bytes``.
+        CurvatureError: a batch is neither an ``(x, y)`` pair nor a mapping (naming its type),
+            or a mapping batch lacks ``target_key``.
     """
     config = config or KFACConfig()
     backward = resolve_backward(model, config.backward)
@@ -472,13 +536,10 @@ def compute_kfac(
     num_data = output_dim = 0
     log_lik = torch.zeros(())
     try:
-        for index, (x, y) in enumerate(
+        for index, batch in enumerate(
             tqdm(_as_batches(data), desc="KFAC", disable=not config.progress)
         ):
-            x, y = x.to(device), y.to(device)
-            for what, t in (("inputs", x), ("targets", y)):
-                if t.is_floating_point() and not all_finite(t):
-                    raise NonFiniteError(f"batch {index}: the {what} contain NaN or inf")
+            x, y = _prepare_batch(batch, index, device, target_key)
             session.captures.clear()
             with torch.enable_grad():
                 f = model(x)

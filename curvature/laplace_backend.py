@@ -23,7 +23,9 @@ regression curvature is for unit noise, laplace-torch applies ``1/σ²`` itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,7 +39,7 @@ from curvature.engine import KFACConfig, compute_kfac
 from curvature.errors import CurvatureError
 from curvature.likelihoods import GGNType
 
-__all__ = ["KFACBackend"]
+__all__ = ["KFACBackend", "call_config"]
 
 
 class _EngineKron(Kron):
@@ -96,17 +98,105 @@ def _scaled_factors(block: KroneckerBlock, scale: float) -> list[Tensor]:
     return out
 
 
+_CONFIG_OPTIONS: dict[str, str] = {
+    "mc_samples": "mc_samples",  # curvlinops' KFACLinearOperator (and ours)
+    "n_mc_samples": "mc_samples",  # ASDL's FisherConfig
+    "kfac_approx": "approx",  # curvlinops
+    "approx": "approx",
+    "ggn_type": "ggn_type",
+    "seed": "seed",  # curvlinops, ASDL
+    "progressbar": "progress",  # curvlinops
+}
+"""Per-call options of laplace-torch's Kron backends and ours -> :class:`KFACConfig` field."""
+
+_NEUTRAL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "var": (1.0, "laplace-torch applies the noise itself: set Laplace(sigma_noise=...)"),
+    "scale": (1.0, "the GGN is not rescaled here; temper with Laplace(temperature=...)"),
+    "ignore_modules": (None, "leave modules out with backend_kwargs={'exclude': [names]}"),
+    "ignore_index": (-1, "remove the data to ignore from the batches"),
+    "num_per_example_loss_terms": (None, "one loss term per datum: outputs must be [N, C]"),
+    "num_data": (None, "laplace-torch passes the data size N itself"),
+    "is_distributed": (False, "distributed curvature is not supported"),
+    "all_reduce": (False, "distributed curvature is not supported"),
+}
+"""Options accepted only at the value that leaves the result unchanged, and the alternative."""
+
+_INERT_OPTIONS = frozenset({"fisher_attr", "fvp_attr", "is_master", "batch_size_fn"})
+"""Options without effect here (ASDL's storage names; the batch size is ``len(y)``)."""
+
+
+def _config_fields(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`KFACConfig` fields set by per-call ``options``; refuse what we cannot do."""
+    fields: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in _CONFIG_OPTIONS:
+            fields[_CONFIG_OPTIONS[key]] = value
+        elif key in _NEUTRAL_OPTIONS:
+            neutral, alternative = _NEUTRAL_OPTIONS[key]
+            if not (value is None if neutral is None else value == neutral):
+                raise CurvatureError(
+                    f"KFACBackend.{method} option {key}={value!r} is not supported (only "
+                    f"{key}={neutral!r}): {alternative}"
+                )
+        elif key not in _INERT_OPTIONS:
+            hint = " (use ggn_type=)" if key == "fisher_type" else ""
+            raise CurvatureError(
+                f"KFACBackend.{method} got the unsupported option {key!r}{hint}; it accepts "
+                f"{sorted(_CONFIG_OPTIONS)} per call (laplace-torch: asdl_fisher_kwargs), "
+                "other settings go to the backend (backend_kwargs, see KFACBackend)"
+            )
+    return fields
+
+
+def _check_samples(method: str, options: Mapping[str, Any], monte_carlo: bool) -> None:
+    """More than one sample only for the Monte-Carlo Fisher (as curvlinops requires)."""
+    for key in ("mc_samples", "n_mc_samples"):
+        if options.get(key, 1) != 1 and not monte_carlo:
+            raise CurvatureError(
+                f"KFACBackend.{method} option {key}={options[key]!r} needs the Monte-Carlo "
+                "Fisher: build the backend with backend_kwargs={'stochastic': True}"
+                + (" or pass ggn_type='mc'" if method == "kron" else "")
+            )
+
+
+def call_config(config: KFACConfig, options: Mapping[str, Any]) -> KFACConfig:
+    """``config`` with the per-call options of ``kron`` applied.
+
+    laplace-torch forwards ``KronLaplace(..., asdl_fisher_kwargs=...)`` to ``kron(**kwargs)``,
+    with the names of the backend it was written for: curvlinops' ``mc_samples``,
+    ``kfac_approx``, ``seed``, ``progressbar``; ASDL's ``n_mc_samples``, ``seed``; and ours,
+    ``ggn_type``, ``mc_samples``, ``approx``, ``seed``. Options that change nothing at their
+    default (ASDL's ``var``, ``scale``, ``ignore_modules``, ...) are accepted at that value;
+    everything else is refused, naming the alternative. More than one sample is refused for
+    the exact GGN and the empirical Fisher, as curvlinops does.
+
+    Raises:
+        CurvatureError: an option that cannot be honoured, or an invalid value.
+    """
+    fields = _config_fields("kron", options)
+    try:
+        result = replace(config, **fields)
+    except ValueError as error:
+        raise CurvatureError(f"KFACBackend.kron options {dict(options)}: {error}") from error
+    _check_samples("kron", options, result.ggn_type == "mc")
+    return result
+
+
 class KFACBackend(GGNInterface):
     """laplace-torch ``CurvatureInterface`` computing ``kron`` with :func:`curvature.compute_kfac`.
 
     ``full`` and ``diag`` are inherited from laplace-torch's ``GGNInterface`` (``torch.func``
-    Jacobians). Extra keyword arguments (``backend_kwargs`` of ``Laplace``):
+    Jacobians). Batches may be mappings (laplace-torch's ``dict_key_x`` / ``dict_key_y``
+    Huggingface-style batches): the model is called on the mapping. ``kron`` takes the
+    per-call options laplace-torch forwards from ``KronLaplace(..., asdl_fisher_kwargs=...)``
+    (:func:`call_config`). Extra keyword arguments (``backend_kwargs`` of ``Laplace``):
 
     Args:
         model: the network.
         likelihood: ``"classification"`` or ``"regression"``.
         last_layer: only the last layer (laplace-torch's last-layer Laplace).
-        subnetwork_indices: not supported for Kronecker curvature.
+        subnetwork_indices: subnetwork Laplace, for the inherited ``full`` and ``diag`` (as
+            laplace-torch's ``SubnetLaplace`` sets it); ``kron`` refuses it.
         dict_key_x: see laplace-torch.
         dict_key_y: see laplace-torch.
         stochastic: laplace-torch's switch for the Monte-Carlo Fisher (``ggn_type="mc"``).
@@ -134,8 +224,6 @@ class KFACBackend(GGNInterface):
         registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
         seed: int | None = None,
     ) -> None:
-        if subnetwork_indices is not None:
-            raise CurvatureError("KFACBackend does not support subnetwork Laplace")
         super().__init__(
             model,
             likelihood,
@@ -156,9 +244,22 @@ class KFACBackend(GGNInterface):
         self.registry = registry
 
     def kron(self, x: Any, y: Tensor, N: int, **kwargs: Any) -> tuple[Tensor, Kron]:
-        """Loss (``Σ`` NLL, laplace-torch's convention) and the batch's Kron contribution."""
-        if kwargs:
-            raise CurvatureError(f"KFACBackend.kron got unsupported options {sorted(kwargs)}")
+        """Loss (``Σ`` NLL, laplace-torch's convention) and the batch's Kron contribution.
+
+        Args:
+            x: the batch's inputs ``[M, ...]``, or a mapping the model takes (laplace-torch's
+                ``dict_key_x`` / ``dict_key_y`` batches: ``y`` is already taken from it).
+            y: targets ``[M]`` or ``[M, D]``.
+            N: size of the whole data set.
+            **kwargs: per-call options, as laplace-torch forwards them from
+                ``KronLaplace(..., asdl_fisher_kwargs=...)``; see :func:`call_config`.
+        """
+        if self.subnetwork_indices is not None:
+            raise CurvatureError(
+                "KFACBackend.kron: Kronecker factors of a subnetwork are not supported; "
+                "subnetwork Laplace takes hessian_structure='full' or 'diag'"
+            )
+        config = call_config(self.config, kwargs)
         model, inputs = self._model, x
         if self.last_layer:
             _, inputs = self.model.forward_with_features(x)
@@ -166,7 +267,7 @@ class KFACBackend(GGNInterface):
             model,
             (inputs, y),
             self.likelihood,
-            self.config,
+            config,
             exclude=self.exclude,
             registry=self.registry,
         )
@@ -188,3 +289,39 @@ class KFACBackend(GGNInterface):
         if self.likelihood == "regression":
             loss = loss - 0.5 * y.numel() * math.log(2 * math.pi)
         return loss.to(y.device), _EngineKron(kfacs)
+
+    def full(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """laplace-torch's ``GGNInterface.full`` with a per-call ``mc_samples`` honoured."""
+        with self._samples_per_call("full", kwargs):
+            return super().full(x, y)
+
+    def diag(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """laplace-torch's ``GGNInterface.diag`` with a per-call ``mc_samples`` honoured."""
+        with self._samples_per_call("diag", kwargs):
+            return super().diag(x, y)
+
+    @contextmanager
+    def _samples_per_call(self, method: str, options: Mapping[str, Any]) -> Iterator[None]:
+        """Run the inherited Monte-Carlo GGN with the per-call number of samples.
+
+        laplace-torch calls ``full`` / ``diag`` with ``N`` (unused: both are batch sums) and
+        ``diag`` with ``asdl_fisher_kwargs``; of those only the number of samples applies to
+        the ``torch.func`` GGN, whose Monte-Carlo switch is ``stochastic``.
+        """
+        options = {k: v for k, v in options.items() if k != "N"}
+        fields = _config_fields(method, options)
+        other = sorted(k for k in options if _CONFIG_OPTIONS.get(k, "mc_samples") != "mc_samples")
+        if other:
+            raise CurvatureError(
+                f"KFACBackend.{method}: per call only mc_samples applies to the torch.func GGN, "
+                f"not {other}; set the rest on the backend (backend_kwargs)"
+            )
+        _check_samples(method, options, self.stochastic)
+        samples = fields.get("mc_samples", self.num_samples)
+        if not isinstance(samples, int) or samples < 1:
+            raise CurvatureError(f"KFACBackend.{method}: mc_samples must be >= 1, got {samples!r}")
+        saved, self.num_samples = self.num_samples, samples
+        try:
+            yield
+        finally:
+            self.num_samples = saved
