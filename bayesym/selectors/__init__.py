@@ -10,6 +10,7 @@ validation data out of the training file so that no selector ever sees the test 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
+from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.registry import (
     SELECTORS,
     SPACES,
@@ -18,8 +19,10 @@ from bayesym.selectors.registry import (
     selector_names,
     space_names,
 )
+from bayesym.selectors.rpp import RPPConfig, RPPSelector
 from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
+from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
     OptimizerSettings,
     TrainingStats,
@@ -36,6 +39,16 @@ __all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"
 
 # Candidates.
 __all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
+
+# The selectors of this package.
+__all__ += [
+    "MarglikSelector",
+    "MarglikSelectorConfig",
+    "RPPConfig",
+    "RPPSelector",
+    "StaticConfig",
+    "StaticSelector",
+]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
