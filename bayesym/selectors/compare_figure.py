@@ -1,0 +1,96 @@
+"""The figure of a comparison: accuracy against cost, and the choices of every selector.
+
+Left: test accuracy (mean ± standard error over seeds) against the training image passes each
+selector spent, in epochs of the training split. Right: selectors x layers, each cell coloured
+by the choice made for that layer (the most frequent over seeds), with a legend of the
+choices. Written with matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bayesym.selectors.compare import CompareConfig
+
+__all__ = ["plot_comparison"]
+
+
+def _short(layer: str) -> str:
+    """``blocks.3.layer`` -> ``3``; other names unchanged."""
+    parts = layer.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "layer":
+        return parts[1]
+    return layer
+
+
+def _accuracy_panel(ax: Any, summary: Sequence[Mapping[str, Any]], colours: list) -> None:
+    for i, s in enumerate(summary):
+        se = s["test_accuracy_se"]
+        ax.errorbar(
+            s["epochs"],
+            s["test_accuracy"],
+            yerr=0.0 if math.isnan(se) else se,
+            fmt="o",
+            capsize=4,
+            color=colours[i % len(colours)],
+            label=s["selector"],
+        )
+    ax.set_xlabel("training image passes (epochs of the training split)")
+    ax.set_ylabel("test accuracy (mean ± SE over seeds)")
+    ax.set_title("accuracy against cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _choices_panel(ax: Any, summary: Sequence[Mapping[str, Any]]) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    layers = list(dict.fromkeys(layer for s in summary for layer in s["choices"]))
+    kinds = sorted({c for s in summary for c in s["choices"].values()})
+    index = {kind: i for i, kind in enumerate(kinds)}
+    grid = [[index.get(s["choices"].get(layer), math.nan) for layer in layers] for s in summary]
+    palette = plt.get_cmap("tab20" if len(kinds) > 10 else "tab10").colors
+    cmap = ListedColormap(palette[: max(1, len(kinds))])
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(kinds) - 0.5, aspect="auto")
+    for row, s in enumerate(summary):
+        for col, layer in enumerate(layers):
+            text = s["choices"].get(layer, "")
+            ax.text(col, row, text, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(layers)), [_short(layer) for layer in layers])
+    ax.set_yticks(range(len(summary)), [s["selector"] for s in summary])
+    ax.set_xlabel("layer (block)")
+    ax.set_title("choice per layer (most frequent over seeds)")
+    handles = [Patch(color=cmap(index[k]), label=k) for k in kinds]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def plot_comparison(
+    config: CompareConfig, summary: Sequence[Mapping[str, Any]], path: str | Path
+) -> None:
+    """Draw the comparison's two panels into ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height = max(3.5, 0.45 * len(summary) + 1.5)
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [1, 1.3]}
+    )
+    colours = list(plt.get_cmap("tab10").colors)
+    _accuracy_panel(left, summary, colours)
+    _choices_panel(right, summary)
+    budget = "own schedules" if config.budget_epochs is None else f"{config.budget_epochs:g} epochs"
+    fig.suptitle(
+        f"selectors on {config.task} ({config.space} space, {config.train_size} training images, "
+        f"budget {budget}, {len(config.seeds)} seed(s))"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
