@@ -1,9 +1,9 @@
-"""``bayesym compare``: run selectors side by side on one task, space, split and budget.
+r"""``bayesym compare``: run selectors side by side on one task, space, split and budget.
 
 Usage::
 
-    bayesym compare --task digits --space translation --selectors static,marglik,rpp \\
-        --seeds 0,1 --budget-epochs 10 --out runs/compare/digits [--baselines conv,fc] \\
+    bayesym compare --task digits --space translation --selectors static,marglik,rpp \
+        --seeds 0,1 --budget-epochs 10 --out runs/compare/digits [--baselines conv,fc] \
         [--train-size 1000] [--val-size 300] [--width 2] [--threads 1] [--quiet]
 
 Every option is checked before any work: an unknown task, space, selector or baseline, a

@@ -64,11 +64,10 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 def _check_choice(
     kind: str, names: tuple[str, ...], valid: tuple[str, ...], where: str = ""
 ) -> None:
+    listed = ", ".join(valid) or "none"
     for name in names:
         if name not in valid:
-            raise ValueError(
-                f"unknown {kind} {name!r}{where}; valid: {', '.join(valid) or 'none'}"
-            )
+            raise ValueError(f"unknown {kind} {name!r}{where}; valid: {listed}")
 
 
 @dataclass(frozen=True)
@@ -234,10 +233,10 @@ class CellResult:
 def _apply(config: Any, key: str, value: Any) -> Any:
     """``config`` with the dotted setting ``key`` replaced (nested frozen dataclasses)."""
     head, _, rest = key.partition(".")
-    if not dataclasses.is_dataclass(config) or head not in {
-        f.name for f in dataclasses.fields(config)
-    }:
-        options = [f.name for f in dataclasses.fields(config)] if dataclasses.is_dataclass(config) else []  # noqa: E501
+    options = (
+        [f.name for f in dataclasses.fields(config)] if dataclasses.is_dataclass(config) else []
+    )
+    if head not in options:
         raise ValueError(f"unknown setting {key!r}; settings here: {', '.join(options)}")
     if rest:
         value = _apply(getattr(config, head), rest, value)
