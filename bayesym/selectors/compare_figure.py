@@ -27,17 +27,41 @@ def _short(layer: str) -> str:
     return layer
 
 
+def _dodged(xs: Sequence[float]) -> list[float]:
+    """``xs`` with points at the same cost spread a little apart, so none hides another."""
+    span = (max(xs) - min(xs)) or max(1.0, abs(xs[0]))
+    out = list(xs)
+    groups: dict[float, list[int]] = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(round(x, 6), []).append(i)
+    for members in groups.values():
+        for k, i in enumerate(members):
+            out[i] = xs[i] + (k - (len(members) - 1) / 2) * 0.015 * span
+    return out
+
+
 def _accuracy_panel(ax: Any, summary: Sequence[Mapping[str, Any]], colours: list) -> None:
+    xs = _dodged([s["epochs"] for s in summary])
     for i, s in enumerate(summary):
         se = s["test_accuracy_se"]
+        colour = colours[i % len(colours)]
         ax.errorbar(
-            s["epochs"],
+            xs[i],
             s["test_accuracy"],
             yerr=0.0 if math.isnan(se) else se,
             fmt="o",
             capsize=4,
-            color=colours[i % len(colours)],
+            color=colour,
             label=s["selector"],
+        )
+        ax.annotate(
+            s["selector"],
+            (xs[i], s["test_accuracy"]),
+            xytext=(6, 0),
+            textcoords="offset points",
+            fontsize=7,
+            color=colour,
+            va="center",
         )
     ax.set_xlabel("training image passes (epochs of the training split)")
     ax.set_ylabel("test accuracy (mean ± SE over seeds)")

@@ -19,9 +19,10 @@ Adam steps on the precisions touch no image and are not charged; they show in wa
 **Schedules within a budget** (:func:`fit_schedule`). A schedule of :math:`E` MAP epochs on
 :math:`N` images with :math:`H(E)` hyper steps of :math:`M` images costs
 :math:`EN + H(E)Md` passes (plus a fixed ``extra``, e.g. a final read-out pass). The burn-in
-and the hyper-step interval scale with :math:`E` (:func:`scaled_schedule`: the configured
-schedule's proportions, at least one hyper step), and :math:`E` is the largest number of
-whole epochs whose cost fits into :math:`\lceil BN\rceil` passes.
+and the number of hyper steps scale with :math:`E` (:func:`scaled_schedule`: the configured
+schedule's proportions, at least one hyper step, the last after the last epoch), and
+:math:`E` is the largest number of whole epochs whose cost fits into :math:`\lceil BN\rceil`
+passes.
 """
 
 from __future__ import annotations
@@ -71,20 +72,26 @@ def hyper_step_count(config: MarglikConfig, epochs: int | None = None) -> int:
 
 
 def scaled_schedule(config: MarglikConfig, epochs: int) -> MarglikConfig:
-    r"""``config`` with ``epochs`` epochs and its burn-in and hyper interval scaled alike.
+    r"""``config``'s schedule scaled to ``epochs`` epochs, in proportion.
 
-    Burn-in :math:`\min(E, \mathrm{round}(b E/E_0))` and interval
-    :math:`\min(E, \max(1, \mathrm{round}(h E/E_0)))`, so at least one hyper step
-    remains; ``scaled_schedule(config, config.epochs) == config`` when ``config`` has one.
+    A schedule of :math:`E_0` epochs with :math:`K_0` hyper steps and burn-in :math:`b_0`
+    becomes one of :math:`E` epochs with :math:`K = \max(1, \mathrm{round}(K_0E/E_0))` hyper
+    steps, the last one after the last epoch (so the read-out sees the final weights), spaced
+    :math:`h = \max(1, \lfloor (E - \mathrm{round}(b_0E/E_0))/(K-1)\rfloor)` epochs apart
+    (burn-in :math:`E - (K-1)h`). The fraction of the passes spent on curvature stays that of
+    ``config``. ``scaled_schedule(config, config.epochs)`` is ``config``; a schedule without
+    hyper steps (MAP) only changes its number of epochs.
     """
-    if epochs == config.epochs:
-        return config
-    ratio = epochs / config.epochs
+    hyper = hyper_step_count(config)
+    if epochs == config.epochs or hyper == 0:
+        return dataclasses.replace(config, epochs=epochs)
+    steps = max(1, round(hyper * epochs / config.epochs))
+    if steps == 1:
+        return dataclasses.replace(config, epochs=epochs, burn_in=epochs, hyper_every=1)
+    burn_in = min(epochs, round(config.burn_in * epochs / config.epochs))
+    every = max(1, (epochs - burn_in) // (steps - 1))
     return dataclasses.replace(
-        config,
-        epochs=epochs,
-        burn_in=min(epochs, round(config.burn_in * ratio)),
-        hyper_every=min(epochs, max(1, round(config.hyper_every * ratio))),
+        config, epochs=epochs, burn_in=max(0, epochs - (steps - 1) * every), hyper_every=every
     )
 
 
