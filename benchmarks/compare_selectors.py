@@ -43,8 +43,8 @@ from bayesym.selectors.registry import SPACES
 
 ROOT = Path(__file__).resolve().parent.parent
 
-DEFAULT = {"train_size": 2000, "val_size": 500, "budget_epochs": 10.0, "seeds": "0,1,2"}
-QUICK = {"train_size": 200, "val_size": 100, "budget_epochs": 1.0, "seeds": "0,1"}
+DEFAULT = {"train_size": 2000, "val_size": 500, "budget_epochs": 15.0, "seeds": "0,1,2"}
+QUICK = {"train_size": 200, "val_size": 100, "budget_epochs": 2.0, "seeds": "0,1"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
