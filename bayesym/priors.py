@@ -113,6 +113,27 @@ def prior_free_parameters(model: nn.Module) -> tuple[str, ...]:
     return tuple(name for name, p in model.named_parameters() if id(p) in chosen)
 
 
+def _prior_parameters(
+    model: nn.Module, exclude: Collection[str], prior_on_architecture: bool
+) -> dict[str, nn.Parameter]:
+    """The trainable parameters that get a prior (in parameter order).
+
+    Raises:
+        ValueError: on excluded names that are not trainable parameters, or none left.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    unknown = sorted(set(exclude) - set(params))
+    if unknown:
+        raise ValueError(f"excluded parameters {unknown} are not trainable parameters of the model")
+    excluded = set(exclude)
+    if not prior_on_architecture:
+        excluded |= set(prior_free_parameters(model))
+    params = {n: p for n, p in params.items() if n not in excluded}
+    if not params:
+        raise ValueError("the model has no trainable parameters to put a prior on")
+    return params
+
+
 def parameter_groups(
     model: nn.Module,
     structure: PriorStructure = "path",
@@ -146,16 +167,7 @@ def parameter_groups(
         raise ValueError(
             f"sparse_prior must be 'anchor_values' or 'lengthscales', got {sparse_prior!r}"
         )
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    unknown = sorted(set(exclude) - set(params))
-    if unknown:
-        raise ValueError(f"excluded parameters {unknown} are not trainable parameters of the model")
-    excluded = set(exclude)
-    if not prior_on_architecture:
-        excluded |= set(prior_free_parameters(model))
-    params = {n: p for n, p in params.items() if n not in excluded}
-    if not params:
-        raise ValueError("the model has no trainable parameters to put a prior on")
+    params = _prior_parameters(model, exclude, prior_on_architecture)
 
     # (layer, path, path-group name) of every parameter: paths of relaxed layers first, then
     # the module owning the parameter.
