@@ -328,6 +328,8 @@ def _run_cell(
         progress=progress,
         executor=executor,
     )
+    if result.model is None:
+        raise ValueError(f"selector {cell.selector!r} returned no model to score on the test split")
     test = evaluate_model(result.model, split.test)
     _write_json(folder / "test.json", {"metrics": test, "train_size": len(split.train)})
     return CellResult(cell, seed, dataclasses.replace(result, model=None), test, len(split.train))

@@ -79,8 +79,8 @@ def _choices_panel(ax: Any, summary: Sequence[Mapping[str, Any]]) -> None:
     kinds = sorted({c for s in summary for c in s["choices"].values()})
     index = {kind: i for i, kind in enumerate(kinds)}
     grid = [[index.get(s["choices"].get(layer), math.nan) for layer in layers] for s in summary]
-    palette = plt.get_cmap("tab20" if len(kinds) > 10 else "tab10").colors
-    cmap = ListedColormap(palette[: max(1, len(kinds))])
+    base = plt.get_cmap("tab20" if len(kinds) > 10 else "tab10")
+    cmap = ListedColormap([base(i) for i in range(max(1, len(kinds)))])
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(kinds) - 0.5, aspect="auto")
     for row, s in enumerate(summary):
         for col, layer in enumerate(layers):
@@ -107,7 +107,8 @@ def plot_comparison(
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [1, 1.3]}
     )
-    colours = list(plt.get_cmap("tab10").colors)
+    tab10 = plt.get_cmap("tab10")
+    colours = [tab10(i) for i in range(10)]
     _accuracy_panel(left, summary, colours)
     _choices_panel(right, summary)
     budget = "own schedules" if config.budget_epochs is None else f"{config.budget_epochs:g} epochs"

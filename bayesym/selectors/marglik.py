@@ -94,6 +94,7 @@ class MarglikSelector(Selector):
     name: ClassVar[str] = "marglik"
     spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
     config_class: ClassVar[type] = MarglikSelectorConfig
+    config: MarglikSelectorConfig
 
     def schedule(self, meter: BudgetMeter, num_outputs: int) -> MarglikConfig:
         """The trainer configuration that fits ``meter``'s budget (module docstring).

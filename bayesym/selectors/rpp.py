@@ -160,7 +160,11 @@ def path_output_energy(
             energy[name] = dict.fromkeys(module.paths, 0.0)
 
             def hook(
-                layer: nn.Module, inputs: tuple, output: torch.Tensor, key: str = name
+                _: nn.Module,
+                inputs: tuple,
+                __: torch.Tensor,
+                key: str = name,
+                layer: PathSum = module,
             ) -> None:
                 for path, y in layer.path_outputs(inputs[0]).items():
                     energy[key][path] += float(y.double().square().sum())
@@ -201,6 +205,7 @@ class RPPSelector(Selector):
     name: ClassVar[str] = "rpp"
     spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
     config_class: ClassVar[type] = RPPConfig
+    config: RPPConfig
 
     def _readout_cost(self, meter: BudgetMeter, num_outputs: int) -> int:
         if self.config.readout != "effective":

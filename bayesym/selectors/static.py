@@ -152,6 +152,7 @@ class StaticSelector(Selector):
     name: ClassVar[str] = "static"
     spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4", "pixel"})
     config_class: ClassVar[type] = StaticConfig
+    config: StaticConfig
 
     def baselines(self, space: SearchSpace) -> tuple[str, ...]:
         """The baselines this selector trains in ``space`` (checked against the space)."""
