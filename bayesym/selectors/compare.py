@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -179,7 +180,10 @@ class CompareConfig:
 
     def cells(self) -> list[Cell]:
         """The cells of one seed, in the order they run (baselines first)."""
-        cells = [Cell(f"{STATIC}:{b}", STATIC, f"{STATIC}-{b}", b) for b in self.baseline_cells()]
+        cells = [
+            Cell(f"{STATIC}:{b}", STATIC, _directory(f"{STATIC}-{b}"), b)
+            for b in self.baseline_cells()
+        ]
         cells += [Cell(s, s, s) for s in self.selectors if s != STATIC]
         return cells
 
@@ -200,6 +204,11 @@ class CompareConfig:
         for key in ("selectors", "baselines", "seeds"):
             out.pop(key)
         return out
+
+
+def _directory(label: str) -> str:
+    """A directory name for ``label`` (characters other than ``[A-Za-z0-9_.+-]`` as ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,17 @@ def test_no_selector_can_reach_the_test_split(monkeypatch, tmp_path):
     assert not (_rows_of(train.images) | _rows_of(valid.images)) & _rows_of(test.images)
 
 
+def _markdown_without_wall_seconds(path):
+    """``compare.md`` with the wall-seconds column (the 8th of the table) removed."""
+    lines = []
+    for line in path.read_text().splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and len(cells) == 9:
+            del cells[7]
+        lines.append(" | ".join(cells))
+    return lines
+
+
 def _without_time_rows(path):
     with open(path) as fh:
         return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in csv.DictReader(fh)]
@@ -164,6 +175,9 @@ def test_a_killed_comparison_restarts_to_the_same_tables(monkeypatch, tmp_path):
     assert _without_time_rows(tmp_path / "killed/compare.csv") == _without_time_rows(
         tmp_path / "whole/compare.csv"
     )
+    killed_md = _markdown_without_wall_seconds(tmp_path / "killed/compare.md")
+    assert killed_md == _markdown_without_wall_seconds(tmp_path / "whole/compare.md")
+    assert any("wall s" in line for line in (tmp_path / "whole/compare.md").read_text().split("\n"))
 
 
 def test_outputs_tables_figure_and_the_static_row(tmp_path):
