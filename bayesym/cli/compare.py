@@ -25,6 +25,7 @@ import torch
 from bayesym.cli.errors import CliError
 from bayesym.runs import resolve_device
 from bayesym.selectors.compare import CompareConfig, compare
+from bayesym.selectors.registry import SELECTORS, SPACES
 
 __all__ = ["register"]
 
@@ -119,9 +120,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--task", required=True, help="task (`bayesym data list` shows them)")
-    parser.add_argument("--space", required=True, help="search space, e.g. translation")
+    parser.add_argument("--space", required=True, help=f"search space, one of: {', '.join(SPACES)}")
     parser.add_argument(
-        "--selectors", required=True, help="comma-separated selectors, e.g. static,marglik,rpp"
+        "--selectors",
+        required=True,
+        help=f"comma-separated selectors, any of: {', '.join(SELECTORS)}",
     )
     parser.add_argument(
         "--baselines",
