@@ -5,12 +5,12 @@ Every selector implements :class:`Selector` (``fit(train, valid, *, space, budge
 :data:`SELECTORS`. Budgets count training image passes (:class:`Budget`, :class:`BudgetMeter`);
 independent candidates run through a :class:`CandidateExecutor`; :func:`selection_split` carves
 validation data out of the training file so that no selector ever sees the test split;
-:func:`compare` runs selectors side by side and scores the test split once per selection.
+:func:`bayesym.selectors.compare.compare` runs selectors side by side and scores the test
+split once per selection.
 """
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
-from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.registry import (
@@ -51,9 +51,6 @@ __all__ += [
     "StaticConfig",
     "StaticSelector",
 ]
-
-# Comparing selectors.
-__all__ += ["CompareConfig", "compare"]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
