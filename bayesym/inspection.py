@@ -9,6 +9,15 @@ and the *relative* effective number :math:`(\gamma_g/P_g) / \sum_{g'} (\gamma_{g
 (Table 4 of the paper). The *effective layer type* is the path with the largest relative
 effective number.
 
+Reading the relative share needs two more columns. While the precisions of a layer's paths are
+close, their effective numbers are close too, and the relative share is then set by the
+parameter counts alone: with equal :math:`\gamma` it is the *count-only share*
+:math:`(1/P_g) / \sum_{g'} (1/P_{g'})`, whatever the data (a path with a quarter of another's
+parameters gets 80 % of a two-path layer). The marginal likelihood has chosen between paths
+only where their precisions have separated, which the *precision ratio*
+:math:`\log_{10}(\delta_g / \min_{g'} \delta_{g'})` shows (0 for the layer's least
+regularised path; ``> 2``: a path held a hundred times more tightly at zero, i.e. switched off).
+
 Example:
     >>> rows = [
     ...     PathStatistics("l0", "ffc", 1e6, 0.0, 100, 0.01),
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,10 +48,56 @@ from curvature import KFAC
 __all__ = [
     "EffectiveParameterReport",
     "PathStatistics",
+    "count_only_shares",
     "effective_parameters",
+    "history_figure",
+    "log10_precision_ratios",
     "plot_history",
     "report_from_history",
 ]
+
+
+def count_only_shares(numels: Sequence[int]) -> list[float]:
+    r"""The relative shares the paths of one layer would have with equal :math:`\gamma`.
+
+    :math:`(1/P_g) / \sum_{g'} (1/P_{g'})`: the relative effective number
+    :math:`(\gamma_g/P_g) / \sum_{g'} (\gamma_{g'}/P_{g'})` when every path has the same
+    effective number of parameters, as it has (approximately) while the marginal likelihood
+    has not yet separated the paths' precisions.
+
+    Args:
+        numels: :math:`P_g` of every path of the layer (positive).
+
+    Raises:
+        ValueError: if a count is not positive.
+
+    Example:
+        >>> count_only_shares([400, 100])  # CONV with 4x the parameters of GCONV
+        [0.2, 0.8]
+    """
+    if any(n <= 0 for n in numels):
+        raise ValueError(f"count_only_shares: parameter counts must be positive, got {numels}")
+    total = sum(1.0 / n for n in numels)
+    return [(1.0 / n) / total for n in numels]
+
+
+def log10_precision_ratios(precisions: Sequence[float]) -> list[float]:
+    r""":math:`\log_{10}(\delta_g / \min_{g'} \delta_{g'})` for the paths of one layer.
+
+    0 for the layer's least regularised path; a path whose ratio exceeds 2 is held a hundred
+    times more tightly at zero than the layer's preferred path (switched off).
+
+    Raises:
+        ValueError: if a precision is not positive.
+
+    Example:
+        >>> log10_precision_ratios([1e6, 10.0, 1.0])
+        [6.0, 1.0, 0.0]
+    """
+    if any(not d > 0 for d in precisions):
+        raise ValueError(f"log10_precision_ratios: precisions must be positive, got {precisions}")
+    smallest = min(precisions)
+    return [math.log10(d / smallest) for d in precisions]
 
 
 @dataclass(frozen=True)
@@ -71,11 +127,18 @@ class PathStatistics:
 
 
 class EffectiveParameterReport:
-    """Per-layer, per-path effective parameters with the App. D derived quantities."""
+    """Per-layer, per-path effective parameters with the App. D derived quantities.
+
+    Besides App. D's columns, every row has ``count_only`` (:func:`count_only_shares`: the
+    ``relative`` value the row would have with equal effective numbers in its layer) and
+    ``log10_precision_ratio`` (:func:`log10_precision_ratios`): compare ``relative`` with
+    ``count_only`` only where the ratios show that the precisions have separated.
+    """
 
     columns = (
         "layer", "path", "prior_precision", "weight_norm", "numel", "effective_parameters",
-        "normalised", "share", "relative", "effective_type",
+        "normalised", "share", "relative", "effective_type", "count_only",
+        "log10_precision_ratio",
     )  # fmt: skip
 
     def __init__(self, rows: Sequence[PathStatistics]) -> None:
@@ -102,7 +165,9 @@ class EffectiveParameterReport:
         for layer, paths in self.layers().items():
             total = sum(r.effective_parameters for r in paths)
             total_normalised = sum(r.normalised for r in paths)
-            for r in paths:
+            counts = count_only_shares([r.numel for r in paths])
+            ratios = log10_precision_ratios([r.prior_precision for r in paths])
+            for r, count_only, ratio in zip(paths, counts, ratios, strict=True):
                 out.append(
                     {
                         **asdict(r),
@@ -112,15 +177,17 @@ class EffectiveParameterReport:
                         if total_normalised > 0
                         else float("nan"),
                         "effective_type": types[layer],
+                        "count_only": count_only,
+                        "log10_precision_ratio": ratio,
                     }
                 )
         return out
 
     def to_table(self) -> str:
-        """A fixed-width text table (what ``bayesym report`` prints)."""
+        """A fixed-width text table (what ``bayesym report`` prints), with a legend."""
         header = (
             f"{'layer':<28} {'path':<10} {'precision':>10} {'|θ|²':>10} {'P':>9} {'γ':>10} "
-            f"{'γ/P':>8} {'relative':>9}  type"
+            f"{'γ/P':>8} {'relative':>9} {'count-only':>10} {'lg δ/δmin':>9}  type"
         )
         lines = [header, "-" * len(header)]
         for rec in self.records():
@@ -128,8 +195,15 @@ class EffectiveParameterReport:
                 f"{rec['layer']:<28.28} {rec['path']:<10.10} {rec['prior_precision']:>10.3g} "
                 f"{rec['weight_norm']:>10.3g} {rec['numel']:>9d} "
                 f"{rec['effective_parameters']:>10.3g} "
-                f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f}  {rec['effective_type']}"
+                f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f} {rec['count_only']:>10.3f} "
+                f"{rec['log10_precision_ratio']:>9.2f}  {rec['effective_type']}"
             )
+        lines.append(
+            "count-only: the relative share with equal γ in the layer (set by the parameter "
+            "counts alone); lg δ/δmin: log10 of the path's precision over the layer's smallest "
+            "(> 2: switched off). A relative share near count-only with ratios near 0 is no "
+            "choice of the marginal likelihood."
+        )
         return "\n".join(lines)
 
     def to_csv(self, path: str | Path) -> None:
@@ -202,13 +276,14 @@ def report_from_history(
     )
 
 
-def plot_history(
-    history: Sequence[Mapping[str, Any]], groups: Sequence[ParameterGroup], path: str | Path
-) -> None:
-    """Plot marglik, accuracies, and per layer the relative effective parameters over training.
+def history_figure(history: Sequence[Mapping[str, Any]], groups: Sequence[ParameterGroup]) -> Any:
+    """The figure of :func:`plot_history` (a matplotlib ``Figure``, Agg backend).
 
-    One panel per layer with more than one path (the ones with a choice to make), plus a
-    panel of the training curves. Written with matplotlib's Agg backend.
+    Panels: the training curves (accuracies, log marglik per datum); then for every layer
+    with more than one path (the ones with a choice to make) two panels side by side: its
+    paths' relative effective parameters over the hyper steps with each path's count-only
+    share as a dashed line of the same colour, and the log10 precision ratios
+    (:func:`log10_precision_ratios`) with a dotted line at 2 (switched off).
     """
     import matplotlib
 
@@ -216,20 +291,39 @@ def plot_history(
     import matplotlib.pyplot as plt
 
     hyper = [r for r in history if r.get("effective_parameters")]
-    reports = [
+    records = [
         EffectiveParameterReport(
             _rows(groups, r["precisions"], r["weight_norms"], r["effective_parameters"])
-        )
+        ).records()
         for r in hyper
     ]
-    layer_names = [
-        name for name, paths in (reports[0].layers().items() if reports else []) if len(paths) > 1
-    ]
-    panels = 1 + len(layer_names)
-    cols = min(4, panels)
-    rows_n = -(-panels // cols)
+    layer_names = list(
+        dict.fromkeys(
+            rec["layer"]
+            for rec in (records[0] if records else [])
+            if sum(o["layer"] == rec["layer"] for o in records[0]) > 1
+        )
+    )
+    cols = 4
+    rows_n = 1 + -(-2 * len(layer_names) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
-    ax = axes[0][0]
+    _training_panel(axes[0][0], history, hyper)
+    for ax in axes[0][1:]:
+        ax.axis("off")
+    hyper_epochs = [r["epoch"] for r in hyper]
+    for i, layer in enumerate(layer_names):
+        share_ax = axes[1 + 2 * i // cols][2 * i % cols]
+        ratio_ax = axes[1 + (2 * i + 1) // cols][(2 * i + 1) % cols]
+        _layer_panels(share_ax, ratio_ax, layer, hyper_epochs, records)
+    for j in range(2 * len(layer_names), (rows_n - 1) * cols):
+        axes[1 + j // cols][j % cols].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _training_panel(
+    ax: Any, history: Sequence[Mapping[str, Any]], hyper: Sequence[Mapping[str, Any]]
+) -> None:
     epochs = [r["epoch"] for r in history]
     for key in ("train_accuracy", "valid_accuracy"):
         if key in history[-1]:
@@ -243,23 +337,51 @@ def plot_history(
     ax.set_xlabel("epoch")
     ax.set_title("training")
     ax.legend(loc="lower right", fontsize=7)
-    for i, layer in enumerate(layer_names, start=1):
-        ax = axes[i // cols][i % cols]
-        hyper_epochs = [r["epoch"] for r in hyper]
-        per_path: dict[str, list[float]] = {}
-        for rep in reports:
-            for rec in rep.records():
-                if rec["layer"] == layer:
-                    per_path.setdefault(rec["path"], []).append(rec["relative"])
-        for name, values in per_path.items():
-            ax.plot(hyper_epochs, values, marker="o", label=name)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(layer, fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("relative effective params")
-        ax.legend(fontsize=7)
-    for j in range(panels, rows_n * cols):
-        axes[j // cols][j % cols].axis("off")
-    fig.tight_layout()
+
+
+def _layer_panels(
+    share_ax: Any,
+    ratio_ax: Any,
+    layer: str,
+    hyper_epochs: Sequence[int],
+    records: Sequence[Sequence[Mapping[str, Any]]],
+) -> None:
+    per_path: dict[str, dict[str, list[float]]] = {}
+    for step in records:
+        for rec in step:
+            if rec["layer"] == layer:
+                path = per_path.setdefault(rec["path"], {"relative": [], "ratio": []})
+                path["relative"].append(rec["relative"])
+                path["ratio"].append(rec["log10_precision_ratio"])
+                path["count_only"] = [rec["count_only"]]
+    for name, values in per_path.items():
+        (line,) = share_ax.plot(hyper_epochs, values["relative"], marker="o", label=name)
+        share_ax.axhline(
+            values["count_only"][0], color=line.get_color(), linestyle="--", linewidth=1,
+            label=f"{name} count-only",
+        )  # fmt: skip
+        ratio_ax.plot(hyper_epochs, values["ratio"], marker="o", color=line.get_color(), label=name)
+    ratio_ax.axhline(2.0, color="grey", linestyle=":", linewidth=1)
+    share_ax.set_ylim(-0.02, 1.02)
+    share_ax.set_title(layer, fontsize=8)
+    share_ax.set_xlabel("epoch")
+    share_ax.set_ylabel("relative effective params")
+    share_ax.legend(fontsize=6)
+    ratio_ax.set_title(f"{layer}: precisions", fontsize=8)
+    ratio_ax.set_xlabel("epoch")
+    ratio_ax.set_ylabel("log10 δ / δ_min")
+    ratio_ax.legend(fontsize=6)
+
+
+def plot_history(
+    history: Sequence[Mapping[str, Any]], groups: Sequence[ParameterGroup], path: str | Path
+) -> None:
+    """Plot the training curves and, per layer, shares and precision ratios over training.
+
+    See :func:`history_figure` for the panels; written with matplotlib's Agg backend.
+    """
+    fig = history_figure(history, groups)
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=100)
     plt.close(fig)
