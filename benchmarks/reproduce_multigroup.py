@@ -43,6 +43,7 @@ results files of one data family and schedule and prints the tables and the chec
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -57,6 +58,7 @@ from reproduce_quadrants import (
     ROOT,
     CellResult,
     Schedule,
+    Setup,
     fashion_mnist_subset,
     names,
     parse_args,
@@ -447,7 +449,9 @@ def main(argv: list[str] | None = None) -> dict:
     return summarise(cells)
 
 
-def _train(args, run, variant: str, dataset: str, method: str, seed: int) -> dict[str, Any]:
+def _train(
+    args: argparse.Namespace, run: Setup, variant: str, dataset: str, method: str, seed: int
+) -> dict[str, Any]:
     load = digits_data if args.data == "digits" else multigroup_data
     data = load(dataset, run.train_size, run.test_size, seed)
     data_key = {
