@@ -86,7 +86,7 @@ DEFAULTS = {
         width=2, epochs=36, batch_size=16, lr=1e-3, burn_in=10, hyper_every=1
     ),
 }
-"""Full-run schedules: a hyper step after every epoch past the burn-in (45 and 26 of them)."""
+"""Full-run schedules: a hyper step after every epoch past the burn-in (46 and 27 of them)."""
 QUICK = Schedule(width=1, epochs=3, batch_size=16, lr=1e-3, burn_in=1, hyper_every=1, hyper_steps=5)
 TRAIN_SIZE = {"digits": 1200, "fashion-mnist": 1200}
 
