@@ -198,12 +198,12 @@ class EffectiveParameterReport:
                 f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f} {rec['count_only']:>10.3f} "
                 f"{rec['log10_precision_ratio']:>9.2f}  {rec['effective_type']}"
             )
-        lines.append(
+        lines += [
             "count-only: the relative share with equal γ in the layer (set by the parameter "
-            "counts alone); lg δ/δmin: log10 of the path's precision over the layer's smallest "
-            "(> 2: switched off). A relative share near count-only with ratios near 0 is no "
-            "choice of the marginal likelihood."
-        )
+            "counts alone); lg δ/δmin: log10 of",
+            "the path's precision over the layer's smallest (> 2: switched off). A relative "
+            "share near count-only with ratios near 0 is no choice.",
+        ]
         return "\n".join(lines)
 
     def to_csv(self, path: str | Path) -> None:

@@ -34,7 +34,7 @@ def test_report_quantities_follow_appendix_d():
     assert fc["effective_type"] == "conv"
     assert records["l1", "fc"]["effective_type"] == "fc"  # 0.5 vs 0.1 normalised
     table = EffectiveParameterReport(rows).to_table()
-    assert table.count("\n") == 6 and "conv" in table  # header, rule, 4 rows, legend
+    assert table.count("\n") == 7 and "conv" in table  # header, rule, 4 rows, 2 legend lines
 
 
 def test_report_of_a_model_matches_dense_eigenvalues(float64, tmp_path):
@@ -168,7 +168,7 @@ def test_history_figure_shows_count_only_and_precision_ratios():
     legend = [t.get_text() for t in share_ax.get_legend().get_texts()]
     assert legend == ["conv", "conv count-only", "gconv", "gconv count-only"]
     ratio_ax = next(ax for ax in fig.axes if ax.get_ylabel() == "log10 δ / δ_min")
-    gconv_line = [line for line in ratio_ax.get_lines() if line.get_label() == "gconv"][0]
+    gconv_line = next(line for line in ratio_ax.get_lines() if line.get_label() == "gconv")
     assert list(gconv_line.get_ydata()) == pytest.approx([1.0, 2.0, 3.0])
     import matplotlib.pyplot as plt
 
