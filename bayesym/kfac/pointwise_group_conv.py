@@ -26,6 +26,7 @@ The index maps are the layer's own ``expansion_index``, so the adapter cannot dr
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from bayesym.kfac.convolutions import _GatheredConvAdapter
 from bayesym.kfac.gathered import GatherStructure, cached_structure
@@ -49,8 +50,10 @@ def pointwise_gather_structure(module: PointwiseGroupConv2d) -> GatherStructure:
 class PointwiseGroupConvAdapter(_GatheredConvAdapter):
     """The paper's GCONV: ``ψ`` shared over (copy, position), each copy a gather of the patch."""
 
-    def structure(self, module: PointwiseGroupConv2d) -> GatherStructure:
+    def structure(self, module: nn.Module) -> GatherStructure:
         """Built from the layer's index maps, once per configuration."""
+        if not isinstance(module, PointwiseGroupConv2d):
+            raise TypeError(f"PointwiseGroupConvAdapter: got a {type(module).__name__}")
         key = (
             type(module).__name__,
             module.group.name,

@@ -85,6 +85,8 @@ class PointwiseGroupConv2d(nn.Module):
             call, wrong input shape or dtype (the message names the layer and shapes).
     """
 
+    expansion_index: Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -105,11 +107,11 @@ class PointwiseGroupConv2d(nn.Module):
         )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels, kernel_size, kernel_size, **factory)
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        self.weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.bias = (
+            nn.Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
         )
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         index = lifting_expansion_index(self.group, kernel_size)
         self.register_buffer(
             "expansion_index", index if device is None else index.to(device), persistent=False
