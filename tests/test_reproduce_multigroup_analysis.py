@@ -50,6 +50,12 @@ def test_block_statistics_count_only_ratios_and_switched_off_paths():
     )
     assert stats[0]["gconv_over_conv"] == pytest.approx(3.0)
     assert stats[0]["off"] == ["pgconv"] and stats[1]["off"] == []
+    assert stats[0]["gconv_off"] and not stats[1]["gconv_off"]
+    # off against the block's smallest (the F-FC path) but not against CONV: not "GCONV off"
+    ffc_preferred = _layers([60.0], [0.1])
+    ffc_preferred[0]["paths"]["ffc"]["prior_precision"] = 0.1
+    (stats,) = block_statistics(ffc_preferred, "pgconv")
+    assert "pgconv" in stats["off"] and not stats["gconv_off"]
 
 
 def test_summary_finds_the_block_plain_switches_off_and_the_share_shift_with_its_error():
