@@ -52,10 +52,10 @@ class TimedAdapter(ModuleAdapter):
         """The inner adapter's blocks."""
         return self.inner.blocks(module)
 
-    def forward_statistics(self, module, inputs, output, approx) -> ForwardResult:
+    def forward_statistics(self, module, inputs, output, approx, active) -> ForwardResult:
         """The inner adapter's input statistics, clocked."""
         start = time.perf_counter()
-        out = self.inner.forward_statistics(module, inputs, output, approx)
+        out = self.inner.forward_statistics(module, inputs, output, approx, active)
         self.seconds[(self.names[id(module)], "input factor")] += time.perf_counter() - start
         return out
 

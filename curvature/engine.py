@@ -37,7 +37,6 @@ from curvature.adapters.base import (
     BlockSpec,
     InputStatistic,
     ModuleAdapter,
-    active_blocks,
 )
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import (
@@ -52,7 +51,13 @@ from curvature.kfac import KFAC
 from curvature.likelihoods import GGNType, Likelihood, make_likelihood
 from curvature.registry import ADAPTERS, supported_modules
 
-__all__ = ["VMAP_FRIENDLY_MODULES", "KFACConfig", "compute_kfac", "resolve_backward"]
+__all__ = [
+    "VMAP_FRIENDLY_MODULES",
+    "KFACConfig",
+    "block_specs",
+    "compute_kfac",
+    "resolve_backward",
+]
 
 
 @dataclass(frozen=True)
@@ -220,80 +225,157 @@ def _excluded(qualified: str, exclude: set[str]) -> bool:
     return any(".".join(parts[:i]) in exclude for i in range(1, len(parts) + 1))
 
 
+def _trainable(model: nn.Module, exclude: set[str]) -> set[str]:
+    """Names of the trainable parameters not excluded; refuse unknown ``exclude`` names."""
+    known_modules = {name for name, _ in model.named_modules()}
+    known_params = {name for name, _ in model.named_parameters()}
+    unknown = sorted(exclude - known_modules - known_params)
+    if unknown:
+        raise ValueError(f"exclude names {unknown} are neither modules nor parameters of the model")
+    return {n for n, p in model.named_parameters() if p.requires_grad and not _excluded(n, exclude)}
+
+
+def _adapter_of(
+    mname: str,
+    module: nn.Module,
+    own: set[str],
+    registry: Mapping[type[nn.Module], ModuleAdapter],
+) -> ModuleAdapter:
+    """The adapter of a module with trainable parameters ``own``, or an error naming it."""
+    adapter = registry.get(type(module))
+    if adapter is None:
+        raise UnsupportedModuleError(
+            f"module {mname!r} ({type(module).__name__}) has trainable parameters "
+            f"{sorted(own)} but no KFAC adapter is registered for its type. Register one "
+            f"with curvature.register_adapter, or exclude it (exclude=[{mname!r}]). "
+            f"Supported: {supported_modules(registry)}"
+        )
+    return adapter
+
+
+@dataclass(frozen=True)
+class _PlannedModule:
+    """A module, its adapter and its blocks, each with whether it is kept (not excluded)."""
+
+    name: str
+    module: nn.Module
+    adapter: ModuleAdapter
+    blocks: tuple[tuple[BlockSpec, bool], ...]
+
+
+def _module_blocks(
+    mname: str, module: nn.Module, adapter: ModuleAdapter, own: set[str], trainable: set[str]
+) -> tuple[tuple[tuple[BlockSpec, bool], ...], set[str]]:
+    """The module's blocks with whether each is kept, and the parameters they cover.
+
+    A block is kept iff its parameters are trainable and not excluded: all or none of them.
+    """
+    covered: set[str] = set()
+    blocks = []
+    for spec in adapter.blocks(module):
+        names = {_qualified(mname, attr) for attr, _, _ in spec.params}
+        kept = names & trainable
+        if kept and kept != names:
+            raise UnsupportedModuleError(
+                f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(names)}; "
+                f"exclude all or none of them (trainable and not excluded: {sorted(kept)})"
+            )
+        covered |= names
+        blocks.append((spec, bool(kept)))
+    uncovered = sorted(own - covered)
+    if uncovered:
+        raise UnsupportedModuleError(
+            f"module {mname!r} ({type(module).__name__}): parameters {uncovered} are not "
+            f"covered by {type(adapter).__name__}; exclude them explicitly "
+            f"(exclude={uncovered})"
+        )
+    return tuple(blocks), covered
+
+
+def _planned_modules(
+    model: nn.Module,
+    registry: Mapping[type[nn.Module], ModuleAdapter],
+    exclude: Collection[str],
+) -> list[_PlannedModule]:
+    """Match every module with trainable parameters to an adapter, or fail naming it.
+
+    Modules are visited parents first; an adapter may cover parameters of its descendants
+    (dotted names such as ``"basis.omega"``), which then need no adapter of their own.
+    """
+    trainable = _trainable(model, set(exclude))
+    covered_by_ancestors: set[str] = set()
+    planned = []
+    for mname, module in model.named_modules():
+        attrs = (attr for attr, _ in module.named_parameters(recurse=False))
+        own = {_qualified(mname, attr) for attr in attrs} & (trainable - covered_by_ancestors)
+        if not own:
+            continue
+        adapter = _adapter_of(mname, module, own, registry)
+        blocks, covered = _module_blocks(mname, module, adapter, own, trainable)
+        covered_by_ancestors |= covered
+        planned.append(_PlannedModule(mname, module, adapter, blocks))
+    if not planned:
+        raise UnsupportedModuleError("the model has no trainable parameters to compute KFAC for")
+    return planned
+
+
+def block_specs(
+    model: nn.Module,
+    exclude: Collection[str] = (),
+    registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
+) -> dict[str, BlockSpec]:
+    """The blocks :func:`compute_kfac` returns for ``model``, as their adapters specify them.
+
+    Needs no data: the block names (in the order of the KFAC's blocks) with their structure,
+    factor sides and the order of their Kronecker factors (:class:`BlockSpec`). The arguments
+    are :func:`compute_kfac`'s.
+
+    Raises:
+        UnsupportedModuleError: as :func:`compute_kfac` for a module it cannot handle.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4))
+        >>> {name: spec.structure for name, spec in block_specs(model).items()}
+        {'0.weight': 'kronecker', '0.bias': 'dense'}
+    """
+    return {
+        _qualified(p.name, spec.name): spec
+        for p in _planned_modules(model, ADAPTERS if registry is None else registry, exclude)
+        for spec, kept in p.blocks
+        if kept
+    }
+
+
+def _check_factor_bytes(name: str, spec: BlockSpec, like: Tensor, limit: int) -> None:
+    """Refuse a kept block whose factors would exceed ``limit`` bytes."""
+    for what, size in spec.factor_bytes(like.element_size()).items():
+        if size > limit:
+            raise FactorTooLargeError(
+                f"block {name!r}: its {what} would take {size / 1024**2:.1f} MiB "
+                f"(> max_factor_bytes = {limit / 1024**2:.1f} MiB); raise "
+                "KFACConfig.max_factor_bytes or exclude the module"
+            )
+
+
 def _plan(
     model: nn.Module,
     registry: Mapping[type[nn.Module], ModuleAdapter],
     exclude: Collection[str],
     config: KFACConfig,
 ) -> list[_ModulePlan]:
-    """Match every module with trainable parameters to an adapter, or fail naming it.
-
-    Modules are visited parents first; an adapter may cover parameters of its descendants
-    (dotted names such as ``"basis.omega"``), which then need no adapter of their own.
-    """
-    exclude = set(exclude)
-    known_modules = {name for name, _ in model.named_modules()}
-    known_params = {name for name, _ in model.named_parameters()}
-    unknown = sorted(exclude - known_modules - known_params)
-    if unknown:
-        raise ValueError(f"exclude names {unknown} are neither modules nor parameters of the model")
-    trainable = {
-        n for n, p in model.named_parameters() if p.requires_grad and not _excluded(n, exclude)
-    }
-    covered_by_ancestors: set[str] = set()
+    """The modules to hook, with an accumulator per block (see :func:`_planned_modules`)."""
     plans = []
-    for mname, module in model.named_modules():
-        own = {
-            _qualified(mname, attr)
-            for attr, _ in module.named_parameters(recurse=False)
-            if _qualified(mname, attr) in trainable
-            and _qualified(mname, attr) not in covered_by_ancestors
-        }
-        if not own:
-            continue
-        adapter = registry.get(type(module))
-        if adapter is None:
-            raise UnsupportedModuleError(
-                f"module {mname!r} ({type(module).__name__}) has trainable parameters "
-                f"{sorted(own)} but no KFAC adapter is registered for its type. Register one "
-                f"with curvature.register_adapter, or exclude it (exclude=[{mname!r}]). "
-                f"Supported: {supported_modules(registry)}"
-            )
-        covered: set[str] = set()
+    for planned in _planned_modules(model, registry, exclude):
+        mname, module = planned.name, planned.module
         accumulators = []
-        for spec in adapter.blocks(module):
-            names = {_qualified(mname, attr) for attr, _, _ in spec.params}
-            kept = names & trainable
-            if kept and kept != names:
-                raise UnsupportedModuleError(
-                    f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(names)}; "
-                    f"exclude all or none of them (trainable and not excluded: {sorted(kept)})"
-                )
-            covered |= names
+        for spec, kept in planned.blocks:
+            name = _qualified(mname, spec.name)
             like = module.get_parameter(spec.params[0][0])
-            for what, size in spec.factor_bytes(like.element_size()).items():
-                if kept and size > config.max_factor_bytes:
-                    raise FactorTooLargeError(
-                        f"block {_qualified(mname, spec.name)!r}: its {what} would take "
-                        f"{size / 1024**2:.1f} MiB (> max_factor_bytes = "
-                        f"{config.max_factor_bytes / 1024**2:.1f} MiB); raise "
-                        "KFACConfig.max_factor_bytes or exclude the module"
-                    )
+            if kept:
+                _check_factor_bytes(name, spec, like, config.max_factor_bytes)
             slices = tuple(ParameterSlice(_qualified(mname, a), s, e) for a, s, e in spec.params)
-            accumulators.append(
-                _Accumulator(_qualified(mname, spec.name), spec, slices, keep=bool(kept), like=like)
-            )
-        uncovered = sorted(own - covered)
-        if uncovered:
-            raise UnsupportedModuleError(
-                f"module {mname!r} ({type(module).__name__}): parameters {uncovered} are not "
-                f"covered by {type(adapter).__name__}; exclude them explicitly "
-                f"(exclude={uncovered})"
-            )
-        covered_by_ancestors |= covered
-        plans.append(_ModulePlan(mname, module, adapter, accumulators))
-    if not plans:
-        raise UnsupportedModuleError("the model has no trainable parameters to compute KFAC for")
+            accumulators.append(_Accumulator(name, spec, slices, keep=kept, like=like))
+        plans.append(_ModulePlan(mname, module, planned.adapter, accumulators))
     return plans
 
 
@@ -311,15 +393,17 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
                 f"module {plan.name!r}: its output does not require grad (was it called under "
                 "torch.no_grad()?)"
             )
-        with torch.no_grad(), session.adapter_call(), active_blocks(plan.active):
-            result = plan.adapter.forward_statistics(module, inputs, output, session.approx)
+        with torch.no_grad(), session.adapter_call():
+            result = plan.adapter.forward_statistics(
+                module, inputs, output, session.approx, plan.active
+            )
         if len(result.inputs) != len(plan.accumulators):
             raise UnsupportedModuleError(
                 f"{type(plan.adapter).__name__} returned {len(result.inputs)} input statistics "
                 f"for module {plan.name!r}, which has {len(plan.accumulators)} blocks"
             )
         for acc, stat in zip(plan.accumulators, result.inputs, strict=True):
-            if acc.spec.kind == "kronecker":
+            if acc.spec.structure == "kronecker":
                 if stat is None:
                     raise UnsupportedModuleError(
                         f"{type(plan.adapter).__name__} gave no input statistic for the "
@@ -439,7 +523,7 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
     for grads_per_output in _gradient_chunks(f, outputs, directions, mode, chunk):
         for cap, grads in zip(captures, grads_per_output, strict=True):
             plan = cap.plan
-            with torch.no_grad(), session.adapter_call(), active_blocks(plan.active):
+            with torch.no_grad(), session.adapter_call():
                 stats = plan.adapter.backward_statistics(
                     plan.module, cap.state, grads, session.approx
                 )
@@ -462,19 +546,14 @@ def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
     b = acc.b_total
     if b is None:  # no output directions at all: a single-class problem has Λ = 0
         b = acc.like.new_zeros(spec.output_dim, spec.output_dim).detach()
-    if spec.kind == "dense":
+    if spec.structure == "dense":
         block = DenseBlock(acc.name, acc.params, matrix=DenseFactor(b))
     else:
         if acc.a_lower_only:
             mirror_lower_(acc.a_total.matrix)
         a = acc.a_total * (1.0 / acc.a_count)
-        if spec.order == "output_input":
-            factors, position = (DenseFactor(b), a), 1
-        else:
-            factors, position = (a, DenseFactor(b)), 0
-        block = KroneckerBlock(
-            acc.name, acc.params, kron_factors=factors, input_positions=(position,)
-        )
+        factors = (DenseFactor(b), a) if spec.order == "output_input" else (a, DenseFactor(b))
+        block = KroneckerBlock(acc.name, acc.params, kron_factors=factors)
     if not block.is_finite():
         raise NonFiniteError(
             f"block {acc.name!r}: a Kronecker factor contains NaN or inf (check the model's "

@@ -33,9 +33,9 @@ from laplace.curvature import GGNInterface
 from laplace.utils import Kron
 from torch import Tensor, nn
 
-from curvature.adapters.base import Approx, ModuleAdapter
+from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
 from curvature.blocks import CurvatureBlock, KroneckerBlock
-from curvature.engine import KFACConfig, compute_kfac
+from curvature.engine import KFACConfig, block_specs, compute_kfac
 from curvature.errors import CurvatureError
 from curvature.likelihoods import GGNType
 
@@ -62,12 +62,14 @@ class _EngineKron(Kron):
         return _EngineKron(Kron.__add__(self, other).kfacs)
 
 
-def _parameter_entry(blocks: list[CurvatureBlock], numel: int, scale: float) -> list[Tensor]:
+def _parameter_entry(
+    blocks: list[CurvatureBlock], specs: Mapping[str, BlockSpec], numel: int, scale: float
+) -> list[Tensor]:
     """The Kron entry of one parameter tensor from the blocks covering it."""
     if len(blocks) == 1 and blocks[0].params[0].numel == numel and len(blocks[0].params) == 1:
         block = blocks[0]
         if isinstance(block, KroneckerBlock) and len(block.factors) == 2:
-            return _scaled_factors(block, scale)
+            return _scaled_factors(block, specs[block.name], scale)
         if not isinstance(block, KroneckerBlock):
             return [block.factors[0].to_dense()]
     # Several blocks (e.g. conv groups) or more than two factors: one dense matrix.
@@ -79,22 +81,30 @@ def _parameter_entry(blocks: list[CurvatureBlock], numel: int, scale: float) -> 
                 "one entry per parameter tensor"
             )
         piece = block.params[0]
-        factors = _scaled_factors(block, scale) if isinstance(block, KroneckerBlock) else None
-        matrix = block.factors[0].to_dense() if factors is None else factors[0]
-        if factors is not None:
+        if isinstance(block, KroneckerBlock):
+            factors = _scaled_factors(block, specs[block.name], scale)
+            matrix = factors[0]
             for factor in factors[1:]:
                 matrix = torch.kron(matrix.contiguous(), factor.contiguous())
+        else:
+            matrix = block.factors[0].to_dense()
         if dense is None:
             dense = matrix.new_zeros(numel, numel)
         dense[piece.start : piece.stop, piece.start : piece.stop] = matrix
     return [dense]
 
 
-def _scaled_factors(block: KroneckerBlock, scale: float) -> list[Tensor]:
-    """Dense factors with every input factor scaled by ``M / N`` (batch share of the data)."""
+def _scaled_factors(block: KroneckerBlock, spec: BlockSpec, scale: float) -> list[Tensor]:
+    """Dense factors with the input factor ``A`` scaled by ``M / N`` (batch share of the data).
+
+    The engine's input factor is an average over the batch and its output factor ``B`` a sum
+    (:mod:`curvature.engine`), in the order of the block's entries: ``(B, A)`` for
+    ``spec.order == "output_input"``, ``(A, B)`` for ``"input_output"``. laplace-torch adds the
+    batches' factors, so ``A`` is weighted by the batch's share of the data.
+    """
     out = [f.to_dense().contiguous() for f in block.factors]
-    for index in block.input_positions:
-        out[index] = out[index] * scale
+    index = 1 if spec.order == "output_input" else 0
+    out[index] = out[index] * scale
     return out
 
 
@@ -271,6 +281,7 @@ class KFACBackend(GGNInterface):
             exclude=self.exclude,
             registry=self.registry,
         )
+        specs = block_specs(model, self.exclude, self.registry)
         scale = len(y) / N
         by_param: dict[str, list[CurvatureBlock]] = {}
         for block in kfac.blocks:
@@ -283,7 +294,7 @@ class KFACBackend(GGNInterface):
             if blocks is None:  # excluded: zero curvature in laplace-torch's layout
                 kfacs.append([p.new_zeros(p.numel(), p.numel())])
                 continue
-            kfacs.append(_parameter_entry(blocks, p.numel(), scale))
+            kfacs.append(_parameter_entry(blocks, specs, p.numel(), scale))
         # laplace-torch's loss: Σ CE, or ½ Σ (y - f)² (unit-noise Gaussian without constant).
         loss = -kfac.log_likelihood
         if self.likelihood == "regression":

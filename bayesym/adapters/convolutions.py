@@ -41,7 +41,6 @@ from curvature.adapters import (
     Approx,
     DenseFactor,
     bias_blocks,
-    block_is_active,
     covariance,
     if_bias,
     parameter_tangents,
@@ -91,16 +90,18 @@ def tangents_of(
     module: nn.Module,
     inputs: tuple[Any, ...],
     names: list[str],
+    active: frozenset[str],
     tangents: Callable[[nn.Module, tuple[Any, ...], list[str]], Tensor] = parameter_tangents,
 ) -> Tangents:
-    """Tangents of the *active* (not excluded) small parameters among ``names``.
+    """Tangents of the small parameters among ``names`` whose blocks are ``active``.
 
-    ``tangents(module, inputs, active)`` computes them: forward-mode AD by default
+    ``tangents(module, inputs, kept)`` computes them: forward-mode AD by default
     (:func:`curvature.parameter_tangents`), or a closed form such as
-    :func:`mixture_logit_tangents`.
+    :func:`mixture_logit_tangents`. The blocks of the others are excluded from the curvature:
+    their tangents are not computed.
     """
-    active = [n for n in names if block_is_active(n)]
-    return active, (tangents(module, inputs, active) if active else None)
+    kept = [n for n in names if n in active]
+    return kept, (tangents(module, inputs, kept) if kept else None)
 
 
 def tangent_blocks(
@@ -159,7 +160,12 @@ class _GatheredConvAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """Permuted patch covariance of the kernel; tangents of the small parameters."""
         x = inputs[0]
@@ -169,7 +175,7 @@ class _GatheredConvAdapter(ModuleAdapter):
             InputStatistic(DenseFactor(self.input_factor(module, a_sum)), count)
         ]
         names = self.tangent_names(module)
-        tangents = tangents_of(module, inputs, names)
+        tangents = tangents_of(module, inputs, names, active)
         stats.extend([None] * len(names))
         return ForwardResult((*stats, *if_bias(module, None)), state=(structure, tangents))
 
@@ -318,7 +324,12 @@ class MixedConvAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """Per-component permuted patch covariances and the logits' tangents."""
         patches = same_patches(inputs[0], module.kernel_size, module.padding_mode)
@@ -331,6 +342,7 @@ class MixedConvAdapter(ModuleAdapter):
             module,
             inputs,
             [ARCHITECTURE_PARAMETER_NAME],
+            active,
             lambda m, i, _names: mixture_logit_tangents(m, i[0]),
         )
         stats.append(None)

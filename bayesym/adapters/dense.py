@@ -35,7 +35,12 @@ class SpatialLinearAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """``Σ x xᵀ`` over the flattened inputs."""
         x = inputs[0].flatten(1)
@@ -83,7 +88,12 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """Keep the inputs for the per-datum gradients."""
         stats = (None, *if_bias(module, None, attr="orbit_bias"))

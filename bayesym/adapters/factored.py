@@ -73,7 +73,12 @@ class FactoredLinearAdapter(ModuleAdapter):
         return tuple(specs)
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """Per-channel input covariances of both factors (projected for S-FC)."""
         x = inputs[0].flatten(2)  # [N, C_in, P]
@@ -87,7 +92,7 @@ class FactoredLinearAdapter(ModuleAdapter):
             rows2 = rows2 @ psi_in.to(rows2).T  # a Ψᵀ: [C_in, N, M_in]
         a2 = covariance(rows2)
         names = learnable_basis_parameters(module)
-        tangents = tangents_of(module, inputs, names)
+        tangents = tangents_of(module, inputs, names, active)
         stats = [
             InputStatistic(BlockDiagonalFactor(a1), n * c_out),
             InputStatistic(BlockDiagonalFactor(a2), n * c_in),

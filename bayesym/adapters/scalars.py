@@ -30,7 +30,12 @@ class HomotopicAdapter(ModuleAdapter):
         return (BlockSpec.dense_parameter(module, "homotopy_gamma"),)
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """``h = f_neq(x)`` (recomputed inside the adapter call, not captured twice)."""
         h = module.path_outputs(inputs[0])["neq"]
@@ -56,7 +61,12 @@ class GroupBatchNormAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """The normalised input ``x̂`` (running statistics)."""
         if module.training:

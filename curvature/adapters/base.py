@@ -22,16 +22,14 @@ method needs are first-class:
   ``c``) — return a :class:`~curvature.factors.BlockDiagonalFactor`, never ``C`` dense copies;
 * weights that are a fixed basis projection of free parameters (anchor points, ``W = U Ψ``):
   project the statistics, ``A_u = Ψ A Ψᵀ`` (:func:`project_rows`);
-* small parameters whose exact GGN is cheap (``kind="dense"``): return ``Σ_{s,n} j jᵀ`` of the
+* small parameters whose exact GGN is cheap (``structure="dense"``): return ``Σ_{s,n} j jᵀ`` of the
   per-sample, per-direction gradients ``j = J_nᵀ v_{s,n}``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,11 +41,11 @@ from curvature.factors import DenseFactor, Factor
 __all__ = [
     "Approx",
     "BlockSpec",
+    "BlockStructure",
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
     "bias_blocks",
-    "block_is_active",
     "covariance",
     "if_bias",
     "parameter_tangents",
@@ -58,6 +56,9 @@ __all__ = [
 
 Approx = Literal["expand", "reduce"]
 """Weight-sharing approximation: ``"expand"`` (shared dims as batch) or ``"reduce"`` (sum them)."""
+
+BlockStructure = Literal["kronecker", "dense"]
+"""How a block stores its curvature: Kronecker factors ``B ⊗ A`` or one dense matrix."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class BlockSpec:
         params: ``(attribute, start, stop)`` entries of the module's parameters, flat
             row-major ranges, concatenated in this order. Dotted attributes (``"basis.omega"``)
             name parameters of descendants, which then need no adapter of their own.
-        kind: ``"kronecker"`` (input factor ``A`` and output factor ``B``) or ``"dense"`` (one
-            PSD matrix over the covered entries).
+        structure: ``"kronecker"`` (input factor ``A`` and output factor ``B``) or ``"dense"``
+            (one PSD matrix over the covered entries).
         order: for ``"kronecker"``, whether the covered entries are ordered ``(output, input)``
             (dense block ``B ⊗ A``, e.g. ``Linear.weight [out, in]``) or ``(input, output)``
             (``A ⊗ B``).
@@ -82,23 +83,26 @@ class BlockSpec:
 
     name: str
     params: tuple[tuple[str, int, int], ...]
-    kind: Literal["kronecker", "dense"]
+    structure: BlockStructure
     output_dim: int
     input_dim: int = 0
     input_blocks: int = 1
     order: Literal["output_input", "input_output"] = "output_input"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("kronecker", "dense"):
-            raise ValueError(f"block {self.name!r}: unknown kind {self.kind!r}")
+        if self.structure not in ("kronecker", "dense"):
+            raise ValueError(
+                f"block {self.name!r}: unknown structure {self.structure!r}; expected "
+                "'kronecker' or 'dense'"
+            )
         covered = sum(stop - start for _, start, stop in self.params)
-        expected = self.output_dim * (self.input_dim if self.kind == "kronecker" else 1)
+        expected = self.output_dim * (self.input_dim if self.structure == "kronecker" else 1)
         if covered != expected:
             raise ValueError(
-                f"block {self.name!r}: {self.kind} factors of sizes ({self.output_dim}, "
+                f"block {self.name!r}: {self.structure} factors of sizes ({self.output_dim}, "
                 f"{self.input_dim}) describe {expected} entries but params cover {covered}"
             )
-        if self.kind == "kronecker" and self.input_dim % self.input_blocks:
+        if self.structure == "kronecker" and self.input_dim % self.input_blocks:
             raise ValueError(
                 f"block {self.name!r}: input_dim {self.input_dim} is not divisible into "
                 f"{self.input_blocks} blocks"
@@ -135,7 +139,7 @@ class BlockSpec:
     def factor_bytes(self, element_size: int) -> dict[str, int]:
         """Bytes of each factor this block will store, for the memory check."""
         out = {"output factor": self.output_dim**2 * element_size}
-        if self.kind == "kronecker":
+        if self.structure == "kronecker":
             block = self.input_dim // self.input_blocks
             out["input factor"] = self.input_blocks * block**2 * element_size
         return out
@@ -198,9 +202,25 @@ class ModuleAdapter(ABC):
 
     @abstractmethod
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
-        """Input factors from the module's forward inputs (called under ``torch.no_grad``)."""
+        """Input factors from the module's forward inputs (called under ``torch.no_grad``).
+
+        Args:
+            module: the module.
+            inputs: its forward inputs.
+            output: its forward output.
+            approx: the weight-sharing approximation.
+            active: names (:attr:`BlockSpec.name`) of the module's blocks that are kept; the
+                others are excluded from the curvature and the engine discards whatever is
+                returned for them, so an adapter may skip their expensive statistics (and
+                tell its :meth:`backward_statistics` so through :attr:`ForwardResult.state`).
+        """
 
     @abstractmethod
     def backward_statistics(
@@ -214,29 +234,6 @@ class ModuleAdapter(ABC):
             output_grads: ``[S, *output.shape]``, gradients of the ``S`` output directions.
             approx: the weight-sharing approximation.
         """
-
-
-_ACTIVE_BLOCKS: ContextVar[frozenset[str] | None] = ContextVar("active_blocks", default=None)
-
-
-@contextmanager
-def active_blocks(names: frozenset[str]) -> Iterator[None]:
-    """Declare which of the current module's blocks are kept (used by the engine)."""
-    token = _ACTIVE_BLOCKS.set(names)
-    try:
-        yield
-    finally:
-        _ACTIVE_BLOCKS.reset(token)
-
-
-def block_is_active(name: str) -> bool:
-    """Whether the block ``name`` of the module being processed is kept (not excluded).
-
-    Adapters may skip expensive statistics of excluded blocks (the engine discards whatever
-    they return for them); outside the engine every block counts as active.
-    """
-    names = _ACTIVE_BLOCKS.get()
-    return names is None or name in names
 
 
 def if_bias(module: nn.Module, *items: Any, attr: str = "bias") -> tuple[Any, ...]:

@@ -100,7 +100,12 @@ class Conv2dAdapter(ModuleAdapter):
         return (*specs, *bias_blocks(module))
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """Per-group patch covariances (block-diagonal over groups, one block each)."""
         x = check_tensor_input(module, inputs, 4, "[N, C_in, H, W]")

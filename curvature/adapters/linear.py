@@ -42,7 +42,12 @@ class LinearAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self,
+        module: nn.Module,
+        inputs: tuple[Any, ...],
+        output: Tensor,
+        approx: Approx,
+        active: frozenset[str],
     ) -> ForwardResult:
         """``Σ a aᵀ`` over (batch, positions) (expand) or over per-datum position means (reduce)."""
         x = check_tensor_input(module, inputs, 2, "[N, ..., in_features]")

@@ -32,7 +32,7 @@ class PermutedSharedLinearAdapter(ModuleAdapter):
         d_out, d_in = module.weight.shape
         return (BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, d_in),)
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, approx, active):
         a = inputs[0][:, module.permutations]  # [N, G, d_in]
         n, g, _ = a.shape
         if approx == "expand":
@@ -90,7 +90,7 @@ class TinyFactoredLinearAdapter(ModuleAdapter):
             ),
         )
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, approx, active):
         x = inputs[0]  # [N, c_in, p_in]
         x1 = module.intermediate(x)  # [N, c_out, c_in]
         n, c_out, c_in = x1.shape
@@ -132,7 +132,7 @@ class AnchorLinearAdapter(ModuleAdapter):
             BlockSpec("anchor_values", (("anchor_values", 0, d_out * m),), "kronecker", d_out, m),
         )
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, approx, active):
         rows = project_rows(inputs[0], module.basis)  # a Ψᵀ: [N, M]
         return ForwardResult((InputStatistic(DenseFactor(covariance(rows)), rows.shape[0]),))
 
@@ -171,7 +171,7 @@ class ScaledLinearAdapter(ModuleAdapter):
             BlockSpec("log_scale", (("log_scale", 0, 1),), "dense", 1),
         )
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, approx, active):
         from curvature.adapters import parameter_tangents
 
         a = module.inner(inputs[0])  # recomputed inside the adapter call: not captured

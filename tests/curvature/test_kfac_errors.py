@@ -41,6 +41,24 @@ def test_frozen_and_excluded_parameters_are_left_out():
     assert kfac.names == ["0.weight", "2.weight"]
 
 
+def test_adapters_are_told_which_of_their_blocks_are_kept():
+    seen = []
+
+    class Recording(LinearAdapter):
+        def forward_statistics(self, module, inputs, output, approx, active):
+            seen.append(active)
+            return super().forward_statistics(module, inputs, output, approx, active)
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model[0].bias.requires_grad_(False)
+    compute_kfac(model, data(), exclude=["2.bias"], registry={nn.Linear: Recording()})
+    assert seen == [frozenset({"weight"}), frozenset({"weight"})]
+    compute_kfac(model[2], data(n=4, d=4))
+    seen.clear()
+    compute_kfac(model[2], data(n=4, d=4), registry={nn.Linear: Recording()})
+    assert seen == [frozenset({"weight", "bias"})]
+
+
 def test_unknown_exclude_name_is_an_error():
     with pytest.raises(ValueError, match=r"\['nope'\]"):
         compute_kfac(nn.Linear(3, 2), data(), exclude=["nope"])
@@ -147,7 +165,7 @@ def test_rows_and_totals_accumulate_to_the_same_factor(float64):
     class AlternatingLinear(LinearAdapter):
         calls = 0
 
-        def forward_statistics(self, module, inputs, output, approx):
+        def forward_statistics(self, module, inputs, output, approx, active):
             AlternatingLinear.calls += 1
             x = inputs[0]
             if AlternatingLinear.calls % 2:
