@@ -22,7 +22,6 @@ regression curvature is for unit noise, laplace-torch applies ``1/σ²`` itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -37,7 +36,8 @@ from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
 from curvature.blocks import CurvatureBlock, KroneckerBlock
 from curvature.engine import KFACConfig, block_specs, compute_kfac
 from curvature.errors import CurvatureError
-from curvature.likelihoods import GGNType
+from curvature.kfac import KFAC
+from curvature.likelihoods import Gaussian, GGNType
 
 __all__ = ["KFACBackend", "call_config"]
 
@@ -106,6 +106,18 @@ def _scaled_factors(block: KroneckerBlock, spec: BlockSpec, scale: float) -> lis
     index = 1 if spec.order == "output_input" else 0
     out[index] = out[index] * scale
     return out
+
+
+def _laplace_loss(kfac: KFAC, count: int) -> Tensor:
+    """laplace-torch's loss: ``Σ CE``, or ``½ Σ (y - f)²`` (a Gaussian's without its constant).
+
+    Args:
+        kfac: the batch's fit (its log likelihood is at unit noise for regression).
+        count: number of scalar outputs ``N D`` of the batch.
+    """
+    if isinstance(kfac.likelihood, Gaussian):
+        return 0.5 * kfac.likelihood.sum_of_squares(kfac.log_likelihood, count)
+    return -kfac.log_likelihood
 
 
 _CONFIG_OPTIONS: dict[str, str] = {
@@ -209,7 +221,8 @@ class KFACBackend(GGNInterface):
             laplace-torch's ``SubnetLaplace`` sets it); ``kron`` refuses it.
         dict_key_x: see laplace-torch.
         dict_key_y: see laplace-torch.
-        stochastic: laplace-torch's switch for the Monte-Carlo Fisher (``ggn_type="mc"``).
+        stochastic: laplace-torch's switch for the Monte-Carlo Fisher (``ggn_type="mc"``); the
+            name is laplace-torch's, which passes it to every backend.
         num_samples: Monte-Carlo samples per datum.
         ggn_type: ``"exact"``, ``"mc"`` or ``"empirical"`` (overrides ``stochastic``).
         approx: ``"expand"`` or ``"reduce"`` weight-sharing approximation.
@@ -295,11 +308,7 @@ class KFACBackend(GGNInterface):
                 kfacs.append([p.new_zeros(p.numel(), p.numel())])
                 continue
             kfacs.append(_parameter_entry(blocks, specs, p.numel(), scale))
-        # laplace-torch's loss: Σ CE, or ½ Σ (y - f)² (unit-noise Gaussian without constant).
-        loss = -kfac.log_likelihood
-        if self.likelihood == "regression":
-            loss = loss - 0.5 * y.numel() * math.log(2 * math.pi)
-        return loss.to(y.device), _EngineKron(kfacs)
+        return _laplace_loss(kfac, y.numel()).to(y.device), _EngineKron(kfacs)
 
     def full(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """laplace-torch's ``GGNInterface.full`` with a per-call ``mc_samples`` honoured."""
