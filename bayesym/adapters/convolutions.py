@@ -308,14 +308,11 @@ class MixedConvAdapter(ModuleAdapter):
         return (*specs, *bias_blocks(module))
 
     def _structure(self, module: nn.Module, name: str) -> GatherStructure:
-        component = module.components[self._components(module).index(name)]
         shape = module.directions[name].shape
 
         def expand(w: Tensor) -> Tensor:
             with torch.no_grad():
-                return module._expand_component(
-                    w.to(module.directions[name].device), component
-                ).cpu()
+                return module.expand_component(w.to(module.directions[name].device), name).cpu()
 
         key = (type(module).__name__, module.group.name, name, tuple(shape))
         return cached_structure(
@@ -361,7 +358,7 @@ class MixedConvAdapter(ModuleAdapter):
             flat = output_grads.reshape(s, n, structure.copy_rows.numel(), -1)
             b = structure.output_statistic(flat, approx)
             direction = module.directions[name].detach()
-            norm = getattr(module, f"norm_{name}")
+            norm = module.component_norm(name)
             scale = z[i] * norm / direction.flatten(1).norm(dim=1)
             out.append(b * scale[:, None] * scale[None, :])
         out.extend(tangent_blocks(module, [ARCHITECTURE_PARAMETER_NAME], tangents, output_grads))

@@ -19,20 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
-from curvature.adapters import Approx, bias_blocks, covariance, gram_sum, if_bias
+from curvature.adapters import Approx, LinearAdapter, bias_blocks, covariance, gram_sum, if_bias
 
 __all__ = ["OrbitSharedLinearAdapter", "SpatialLinearAdapter"]
 
 
-class SpatialLinearAdapter(ModuleAdapter):
-    """FC: ``weight [C_out P, C_in P]`` as ``nn.Linear`` on ``x.flatten(1)``."""
-
-    def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
-        """``weight`` (Kronecker) and ``bias`` (dense)."""
-        return (
-            BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0]),
-            *bias_blocks(module),
-        )
+class SpatialLinearAdapter(LinearAdapter):
+    """FC: ``weight [C_out P, C_in P]`` as ``nn.Linear`` on ``x.flatten(1)`` (its blocks)."""
 
     def forward_statistics(
         self,

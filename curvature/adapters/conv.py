@@ -40,12 +40,21 @@ __all__ = ["Conv2dAdapter", "conv2d_patches"]
 
 
 def _padding(module: nn.Conv2d) -> list[int]:
-    """``F.pad`` amounts ``[left, right, top, bottom]`` that the module's forward applies."""
-    pad = getattr(module, "_reversed_padding_repeated_twice", None)
-    if pad is not None:
-        return list(pad)
-    if isinstance(module.padding, str):  # pragma: no cover - older torch
-        raise ValueError(f"cannot resolve padding={module.padding!r} of {module}")
+    """``F.pad`` amounts ``[left, right, top, bottom]`` that the module's forward applies.
+
+    ``padding="same"`` pads ``dilation · (k - 1)`` per axis, the smaller half before (as
+    ``nn.Conv2d`` does: asymmetric for even kernels); ``"valid"`` pads nothing.
+    """
+    if module.padding == "valid":
+        return [0, 0, 0, 0]
+    if module.padding == "same":
+        amounts = []
+        for dilation, size in zip(
+            reversed(module.dilation), reversed(module.kernel_size), strict=True
+        ):
+            total = dilation * (size - 1)
+            amounts += [total // 2, total - total // 2]
+        return amounts
     ph, pw = module.padding
     return [pw, pw, ph, ph]
 
