@@ -158,11 +158,9 @@ class DenseBlock(CurvatureBlock):
         matrix: the dense factor.
     """
 
-    matrix: DenseFactor | None = None
+    matrix: DenseFactor
 
     def __post_init__(self) -> None:
-        if self.matrix is None:
-            raise ValueError(f"DenseBlock {self.name!r} needs a matrix")
         covered = sum(p.numel for p in self.params)
         if covered != self.matrix.dim:
             raise ValueError(

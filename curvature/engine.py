@@ -166,6 +166,15 @@ class _Accumulator:
             self.a_total.data.add_(total.data)  # in place: no new [d, d] per batch
         self.a_count += stat.count
 
+    def input_factor(self) -> Factor:
+        """``A``: the sum of the input statistics divided by their count."""
+        total = self.a_total
+        if total is None:  # the engine requires a statistic at every call of a kept block
+            raise UnsupportedModuleError(f"block {self.name!r} received no input statistics")
+        if self.a_lower_only and isinstance(total, DenseFactor):
+            mirror_lower_(total.matrix)
+        return total * (1.0 / self.a_count)
+
     def add_output(self, total: Tensor) -> None:
         self.b_total = total.clone() if self.b_total is None else self.b_total.add_(total)
 
@@ -546,12 +555,11 @@ def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
     b = acc.b_total
     if b is None:  # no output directions at all: a single-class problem has Λ = 0
         b = acc.like.new_zeros(spec.output_dim, spec.output_dim).detach()
+    block: KroneckerBlock | DenseBlock
     if spec.structure == "dense":
         block = DenseBlock(acc.name, acc.params, matrix=DenseFactor(b))
     else:
-        if acc.a_lower_only:
-            mirror_lower_(acc.a_total.matrix)
-        a = acc.a_total * (1.0 / acc.a_count)
+        a = acc.input_factor()
         factors = (DenseFactor(b), a) if spec.order == "output_input" else (a, DenseFactor(b))
         block = KroneckerBlock(acc.name, acc.params, kron_factors=factors)
     if not block.is_finite():

@@ -25,11 +25,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from laplace.curvature import GGNInterface
 from laplace.utils import Kron
+from laplace.utils.feature_extractor import FeatureExtractor
 from torch import Tensor, nn
 
 from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
@@ -51,11 +52,20 @@ class _EngineKron(Kron):
     engine Kron to such an all-zero initial Kron therefore returns the engine's factors.
     """
 
+    @classmethod
+    def of(cls, kfacs: list[list[Tensor]]) -> _EngineKron:
+        """The Kron of per-parameter factor lists ``[F_0, F_1]`` or ``[H]``.
+
+        laplace-torch builds ``kfacs`` as lists of lists itself; its annotation
+        (``list[tuple[Tensor] | Tensor]``) is narrower than its own use.
+        """
+        return cls(kfacs)  # type: ignore[arg-type]
+
     def __radd__(self, other: Kron) -> Kron:
         if isinstance(other, Kron) and all(
             not bool(torch.count_nonzero(f)) for fs in other.kfacs for f in fs
         ):
-            return _EngineKron([[f.clone() for f in fs] for fs in self.kfacs])
+            return _EngineKron.of([[f.clone() for f in fs] for fs in self.kfacs])
         return Kron.__add__(other, self)
 
     def __add__(self, other: Kron) -> Kron:
@@ -73,14 +83,13 @@ def _parameter_entry(
         if not isinstance(block, KroneckerBlock):
             return [block.factors[0].to_dense()]
     # Several blocks (e.g. conv groups) or more than two factors: one dense matrix.
-    dense = None
+    pieces = []
     for block in blocks:
         if len(block.params) != 1:
             raise CurvatureError(
                 f"block {block.name!r} spans several parameters; laplace-torch's Kron needs "
                 "one entry per parameter tensor"
             )
-        piece = block.params[0]
         if isinstance(block, KroneckerBlock):
             factors = _scaled_factors(block, specs[block.name], scale)
             matrix = factors[0]
@@ -88,8 +97,9 @@ def _parameter_entry(
                 matrix = torch.kron(matrix.contiguous(), factor.contiguous())
         else:
             matrix = block.factors[0].to_dense()
-        if dense is None:
-            dense = matrix.new_zeros(numel, numel)
+        pieces.append((block.params[0], matrix))
+    dense = pieces[0][1].new_zeros(numel, numel)
+    for piece, matrix in pieces:
         dense[piece.start : piece.stop, piece.start : piece.stop] = matrix
     return [dense]
 
@@ -285,7 +295,8 @@ class KFACBackend(GGNInterface):
         config = call_config(self.config, kwargs)
         model, inputs = self._model, x
         if self.last_layer:
-            _, inputs = self.model.forward_with_features(x)
+            # laplace-torch wraps the model for last-layer Laplace
+            _, inputs = cast(FeatureExtractor, self.model).forward_with_features(x)
         kfac = compute_kfac(
             model,
             (inputs, y),
@@ -308,7 +319,7 @@ class KFACBackend(GGNInterface):
                 kfacs.append([p.new_zeros(p.numel(), p.numel())])
                 continue
             kfacs.append(_parameter_entry(blocks, specs, p.numel(), scale))
-        return _laplace_loss(kfac, y.numel()).to(y.device), _EngineKron(kfacs)
+        return _laplace_loss(kfac, y.numel()).to(y.device), _EngineKron.of(kfacs)
 
     def full(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """laplace-torch's ``GGNInterface.full`` with a per-call ``mc_samples`` honoured."""

@@ -235,11 +235,12 @@ class Gaussian(Likelihood):
         variance = self.sigma**2
         return -2 * variance * (log_likelihood + 0.5 * count * math.log(2 * math.pi * variance))
 
-    def rescaled(self, log_likelihood: Tensor | float, count: int, sigma: Tensor | float) -> Tensor:
+    def rescaled(self, log_likelihood: float, count: int, sigma: Tensor | float) -> Tensor:
         """The log likelihood of the same residuals under the noise ``sigma``.
 
         Args:
-            log_likelihood: ``log p(y | f)`` at this ``σ`` over ``n = count`` outputs.
+            log_likelihood: ``log p(y | f)`` at this ``σ`` over ``n = count`` outputs (a value:
+                the result is differentiable in ``sigma`` only).
             count: ``n``, the number of scalar outputs.
             sigma: the other noise standard deviation (a tensor stays differentiable).
         """

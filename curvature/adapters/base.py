@@ -176,6 +176,8 @@ class InputStatistic:
         """``total``, or the dense factor ``rowsᵀ rows``."""
         if self.total is not None:
             return self.total
+        if self.rows is None:  # excluded by __post_init__
+            raise ValueError("InputStatistic needs exactly one of total and rows")
         return DenseFactor(covariance(self.rows))
 
 
@@ -332,7 +334,7 @@ def parameter_tangents(module: nn.Module, inputs: tuple[Any, ...], names: Sequen
     """
     from torch.func import functional_call, jvp
 
-    primals = {n: module.get_parameter(n).detach() for n in names}
+    primals: dict[str, Tensor] = {n: module.get_parameter(n).detach() for n in names}
     total = sum(p.numel() for p in primals.values())
 
     def call(params: dict[str, Tensor]) -> Tensor:
@@ -347,8 +349,7 @@ def parameter_tangents(module: nn.Module, inputs: tuple[Any, ...], names: Sequen
         for n, p in primals.items():
             direction[n] = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
             offset += p.numel()
-        _, tangent = jvp(call, (primals,), (direction,))
-        tangents.append(tangent)
+        tangents.append(jvp(call, (primals,), (direction,))[1])  # (output, tangent)
     return torch.stack(tangents, dim=1)
 
 

@@ -37,7 +37,9 @@ class LinearAdapter(ModuleAdapter):
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` (Kronecker) and, if present, ``bias`` (dense)."""
         return (
-            BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0]),
+            BlockSpec.kronecker_parameter(
+                module, "weight", module.get_parameter("weight").shape[0]
+            ),
             *bias_blocks(module),
         )
 
