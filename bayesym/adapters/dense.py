@@ -13,11 +13,13 @@ r"""KFAC adapters of the unstructured layers: FC on feature maps and AEN orbit-s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from bayesym.layers.dense import SpatialLinear
+from bayesym.layers.shared import OrbitSharedLinear
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
 from curvature.adapters import Approx, LinearAdapter, bias_blocks, covariance, gram_sum, if_bias
 
@@ -46,11 +48,12 @@ class SpatialLinearAdapter(LinearAdapter):
         s, n = output_grads.shape[:2]
         g = output_grads.reshape(s * n, -1)
         b = covariance(g)
-        if module.bias is None:
+        bias = cast(SpatialLinear, module).bias
+        if bias is None:
             return (b,)
-        if module.bias.numel() == g.shape[1]:  # one bias per output unit
+        if bias.numel() == g.shape[1]:  # one bias per output unit
             return (b, b)
-        return (b, covariance(g.reshape(s * n, module.bias.numel(), -1).sum(-1)))
+        return (b, covariance(g.reshape(s * n, bias.numel(), -1).sum(-1)))
 
 
 def _orbit_rows(
@@ -103,12 +106,14 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
         Measured for 3,675 orbits, batch 64, one thread: the exact-GGN KFAC of a small AEN
         model 0.77 -> 0.65 s, MC-1 0.104 -> 0.097 s, against one general product per direction.
         """
+        layer = cast(OrbitSharedLinear, module)
         x = state  # [N, n_in]
-        k = module.orbit_weights.numel()
-        h = gram_sum(_orbit_rows(module.orbit_index.reshape(-1), k, x, output_grads), k, x)
-        if module.orbit_bias is None:
+        k = layer.orbit_weights.numel()
+        orbits = layer.get_buffer("orbit_index").reshape(-1)
+        h = gram_sum(_orbit_rows(orbits, k, x, output_grads), k, x)
+        if layer.orbit_bias is None:
             return (h,)
-        kb = module.orbit_bias.numel()
+        kb = layer.orbit_bias.numel()
         rows = output_grads.reshape(-1, output_grads.shape[-1])
-        jb = rows.new_zeros(rows.shape[0], kb).index_add_(1, module.bias_index, rows)
+        jb = rows.new_zeros(rows.shape[0], kb).index_add_(1, layer.get_buffer("bias_index"), rows)
         return (h, covariance(jb))

@@ -19,7 +19,7 @@ parameters get exact dense blocks from tangents.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,7 @@ from bayesym.adapters.convolutions import (
     tangent_specs,
     tangents_of,
 )
+from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.sparse import SparseFactoredLinear
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
 from curvature.adapters import Approx, BlockDiagonalFactor, bias_blocks, covariance, if_bias
@@ -50,7 +51,8 @@ class FactoredLinearAdapter(ModuleAdapter):
     def _factors(module: nn.Module) -> tuple[Tensor, Tensor]:
         if isinstance(module, SparseFactoredLinear):
             return module.factors()
-        return module.theta1, module.theta2
+        layer = cast(FactoredLinear, module)
+        return layer.theta1, layer.theta2
 
     @staticmethod
     def _bases(module: nn.Module) -> tuple[Tensor | None, Tensor | None]:

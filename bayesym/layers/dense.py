@@ -74,6 +74,7 @@ class SpatialLinear(nn.Module):
         )
         positions = self.spatial[0] * self.spatial[1]
         self.weight = nn.Parameter(torch.empty(out_channels * positions, in_channels * positions))
+        self.bias: nn.Parameter | None
         if self.bias_per == "channel":
             self.bias = nn.Parameter(torch.empty(out_channels))
         elif self.bias_per == "unit":
@@ -102,7 +103,7 @@ class SpatialLinear(nn.Module):
         unit_bias = self.bias if self.bias_per == "unit" else None
         y = F.linear(x.flatten(1), self.weight, unit_bias)
         y = y.view(x.shape[0], self.out_channels, *self.spatial)
-        if self.bias_per == "channel":
+        if self.bias_per == "channel" and self.bias is not None:
             y = y + self.bias.view(-1, 1, 1)
         return y
 

@@ -133,14 +133,17 @@ class _MixedConv(nn.Module, ABC):
         self.components: tuple[FiniteGroup, ...] = components
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        factory = {"device": device, "dtype": dtype}
-        self.architecture_logits = nn.Parameter(torch.zeros(len(components), **factory))
-        self.bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
+        self.architecture_logits = nn.Parameter(
+            torch.zeros(len(components), device=device, dtype=dtype)
+        )
+        self.bias = (
+            nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
+        )
         self.directions = nn.ParameterDict()
         for k in components:
             shape = self._component_shape(k)
-            self.directions[k.name] = nn.Parameter(torch.empty(shape, **factory))
-            self.register_buffer(f"norm_{k.name}", torch.ones(shape[0], **factory))
+            self.directions[k.name] = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+            self.register_buffer(f"norm_{k.name}", torch.ones(shape[0], device=device, dtype=dtype))
             index = self._expansion_index(k)
             perm = _layout_permutation(self.group, k)
             if device is not None:
@@ -237,9 +240,11 @@ class _MixedConv(nn.Module, ABC):
     def expanded_kernel(self) -> Tensor:
         """``Σ_K z_K · E_K(ψ^K)``: the one conv kernel of the layer (Eq. 11)."""
         weights = self.architecture_weights()
-        return sum(
-            weights[i] * self.expanded_component(k.name) for i, k in enumerate(self.components)
-        )
+        first, *others = self.components  # the constructor requires one at least
+        kernel = weights[0] * self.expanded_component(first.name)
+        for i, k in enumerate(others, start=1):
+            kernel = kernel + weights[i] * self.expanded_component(k.name)
+        return kernel
 
     def expanded_bias(self) -> Tensor | None:
         """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
@@ -292,7 +297,7 @@ class _MixedConv(nn.Module, ABC):
                 new.directions[name].copy_(self.directions[name])
                 new.component_norm(name).copy_(self.component_norm(name))
                 new.architecture_logits[i] = self.architecture_logits[known.index(name)]
-            if self.bias is not None:
+            if self.bias is not None and new.bias is not None:
                 new.bias.copy_(self.bias)
         return new
 
