@@ -49,15 +49,10 @@ from curvature.factors import DenseFactor, Factor, all_finite
 from curvature.gram import gram_update_, mirror_lower_
 from curvature.kfac import KFAC
 from curvature.likelihoods import GGNType, Likelihood, make_likelihood
-from curvature.registry import ADAPTERS, supported_modules
+from curvature.plan import planned_modules, qualified_name
+from curvature.registry import ADAPTERS
 
-__all__ = [
-    "VMAP_FRIENDLY_MODULES",
-    "KFACConfig",
-    "block_specs",
-    "compute_kfac",
-    "resolve_backward",
-]
+__all__ = ["VMAP_FRIENDLY_MODULES", "KFACConfig", "compute_kfac", "resolve_backward"]
 
 
 @dataclass(frozen=True)
@@ -224,137 +219,6 @@ class _Session:
             self.busy = False
 
 
-def _qualified(module_name: str, attr: str) -> str:
-    return f"{module_name}.{attr}" if module_name else attr
-
-
-def _excluded(qualified: str, exclude: set[str]) -> bool:
-    """A parameter is excluded by its own name or the name of any module containing it."""
-    parts = qualified.split(".")
-    return any(".".join(parts[:i]) in exclude for i in range(1, len(parts) + 1))
-
-
-def _trainable(model: nn.Module, exclude: set[str]) -> set[str]:
-    """Names of the trainable parameters not excluded; refuse unknown ``exclude`` names."""
-    known_modules = {name for name, _ in model.named_modules()}
-    known_params = {name for name, _ in model.named_parameters()}
-    unknown = sorted(exclude - known_modules - known_params)
-    if unknown:
-        raise ValueError(f"exclude names {unknown} are neither modules nor parameters of the model")
-    return {n for n, p in model.named_parameters() if p.requires_grad and not _excluded(n, exclude)}
-
-
-def _adapter_of(
-    mname: str,
-    module: nn.Module,
-    own: set[str],
-    registry: Mapping[type[nn.Module], ModuleAdapter],
-) -> ModuleAdapter:
-    """The adapter of a module with trainable parameters ``own``, or an error naming it."""
-    adapter = registry.get(type(module))
-    if adapter is None:
-        raise UnsupportedModuleError(
-            f"module {mname!r} ({type(module).__name__}) has trainable parameters "
-            f"{sorted(own)} but no KFAC adapter is registered for its type. Register one "
-            f"with curvature.register_adapter, or exclude it (exclude=[{mname!r}]). "
-            f"Supported: {supported_modules(registry)}"
-        )
-    return adapter
-
-
-@dataclass(frozen=True)
-class _PlannedModule:
-    """A module, its adapter and its blocks, each with whether it is kept (not excluded)."""
-
-    name: str
-    module: nn.Module
-    adapter: ModuleAdapter
-    blocks: tuple[tuple[BlockSpec, bool], ...]
-
-
-def _module_blocks(
-    mname: str, module: nn.Module, adapter: ModuleAdapter, own: set[str], trainable: set[str]
-) -> tuple[tuple[tuple[BlockSpec, bool], ...], set[str]]:
-    """The module's blocks with whether each is kept, and the parameters they cover.
-
-    A block is kept iff its parameters are trainable and not excluded: all or none of them.
-    """
-    covered: set[str] = set()
-    blocks = []
-    for spec in adapter.blocks(module):
-        names = {_qualified(mname, attr) for attr, _, _ in spec.params}
-        kept = names & trainable
-        if kept and kept != names:
-            raise UnsupportedModuleError(
-                f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(names)}; "
-                f"exclude all or none of them (trainable and not excluded: {sorted(kept)})"
-            )
-        covered |= names
-        blocks.append((spec, bool(kept)))
-    uncovered = sorted(own - covered)
-    if uncovered:
-        raise UnsupportedModuleError(
-            f"module {mname!r} ({type(module).__name__}): parameters {uncovered} are not "
-            f"covered by {type(adapter).__name__}; exclude them explicitly "
-            f"(exclude={uncovered})"
-        )
-    return tuple(blocks), covered
-
-
-def _planned_modules(
-    model: nn.Module,
-    registry: Mapping[type[nn.Module], ModuleAdapter],
-    exclude: Collection[str],
-) -> list[_PlannedModule]:
-    """Match every module with trainable parameters to an adapter, or fail naming it.
-
-    Modules are visited parents first; an adapter may cover parameters of its descendants
-    (dotted names such as ``"basis.omega"``), which then need no adapter of their own.
-    """
-    trainable = _trainable(model, set(exclude))
-    covered_by_ancestors: set[str] = set()
-    planned = []
-    for mname, module in model.named_modules():
-        attrs = (attr for attr, _ in module.named_parameters(recurse=False))
-        own = {_qualified(mname, attr) for attr in attrs} & (trainable - covered_by_ancestors)
-        if not own:
-            continue
-        adapter = _adapter_of(mname, module, own, registry)
-        blocks, covered = _module_blocks(mname, module, adapter, own, trainable)
-        covered_by_ancestors |= covered
-        planned.append(_PlannedModule(mname, module, adapter, blocks))
-    if not planned:
-        raise UnsupportedModuleError("the model has no trainable parameters to compute KFAC for")
-    return planned
-
-
-def block_specs(
-    model: nn.Module,
-    exclude: Collection[str] = (),
-    registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
-) -> dict[str, BlockSpec]:
-    """The blocks :func:`compute_kfac` returns for ``model``, as their adapters specify them.
-
-    Needs no data: the block names (in the order of the KFAC's blocks) with their structure,
-    factor sides and the order of their Kronecker factors (:class:`BlockSpec`). The arguments
-    are :func:`compute_kfac`'s.
-
-    Raises:
-        UnsupportedModuleError: as :func:`compute_kfac` for a module it cannot handle.
-
-    Example:
-        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4))
-        >>> {name: spec.structure for name, spec in block_specs(model).items()}
-        {'0.weight': 'kronecker', '0.bias': 'dense'}
-    """
-    return {
-        _qualified(p.name, spec.name): spec
-        for p in _planned_modules(model, ADAPTERS if registry is None else registry, exclude)
-        for spec, kept in p.blocks
-        if kept
-    }
-
-
 def _check_factor_bytes(name: str, spec: BlockSpec, like: Tensor, limit: int) -> None:
     """Refuse a kept block whose factors would exceed ``limit`` bytes."""
     for what, size in spec.factor_bytes(like.element_size()).items():
@@ -372,17 +236,20 @@ def _plan(
     exclude: Collection[str],
     config: KFACConfig,
 ) -> list[_ModulePlan]:
-    """The modules to hook, with an accumulator per block (see :func:`_planned_modules`)."""
+    """The modules to hook, with an accumulator per block (see :mod:`curvature.plan`)."""
     plans = []
-    for planned in _planned_modules(model, registry, exclude):
+    for planned in planned_modules(model, registry, exclude):
         mname, module = planned.name, planned.module
         accumulators = []
         for spec, kept in planned.blocks:
-            name = _qualified(mname, spec.name)
+            name = qualified_name(mname, spec.name)
             like = module.get_parameter(spec.params[0][0])
             if kept:
                 _check_factor_bytes(name, spec, like, config.max_factor_bytes)
-            slices = tuple(ParameterSlice(_qualified(mname, a), s, e) for a, s, e in spec.params)
+            slices = tuple(
+                ParameterSlice(qualified_name(mname, attr), start, stop)
+                for attr, start, stop in spec.params
+            )
             accumulators.append(_Accumulator(name, spec, slices, keep=kept, like=like))
         plans.append(_ModulePlan(mname, module, planned.adapter, accumulators))
     return plans

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 
 from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
 from curvature.blocks import CurvatureBlock, KroneckerBlock
-from curvature.engine import KFACConfig, block_specs, compute_kfac
+from curvature.engine import KFACConfig, compute_kfac
 from curvature.errors import CurvatureError
 from curvature.kfac import KFAC
 from curvature.likelihoods import Gaussian, GGNType
+from curvature.plan import block_specs
 
 __all__ = ["KFACBackend", "call_config"]
 

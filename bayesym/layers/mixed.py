@@ -270,7 +270,7 @@ class _MixedConv(nn.Module, ABC):
         return f"{type(self).__name__}({self.group.name})"
 
     def restrict(self, components: Sequence[str | FiniteGroup]) -> _MixedConv:
-        """A new layer of the same kind with only the named components (weights copied).
+        """A new layer of the same type with only the named components (weights copied).
 
         The kept architecture logits are copied, so the kept ``z`` are renormalised by the
         softmax. With all kept components ``⊇ H`` the result is exactly H-equivariant.

@@ -8,7 +8,7 @@ from torch import nn
 
 from curvature import KFACConfig, KroneckerBlock, UnsupportedModuleError, compute_kfac
 from curvature.adapters import BlockDiagonalFactor
-from curvature.engine import block_specs
+from curvature.plan import block_specs
 
 
 def assert_exact(model, x, reg):
