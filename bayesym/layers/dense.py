@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +82,12 @@ class SpatialLinear(nn.Module):
         else:
             self.bias = None
         self.reset_parameters()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # whole layers pickled before ``bias_per`` was called ``bias_kind``
+        if "bias_kind" in state:
+            state["bias_per"] = state.pop("bias_kind")
+        super().__setstate__(state)
 
     def reset_parameters(self) -> None:
         """PyTorch's ``nn.Linear`` init with fan_in = ``C_in * H * W``."""
