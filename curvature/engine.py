@@ -37,6 +37,7 @@ from curvature.adapters.base import (
     BlockSpec,
     InputStatistic,
     ModuleAdapter,
+    StatisticsRequest,
 )
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import (
@@ -176,18 +177,14 @@ class _Accumulator:
 
 @dataclass(eq=False)
 class _ModulePlan:
-    """A registered module, its adapter and the accumulators of its blocks."""
+    """A registered module, its adapter, what its calls are asked and its blocks' sums."""
 
     name: str
     module: nn.Module
     adapter: ModuleAdapter
+    request: StatisticsRequest
     accumulators: list[_Accumulator]
     calls: int = 0
-
-    @property
-    def active(self) -> frozenset[str]:
-        """Names of the blocks kept (not excluded)."""
-        return frozenset(acc.spec.name for acc in self.accumulators if acc.keep)
 
 
 @dataclass(eq=False)
@@ -205,7 +202,6 @@ class _Session:
     """Hooks and captures of one fit."""
 
     plans: list[_ModulePlan]
-    approx: Approx
     captures: list[_Capture] = field(default_factory=list)
     busy: bool = False  # an adapter is computing: its own forward calls are not captured
 
@@ -251,7 +247,9 @@ def _plan(
                 for attr, start, stop in spec.params
             )
             accumulators.append(_Accumulator(name, spec, slices, keep=kept, like=like))
-        plans.append(_ModulePlan(mname, module, planned.adapter, accumulators))
+        active = frozenset(spec.name for spec, kept in planned.blocks if kept)
+        request = StatisticsRequest(config.approx, active)
+        plans.append(_ModulePlan(mname, module, planned.adapter, request, accumulators))
     return plans
 
 
@@ -270,9 +268,7 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
                 "torch.no_grad()?)"
             )
         with torch.no_grad(), session.adapter_call():
-            result = plan.adapter.forward_statistics(
-                module, inputs, output, session.approx, plan.active
-            )
+            result = plan.adapter.forward_statistics(module, inputs, output, plan.request)
         if len(result.inputs) != len(plan.accumulators):
             raise UnsupportedModuleError(
                 f"{type(plan.adapter).__name__} returned {len(result.inputs)} input statistics "
@@ -401,7 +397,7 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
             plan = cap.plan
             with torch.no_grad(), session.adapter_call():
                 stats = plan.adapter.backward_statistics(
-                    plan.module, cap.state, grads, session.approx
+                    plan.module, cap.state, grads, plan.request
                 )
             if len(stats) != len(plan.accumulators):
                 raise UnsupportedModuleError(
@@ -483,7 +479,7 @@ def compute_kfac(
     backward = resolve_backward(model, config.backward)
     lik = make_likelihood(likelihood, sigma)
     plans = _plan(model, ADAPTERS if registry is None else registry, exclude, config)
-    session = _Session(plans, config.approx)
+    session = _Session(plans)
     handles = [p.module.register_forward_hook(_forward_hook(session, p)) for p in plans]
     device = next(p for p in model.parameters()).device
     generator = None

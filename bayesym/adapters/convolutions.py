@@ -40,6 +40,7 @@ from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
 from curvature.adapters import (
     Approx,
     DenseFactor,
+    StatisticsRequest,
     bias_blocks,
     covariance,
     if_bias,
@@ -90,17 +91,17 @@ def tangents_of(
     module: nn.Module,
     inputs: tuple[Any, ...],
     names: list[str],
-    active: frozenset[str],
+    request: StatisticsRequest,
     tangents: Callable[[nn.Module, tuple[Any, ...], list[str]], Tensor] = parameter_tangents,
 ) -> Tangents:
-    """Tangents of the small parameters among ``names`` whose blocks are ``active``.
+    """Tangents of the small parameters among ``names`` whose blocks the ``request`` keeps.
 
     ``tangents(module, inputs, kept)`` computes them: forward-mode AD by default
     (:func:`curvature.parameter_tangents`), or a closed form such as
     :func:`mixture_logit_tangents`. The blocks of the others are excluded from the curvature:
     their tangents are not computed.
     """
-    kept = [n for n in names if n in active]
+    kept = [n for n in names if request.keeps(n)]
     return kept, (tangents(module, inputs, kept) if kept else None)
 
 
@@ -184,37 +185,32 @@ class _GatheredConvAdapter(ModuleAdapter, Generic[Layer]):
         )
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Permuted patch covariance of the kernel; tangents of the small parameters."""
         layer = cast(Layer, module)
         structure = self.structure(layer)
-        a_sum, count = structure.input_statistic(self.patches(layer, inputs[0]), approx)
+        a_sum, count = structure.input_statistic(self.patches(layer, inputs[0]), request.approx)
         stats: list[InputStatistic | None] = [
             InputStatistic(DenseFactor(self.input_factor(layer, a_sum)), count)
         ]
         names = self.tangent_names(module)
-        tangents = tangents_of(module, inputs, names, active)
+        tangents = tangents_of(module, inputs, names, request)
         stats.extend([None] * len(names))
         return ForwardResult((*stats, *if_bias(module, None)), state=(structure, tangents))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Output factor of the kernel, exact tangent block, bias factor."""
         structure, tangents = state
         s, n = output_grads.shape[:2]
         rows_exp = structure.copy_rows.numel()
         flat = output_grads.reshape(s, n, rows_exp, -1)
-        out = [structure.output_statistic(flat, approx)]
+        out = [structure.output_statistic(flat, request.approx)]
         out.extend(tangent_blocks(module, self.tangent_names(module), tangents, output_grads))
         if cast(Layer, module).bias is not None:
-            out.append(_bias_statistic(output_grads, approx))
+            out.append(_bias_statistic(output_grads, request.approx))
         return tuple(out)
 
 
@@ -341,12 +337,7 @@ class MixedConvAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Per-component permuted patch covariances and the logits' tangents."""
         layer = cast(MixedConv, module)
@@ -355,20 +346,20 @@ class MixedConvAdapter(ModuleAdapter):
         stats: list[InputStatistic | None] = []
         for k in layer.components:
             structures[k.name] = self._structure(layer, k.name)
-            a_sum, count = structures[k.name].input_statistic(patches, approx)
+            a_sum, count = structures[k.name].input_statistic(patches, request.approx)
             stats.append(InputStatistic(DenseFactor(a_sum), count))
         tangents = tangents_of(
             module,
             inputs,
             [ARCHITECTURE_PARAMETER_NAME],
-            active,
+            request,
             lambda _module, _inputs, _names: mixture_logit_tangents(layer, inputs[0]),
         )
         stats.append(None)
         return ForwardResult((*stats, *if_bias(module, None)), state=(structures, tangents))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Scaled per-component output factors, the logits' block, the bias factor."""
         layer = cast(MixedConv, module)
@@ -379,12 +370,12 @@ class MixedConvAdapter(ModuleAdapter):
         for i, k in enumerate(layer.components):
             structure = structures[k.name]
             flat = output_grads.reshape(s, n, structure.copy_rows.numel(), -1)
-            b = structure.output_statistic(flat, approx)
+            b = structure.output_statistic(flat, request.approx)
             direction = layer.directions[k.name].detach()
             norm = layer.component_norm(k.name)
             scale = z[i] * norm / direction.flatten(1).norm(dim=1)
             out.append(b * scale[:, None] * scale[None, :])
         out.extend(tangent_blocks(module, [ARCHITECTURE_PARAMETER_NAME], tangents, output_grads))
         if layer.bias is not None:
-            out.append(_bias_statistic(output_grads, approx))
+            out.append(_bias_statistic(output_grads, request.approx))
         return tuple(out)

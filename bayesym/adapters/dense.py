@@ -21,7 +21,14 @@ from torch import Tensor, nn
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.shared import OrbitSharedLinear
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
-from curvature.adapters import Approx, LinearAdapter, bias_blocks, covariance, gram_sum, if_bias
+from curvature.adapters import (
+    LinearAdapter,
+    StatisticsRequest,
+    bias_blocks,
+    covariance,
+    gram_sum,
+    if_bias,
+)
 
 __all__ = ["OrbitSharedLinearAdapter", "SpatialLinearAdapter"]
 
@@ -30,19 +37,14 @@ class SpatialLinearAdapter(LinearAdapter):
     """FC: ``weight [C_out P, C_in P]`` as ``nn.Linear`` on ``x.flatten(1)`` (its blocks)."""
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """``Σ x xᵀ`` over the flattened inputs."""
         x = inputs[0].flatten(1)
         return ForwardResult((InputStatistic.from_rows(x, x.shape[0]), *if_bias(module, None)))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """``Σ g gᵀ`` over flattened outputs; the bias block summed over positions if shared."""
         s, n = output_grads.shape[:2]
@@ -84,19 +86,14 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Keep the inputs for the per-datum gradients."""
         stats = (None, *if_bias(module, None, attr="orbit_bias"))
         return ForwardResult(stats, state=inputs[0].detach())
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """``Σ j jᵀ`` with ``j = Eᵀ vec(g xᵀ)``.
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from bayesym.layers.group_norm import GroupBatchNorm
 from bayesym.layers.homotopic import HomotopicLayer
 from curvature import BlockSpec, ForwardResult, ModuleAdapter, UnsupportedModuleError
-from curvature.adapters import Approx, covariance
+from curvature.adapters import StatisticsRequest, covariance
 
 __all__ = ["GroupBatchNormAdapter", "HomotopicAdapter"]
 
@@ -32,19 +32,14 @@ class HomotopicAdapter(ModuleAdapter):
         return (BlockSpec.dense_parameter(module, "homotopy_gamma"),)
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """``h = f_neq(x)`` (recomputed inside the adapter call, not captured twice)."""
         h = cast(HomotopicLayer, module).path_outputs(inputs[0])["neq"]
         return ForwardResult((None,), state=h.detach())
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """``Σ_{s,n} j²`` with ``j = <g, h>``."""
         s, n = output_grads.shape[:2]
@@ -63,12 +58,7 @@ class GroupBatchNormAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """The normalised input ``x̂`` (running statistics)."""
         norm = cast(GroupBatchNorm, module)
@@ -85,7 +75,7 @@ class GroupBatchNormAdapter(ModuleAdapter):
         return ForwardResult((None, None), state=normed.detach())
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Per-channel sums of ``g x̂`` and ``g``."""
         s, n, c = output_grads.shape[:3]

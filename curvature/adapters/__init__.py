@@ -13,6 +13,7 @@ from curvature.adapters.base import (
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    StatisticsRequest,
     bias_blocks,
     covariance,
     if_bias,
@@ -35,6 +36,7 @@ __all__ = [
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
+    "StatisticsRequest",
     "bias_blocks",
     "if_bias",
     # factors an adapter returns

@@ -45,6 +45,7 @@ __all__ = [
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
+    "StatisticsRequest",
     "bias_blocks",
     "covariance",
     "if_bias",
@@ -195,6 +196,29 @@ class ForwardResult:
     state: Any = None
 
 
+@dataclass(frozen=True)
+class StatisticsRequest:
+    """What the engine asks of an adapter's statistics calls for one module.
+
+    Attributes:
+        approx: the weight-sharing approximation, ``"expand"`` or ``"reduce"``.
+        active: names (:attr:`BlockSpec.name`) of the module's blocks that are kept, or ``None``
+            for all of them. The others are excluded from the curvature and the engine discards
+            whatever is returned for them, so an adapter may skip their expensive statistics.
+    """
+
+    approx: Approx = "expand"
+    active: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.approx not in ("expand", "reduce"):
+            raise ValueError(f"approx must be 'expand' or 'reduce', got {self.approx!r}")
+
+    def keeps(self, block: str) -> bool:
+        """Whether the block called ``block`` (:attr:`BlockSpec.name`) is kept."""
+        return self.active is None or block in self.active
+
+
 class ModuleAdapter(ABC):
     """Kronecker-factored GGN statistics of one module type. Stateless; one instance per type."""
 
@@ -204,12 +228,7 @@ class ModuleAdapter(ABC):
 
     @abstractmethod
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Input factors from the module's forward inputs (called under ``torch.no_grad``).
 
@@ -217,16 +236,12 @@ class ModuleAdapter(ABC):
             module: the module.
             inputs: its forward inputs.
             output: its forward output.
-            approx: the weight-sharing approximation.
-            active: names (:attr:`BlockSpec.name`) of the module's blocks that are kept; the
-                others are excluded from the curvature and the engine discards whatever is
-                returned for them, so an adapter may skip their expensive statistics (and
-                tell its :meth:`backward_statistics` so through :attr:`ForwardResult.state`).
+            request: the weight-sharing approximation and which blocks are kept.
         """
 
     @abstractmethod
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Per block, ``Σ g gᵀ`` (Kronecker) or ``Σ j jᵀ`` (dense).
 
@@ -234,7 +249,7 @@ class ModuleAdapter(ABC):
             module: the module.
             state: :attr:`ForwardResult.state` of the same call.
             output_grads: ``[S, *output.shape]``, gradients of the ``S`` output directions.
-            approx: the weight-sharing approximation.
+            request: as for :meth:`forward_statistics`.
         """
 
 

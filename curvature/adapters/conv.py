@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curvature.adapters.base import (
-    Approx,
     BlockSpec,
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    StatisticsRequest,
     bias_blocks,
     check_tensor_input,
     covariance,
@@ -117,18 +117,13 @@ class Conv2dAdapter(ModuleAdapter):
         return (*specs, *bias_blocks(module))
 
     def forward_statistics(
-        self,
-        module: nn.Module,
-        inputs: tuple[Any, ...],
-        output: Tensor,
-        approx: Approx,
-        active: frozenset[str],
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Per-group patch covariances (block-diagonal over groups, one block each)."""
         conv = cast(nn.Conv2d, module)
         x = check_tensor_input(conv, inputs, 4, "[N, C_in, H, W]")
         groups, n = conv.groups, x.shape[0]
-        if approx == "expand" and tuple(conv.stride) == (1, 1):
+        if request.approx == "expand" and tuple(conv.stride) == (1, 1):
             # no unfolded copy: window sums of shifted pixel products (conv_covariance.py)
             padded = _pad(conv, x)
             per_group = padded.shape[1] // groups
@@ -145,7 +140,7 @@ class Conv2dAdapter(ModuleAdapter):
             patches = conv2d_patches(conv, x)  # [N, G·D, T]
             t = patches.shape[-1]
             patches = patches.reshape(n, groups, -1, t)
-            if approx == "expand":
+            if request.approx == "expand":
                 covs = [patch_covariance(patches[:, k]) for k in range(groups)]
                 count = n * t
             else:
@@ -155,12 +150,12 @@ class Conv2dAdapter(ModuleAdapter):
         return ForwardResult((*stats, *if_bias(conv, None)))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Per-group ``Σ g gᵀ`` and, for the bias, the full ``[C_out, C_out]`` covariance."""
         s, n, c_out = output_grads.shape[:3]
         g = output_grads.reshape(s * n, c_out, -1)
-        if approx == "reduce":
+        if request.approx == "reduce":
             g = g.sum(-1, keepdim=True)
         groups = cast(nn.Conv2d, module).groups
         if groups == 1:
