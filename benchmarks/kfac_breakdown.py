@@ -52,17 +52,17 @@ class TimedAdapter(ModuleAdapter):
         """The inner adapter's blocks."""
         return self.inner.blocks(module)
 
-    def forward_statistics(self, module, inputs, output, approx) -> ForwardResult:
+    def forward_statistics(self, module, inputs, output, request) -> ForwardResult:
         """The inner adapter's input statistics, clocked."""
         start = time.perf_counter()
-        out = self.inner.forward_statistics(module, inputs, output, approx)
+        out = self.inner.forward_statistics(module, inputs, output, request)
         self.seconds[(self.names[id(module)], "input factor")] += time.perf_counter() - start
         return out
 
-    def backward_statistics(self, module, state, output_grads, approx) -> tuple[Tensor, ...]:
+    def backward_statistics(self, module, state, output_grads, request) -> tuple[Tensor, ...]:
         """The inner adapter's output statistics, clocked."""
         start = time.perf_counter()
-        out = self.inner.backward_statistics(module, state, output_grads, approx)
+        out = self.inner.backward_statistics(module, state, output_grads, request)
         self.seconds[(self.names[id(module)], "output factor")] += time.perf_counter() - start
         return out
 

@@ -2,7 +2,7 @@
 
 A block approximates the GGN restricted to a set of parameter entries (one or more
 :class:`ParameterSlice` s, concatenated in order, each a range of a parameter's row-major
-flattening). Two kinds exist and a block knows its kind:
+flattening). Two structures exist and a block knows its own:
 
 * :class:`KroneckerBlock` — ``F_1 ⊗ F_2 (⊗ ...)``, e.g. ``B ⊗ A`` for a weight ``[out, in]``;
 * :class:`DenseBlock` — one PSD matrix, e.g. the output factor of a bias, or the exact GGN of a
@@ -130,13 +130,9 @@ class KroneckerBlock(CurvatureBlock):
 
     Attributes:
         kron_factors: at least two factors.
-        input_positions: indices of the factors that are *averages* over the data (the input
-            factors ``A``); the others are sums. Needed to split a batch's contribution
-            (laplace-torch scales input factors by ``M / N``).
     """
 
     kron_factors: tuple[Factor, ...] = ()
-    input_positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.kron_factors) < 2:
@@ -162,11 +158,9 @@ class DenseBlock(CurvatureBlock):
         matrix: the dense factor.
     """
 
-    matrix: DenseFactor | None = None
+    matrix: DenseFactor
 
     def __post_init__(self) -> None:
-        if self.matrix is None:
-            raise ValueError(f"DenseBlock {self.name!r} needs a matrix")
         covered = sum(p.numel for p in self.params)
         if covered != self.matrix.dim:
             raise ValueError(

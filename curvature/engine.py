@@ -37,7 +37,7 @@ from curvature.adapters.base import (
     BlockSpec,
     InputStatistic,
     ModuleAdapter,
-    active_blocks,
+    StatisticsRequest,
 )
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
 from curvature.errors import (
@@ -50,7 +50,8 @@ from curvature.factors import DenseFactor, Factor, all_finite
 from curvature.gram import gram_update_, mirror_lower_
 from curvature.kfac import KFAC
 from curvature.likelihoods import GGNType, Likelihood, make_likelihood
-from curvature.registry import ADAPTERS, supported_modules
+from curvature.plan import planned_modules, qualified_name
+from curvature.registry import ADAPTERS
 
 __all__ = ["VMAP_FRIENDLY_MODULES", "KFACConfig", "compute_kfac", "resolve_backward"]
 
@@ -161,24 +162,29 @@ class _Accumulator:
             self.a_total.data.add_(total.data)  # in place: no new [d, d] per batch
         self.a_count += stat.count
 
+    def input_factor(self) -> Factor:
+        """``A``: the sum of the input statistics divided by their count."""
+        total = self.a_total
+        if total is None:  # the engine requires a statistic at every call of a kept block
+            raise UnsupportedModuleError(f"block {self.name!r} received no input statistics")
+        if self.a_lower_only and isinstance(total, DenseFactor):
+            mirror_lower_(total.matrix)
+        return total * (1.0 / self.a_count)
+
     def add_output(self, total: Tensor) -> None:
         self.b_total = total.clone() if self.b_total is None else self.b_total.add_(total)
 
 
 @dataclass(eq=False)
 class _ModulePlan:
-    """A registered module, its adapter and the accumulators of its blocks."""
+    """A registered module, its adapter, what its calls are asked and its blocks' sums."""
 
     name: str
     module: nn.Module
     adapter: ModuleAdapter
+    request: StatisticsRequest
     accumulators: list[_Accumulator]
     calls: int = 0
-
-    @property
-    def active(self) -> frozenset[str]:
-        """Names of the blocks kept (not excluded)."""
-        return frozenset(acc.spec.name for acc in self.accumulators if acc.keep)
 
 
 @dataclass(eq=False)
@@ -196,7 +202,6 @@ class _Session:
     """Hooks and captures of one fit."""
 
     plans: list[_ModulePlan]
-    approx: Approx
     captures: list[_Capture] = field(default_factory=list)
     busy: bool = False  # an adapter is computing: its own forward calls are not captured
 
@@ -210,14 +215,15 @@ class _Session:
             self.busy = False
 
 
-def _qualified(module_name: str, attr: str) -> str:
-    return f"{module_name}.{attr}" if module_name else attr
-
-
-def _excluded(qualified: str, exclude: set[str]) -> bool:
-    """A parameter is excluded by its own name or the name of any module containing it."""
-    parts = qualified.split(".")
-    return any(".".join(parts[:i]) in exclude for i in range(1, len(parts) + 1))
+def _check_factor_bytes(name: str, spec: BlockSpec, like: Tensor, limit: int) -> None:
+    """Refuse a kept block whose factors would exceed ``limit`` bytes."""
+    for what, size in spec.factor_bytes(like.element_size()).items():
+        if size > limit:
+            raise FactorTooLargeError(
+                f"block {name!r}: its {what} would take {size / 1024**2:.1f} MiB "
+                f"(> max_factor_bytes = {limit / 1024**2:.1f} MiB); raise "
+                "KFACConfig.max_factor_bytes or exclude the module"
+            )
 
 
 def _plan(
@@ -226,74 +232,24 @@ def _plan(
     exclude: Collection[str],
     config: KFACConfig,
 ) -> list[_ModulePlan]:
-    """Match every module with trainable parameters to an adapter, or fail naming it.
-
-    Modules are visited parents first; an adapter may cover parameters of its descendants
-    (dotted names such as ``"basis.omega"``), which then need no adapter of their own.
-    """
-    exclude = set(exclude)
-    known_modules = {name for name, _ in model.named_modules()}
-    known_params = {name for name, _ in model.named_parameters()}
-    unknown = sorted(exclude - known_modules - known_params)
-    if unknown:
-        raise ValueError(f"exclude names {unknown} are neither modules nor parameters of the model")
-    trainable = {
-        n for n, p in model.named_parameters() if p.requires_grad and not _excluded(n, exclude)
-    }
-    covered_by_ancestors: set[str] = set()
+    """The modules to hook, with an accumulator per block (see :mod:`curvature.plan`)."""
     plans = []
-    for mname, module in model.named_modules():
-        own = {
-            _qualified(mname, attr)
-            for attr, _ in module.named_parameters(recurse=False)
-            if _qualified(mname, attr) in trainable
-            and _qualified(mname, attr) not in covered_by_ancestors
-        }
-        if not own:
-            continue
-        adapter = registry.get(type(module))
-        if adapter is None:
-            raise UnsupportedModuleError(
-                f"module {mname!r} ({type(module).__name__}) has trainable parameters "
-                f"{sorted(own)} but no KFAC adapter is registered for its type. Register one "
-                f"with curvature.register_adapter, or exclude it (exclude=[{mname!r}]). "
-                f"Supported: {supported_modules(registry)}"
-            )
-        covered: set[str] = set()
+    for planned in planned_modules(model, registry, exclude):
+        mname, module = planned.name, planned.module
         accumulators = []
-        for spec in adapter.blocks(module):
-            names = {_qualified(mname, attr) for attr, _, _ in spec.params}
-            kept = names & trainable
-            if kept and kept != names:
-                raise UnsupportedModuleError(
-                    f"block {_qualified(mname, spec.name)!r} couples parameters {sorted(names)}; "
-                    f"exclude all or none of them (trainable and not excluded: {sorted(kept)})"
-                )
-            covered |= names
+        for spec, kept in planned.blocks:
+            name = qualified_name(mname, spec.name)
             like = module.get_parameter(spec.params[0][0])
-            for what, size in spec.factor_bytes(like.element_size()).items():
-                if kept and size > config.max_factor_bytes:
-                    raise FactorTooLargeError(
-                        f"block {_qualified(mname, spec.name)!r}: its {what} would take "
-                        f"{size / 1024**2:.1f} MiB (> max_factor_bytes = "
-                        f"{config.max_factor_bytes / 1024**2:.1f} MiB); raise "
-                        "KFACConfig.max_factor_bytes or exclude the module"
-                    )
-            slices = tuple(ParameterSlice(_qualified(mname, a), s, e) for a, s, e in spec.params)
-            accumulators.append(
-                _Accumulator(_qualified(mname, spec.name), spec, slices, keep=bool(kept), like=like)
+            if kept:
+                _check_factor_bytes(name, spec, like, config.max_factor_bytes)
+            slices = tuple(
+                ParameterSlice(qualified_name(mname, attr), start, stop)
+                for attr, start, stop in spec.params
             )
-        uncovered = sorted(own - covered)
-        if uncovered:
-            raise UnsupportedModuleError(
-                f"module {mname!r} ({type(module).__name__}): parameters {uncovered} are not "
-                f"covered by {type(adapter).__name__}; exclude them explicitly "
-                f"(exclude={uncovered})"
-            )
-        covered_by_ancestors |= covered
-        plans.append(_ModulePlan(mname, module, adapter, accumulators))
-    if not plans:
-        raise UnsupportedModuleError("the model has no trainable parameters to compute KFAC for")
+            accumulators.append(_Accumulator(name, spec, slices, keep=kept, like=like))
+        active = frozenset(spec.name for spec, kept in planned.blocks if kept)
+        request = StatisticsRequest(config.approx, active)
+        plans.append(_ModulePlan(mname, module, planned.adapter, request, accumulators))
     return plans
 
 
@@ -311,15 +267,15 @@ def _forward_hook(session: _Session, plan: _ModulePlan):
                 f"module {plan.name!r}: its output does not require grad (was it called under "
                 "torch.no_grad()?)"
             )
-        with torch.no_grad(), session.adapter_call(), active_blocks(plan.active):
-            result = plan.adapter.forward_statistics(module, inputs, output, session.approx)
+        with torch.no_grad(), session.adapter_call():
+            result = plan.adapter.forward_statistics(module, inputs, output, plan.request)
         if len(result.inputs) != len(plan.accumulators):
             raise UnsupportedModuleError(
                 f"{type(plan.adapter).__name__} returned {len(result.inputs)} input statistics "
                 f"for module {plan.name!r}, which has {len(plan.accumulators)} blocks"
             )
         for acc, stat in zip(plan.accumulators, result.inputs, strict=True):
-            if acc.spec.kind == "kronecker":
+            if acc.spec.structure == "kronecker":
                 if stat is None:
                     raise UnsupportedModuleError(
                         f"{type(plan.adapter).__name__} gave no input statistic for the "
@@ -439,9 +395,9 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
     for grads_per_output in _gradient_chunks(f, outputs, directions, mode, chunk):
         for cap, grads in zip(captures, grads_per_output, strict=True):
             plan = cap.plan
-            with torch.no_grad(), session.adapter_call(), active_blocks(plan.active):
+            with torch.no_grad(), session.adapter_call():
                 stats = plan.adapter.backward_statistics(
-                    plan.module, cap.state, grads, session.approx
+                    plan.module, cap.state, grads, plan.request
                 )
             if len(stats) != len(plan.accumulators):
                 raise UnsupportedModuleError(
@@ -462,19 +418,13 @@ def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
     b = acc.b_total
     if b is None:  # no output directions at all: a single-class problem has Λ = 0
         b = acc.like.new_zeros(spec.output_dim, spec.output_dim).detach()
-    if spec.kind == "dense":
+    block: KroneckerBlock | DenseBlock
+    if spec.structure == "dense":
         block = DenseBlock(acc.name, acc.params, matrix=DenseFactor(b))
     else:
-        if acc.a_lower_only:
-            mirror_lower_(acc.a_total.matrix)
-        a = acc.a_total * (1.0 / acc.a_count)
-        if spec.order == "output_input":
-            factors, position = (DenseFactor(b), a), 1
-        else:
-            factors, position = (a, DenseFactor(b)), 0
-        block = KroneckerBlock(
-            acc.name, acc.params, kron_factors=factors, input_positions=(position,)
-        )
+        a = acc.input_factor()
+        factors = (DenseFactor(b), a) if spec.order == "output_input" else (a, DenseFactor(b))
+        block = KroneckerBlock(acc.name, acc.params, kron_factors=factors)
     if not block.is_finite():
         raise NonFiniteError(
             f"block {acc.name!r}: a Kronecker factor contains NaN or inf (check the model's "
@@ -529,7 +479,7 @@ def compute_kfac(
     backward = resolve_backward(model, config.backward)
     lik = make_likelihood(likelihood, sigma)
     plans = _plan(model, ADAPTERS if registry is None else registry, exclude, config)
-    session = _Session(plans, config.approx)
+    session = _Session(plans)
     handles = [p.module.register_forward_hook(_forward_hook(session, p)) for p in plans]
     device = next(p for p in model.parameters()).device
     generator = None

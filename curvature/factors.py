@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -196,6 +197,18 @@ def all_finite(t: Tensor) -> bool:
         return bool(torch.isfinite(t).all())
 
 
+@overload
+def _symmetric_eigh(
+    matrix: Tensor, dtype: torch.dtype | None, vectors: Literal[True] = True
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def _symmetric_eigh(
+    matrix: Tensor, dtype: torch.dtype | None, vectors: Literal[False]
+) -> tuple[Tensor, None]: ...
+
+
 def _symmetric_eigh(
     matrix: Tensor, dtype: torch.dtype | None, vectors: bool = True
 ) -> tuple[Tensor, Tensor | None]:
@@ -245,7 +258,8 @@ def _eigh(matrix: Tensor, vectors: bool = True) -> tuple[Tensor, Tensor | None]:
 
     def run() -> tuple[Tensor, Tensor | None]:
         if vectors:
-            return tuple(torch.linalg.eigh(matrix))  # type: ignore[return-value]
+            values, eigenvectors = torch.linalg.eigh(matrix)
+            return values, eigenvectors
         return torch.linalg.eigvalsh(matrix), None
 
     if matrix.device.type != "cpu":

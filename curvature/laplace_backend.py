@@ -22,22 +22,24 @@ regression curvature is for unit noise, laplace-torch applies ``1/σ²`` itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from laplace.curvature import GGNInterface
 from laplace.utils import Kron
+from laplace.utils.feature_extractor import FeatureExtractor
 from torch import Tensor, nn
 
-from curvature.adapters.base import Approx, ModuleAdapter
+from curvature.adapters.base import Approx, BlockSpec, ModuleAdapter
 from curvature.blocks import CurvatureBlock, KroneckerBlock
 from curvature.engine import KFACConfig, compute_kfac
 from curvature.errors import CurvatureError
-from curvature.likelihoods import GGNType
+from curvature.kfac import KFAC
+from curvature.likelihoods import Gaussian, GGNType
+from curvature.plan import block_specs
 
 __all__ = ["KFACBackend", "call_config"]
 
@@ -51,51 +53,82 @@ class _EngineKron(Kron):
     engine Kron to such an all-zero initial Kron therefore returns the engine's factors.
     """
 
+    @classmethod
+    def of(cls, kfacs: list[list[Tensor]]) -> _EngineKron:
+        """The Kron of per-parameter factor lists ``[F_0, F_1]`` or ``[H]``.
+
+        laplace-torch builds ``kfacs`` as lists of lists itself; its annotation
+        (``list[tuple[Tensor] | Tensor]``) is narrower than its own use.
+        """
+        return cls(kfacs)  # type: ignore[arg-type]
+
     def __radd__(self, other: Kron) -> Kron:
         if isinstance(other, Kron) and all(
             not bool(torch.count_nonzero(f)) for fs in other.kfacs for f in fs
         ):
-            return _EngineKron([[f.clone() for f in fs] for fs in self.kfacs])
+            return _EngineKron.of([[f.clone() for f in fs] for fs in self.kfacs])
         return Kron.__add__(other, self)
 
     def __add__(self, other: Kron) -> Kron:
         return _EngineKron(Kron.__add__(self, other).kfacs)
 
 
-def _parameter_entry(blocks: list[CurvatureBlock], numel: int, scale: float) -> list[Tensor]:
+def _parameter_entry(
+    blocks: list[CurvatureBlock], specs: Mapping[str, BlockSpec], numel: int, scale: float
+) -> list[Tensor]:
     """The Kron entry of one parameter tensor from the blocks covering it."""
     if len(blocks) == 1 and blocks[0].params[0].numel == numel and len(blocks[0].params) == 1:
         block = blocks[0]
         if isinstance(block, KroneckerBlock) and len(block.factors) == 2:
-            return _scaled_factors(block, scale)
+            return _scaled_factors(block, specs[block.name], scale)
         if not isinstance(block, KroneckerBlock):
             return [block.factors[0].to_dense()]
     # Several blocks (e.g. conv groups) or more than two factors: one dense matrix.
-    dense = None
+    pieces = []
     for block in blocks:
         if len(block.params) != 1:
             raise CurvatureError(
                 f"block {block.name!r} spans several parameters; laplace-torch's Kron needs "
                 "one entry per parameter tensor"
             )
-        piece = block.params[0]
-        factors = _scaled_factors(block, scale) if isinstance(block, KroneckerBlock) else None
-        matrix = block.factors[0].to_dense() if factors is None else factors[0]
-        if factors is not None:
+        if isinstance(block, KroneckerBlock):
+            factors = _scaled_factors(block, specs[block.name], scale)
+            matrix = factors[0]
             for factor in factors[1:]:
                 matrix = torch.kron(matrix.contiguous(), factor.contiguous())
-        if dense is None:
-            dense = matrix.new_zeros(numel, numel)
+        else:
+            matrix = block.factors[0].to_dense()
+        pieces.append((block.params[0], matrix))
+    dense = pieces[0][1].new_zeros(numel, numel)
+    for piece, matrix in pieces:
         dense[piece.start : piece.stop, piece.start : piece.stop] = matrix
     return [dense]
 
 
-def _scaled_factors(block: KroneckerBlock, scale: float) -> list[Tensor]:
-    """Dense factors with every input factor scaled by ``M / N`` (batch share of the data)."""
+def _scaled_factors(block: KroneckerBlock, spec: BlockSpec, scale: float) -> list[Tensor]:
+    """Dense factors with the input factor ``A`` scaled by ``M / N`` (batch share of the data).
+
+    The engine's input factor is an average over the batch and its output factor ``B`` a sum
+    (:mod:`curvature.engine`), in the order of the block's entries: ``(B, A)`` for
+    ``spec.order == "output_input"``, ``(A, B)`` for ``"input_output"``. laplace-torch adds the
+    batches' factors, so ``A`` is weighted by the batch's share of the data.
+    """
     out = [f.to_dense().contiguous() for f in block.factors]
-    for index in block.input_positions:
-        out[index] = out[index] * scale
+    index = 1 if spec.order == "output_input" else 0
+    out[index] = out[index] * scale
     return out
+
+
+def _laplace_loss(kfac: KFAC, count: int) -> Tensor:
+    """laplace-torch's loss: ``Σ CE``, or ``½ Σ (y - f)²`` (a Gaussian's without its constant).
+
+    Args:
+        kfac: the batch's fit (its log likelihood is at unit noise for regression).
+        count: number of scalar outputs ``N D`` of the batch.
+    """
+    if isinstance(kfac.likelihood, Gaussian):
+        return 0.5 * kfac.likelihood.sum_of_squares(kfac.log_likelihood, count)
+    return -kfac.log_likelihood
 
 
 _CONFIG_OPTIONS: dict[str, str] = {
@@ -199,7 +232,8 @@ class KFACBackend(GGNInterface):
             laplace-torch's ``SubnetLaplace`` sets it); ``kron`` refuses it.
         dict_key_x: see laplace-torch.
         dict_key_y: see laplace-torch.
-        stochastic: laplace-torch's switch for the Monte-Carlo Fisher (``ggn_type="mc"``).
+        stochastic: laplace-torch's switch for the Monte-Carlo Fisher (``ggn_type="mc"``); the
+            name is laplace-torch's, which passes it to every backend.
         num_samples: Monte-Carlo samples per datum.
         ggn_type: ``"exact"``, ``"mc"`` or ``"empirical"`` (overrides ``stochastic``).
         approx: ``"expand"`` or ``"reduce"`` weight-sharing approximation.
@@ -262,7 +296,8 @@ class KFACBackend(GGNInterface):
         config = call_config(self.config, kwargs)
         model, inputs = self._model, x
         if self.last_layer:
-            _, inputs = self.model.forward_with_features(x)
+            # laplace-torch wraps the model for last-layer Laplace
+            _, inputs = cast(FeatureExtractor, self.model).forward_with_features(x)
         kfac = compute_kfac(
             model,
             (inputs, y),
@@ -271,6 +306,7 @@ class KFACBackend(GGNInterface):
             exclude=self.exclude,
             registry=self.registry,
         )
+        specs = block_specs(model, self.exclude, self.registry)
         scale = len(y) / N
         by_param: dict[str, list[CurvatureBlock]] = {}
         for block in kfac.blocks:
@@ -283,12 +319,8 @@ class KFACBackend(GGNInterface):
             if blocks is None:  # excluded: zero curvature in laplace-torch's layout
                 kfacs.append([p.new_zeros(p.numel(), p.numel())])
                 continue
-            kfacs.append(_parameter_entry(blocks, p.numel(), scale))
-        # laplace-torch's loss: Σ CE, or ½ Σ (y - f)² (unit-noise Gaussian without constant).
-        loss = -kfac.log_likelihood
-        if self.likelihood == "regression":
-            loss = loss - 0.5 * y.numel() * math.log(2 * math.pi)
-        return loss.to(y.device), _EngineKron(kfacs)
+            kfacs.append(_parameter_entry(blocks, specs, p.numel(), scale))
+        return _laplace_loss(kfac, y.numel()).to(y.device), _EngineKron.of(kfacs)
 
     def full(self, x: Any, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """laplace-torch's ``GGNInterface.full`` with a per-call ``mc_samples`` honoured."""

@@ -125,8 +125,10 @@ class BlockSpectra:
             return deltas.new_zeros(0)
         parts = []
         if self.packed:
-            index = self._packed_index
-            packed_deltas = deltas if index is None else deltas[index.to(deltas.device)]
+            packed_index = self._packed_index
+            packed_deltas = (
+                deltas if packed_index is None else deltas[packed_index.to(deltas.device)]
+            )
             piece = SpectrumPiece(self.values, self.sizes, self._blocks, self._lengths)
             parts.append(SpectrumSums.apply(quantity, packed_deltas, (piece,)))
         single = kron_logdet if quantity == "logdet" else kron_effective_parameters

@@ -143,6 +143,20 @@ def test_spatial_linear_is_equation_1(float64):
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=TOL)
 
 
+@pytest.mark.parametrize("bias", [True, "unit", False])
+def test_spatial_linear_pickled_before_the_bias_rename_still_loads(bias):
+    """A whole layer pickled when ``bias_per`` was called ``bias_kind`` unpickles and runs."""
+    import pickle
+
+    layer = SpatialLinear(2, 3, spatial=(2, 2), bias=bias)
+    layer.__dict__["bias_kind"] = layer.__dict__.pop("bias_per")  # the layer as it was saved
+    loaded = pickle.loads(pickle.dumps(layer))
+    assert loaded.bias_per == {True: "channel", "unit": "unit", False: "none"}[bias]
+    x = torch.randn(4, 2, 2, 2)
+    layer.__dict__["bias_per"] = layer.__dict__.pop("bias_kind")
+    torch.testing.assert_close(loaded(x), layer(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
 def test_conv_is_equation_3_with_the_padding_mode(float64, padding_mode):
     layer = SpatialConv2d(2, 3, 3, padding_mode=padding_mode)

@@ -119,7 +119,7 @@ def test_component_sizes_and_expanded_widths():
 
 def test_weight_norm_is_fixed_at_init():
     mixed = MixedGroupConv2d(2, 3, 3, D4)
-    norms = {k.name: getattr(mixed, f"norm_{k.name}").clone() for k in mixed.components}
+    norms = {k.name: mixed.component_norm(k.name).clone() for k in mixed.components}
     for k in mixed.components:
         kernel = mixed.component_kernel(k.name)
         torch.testing.assert_close(kernel, mixed.directions[k.name])  # psi = v at init
@@ -130,12 +130,50 @@ def test_weight_norm_is_fixed_at_init():
     for k in mixed.components:
         current = mixed.component_kernel(k.name).flatten(1).norm(dim=1)
         torch.testing.assert_close(current, norms[k.name])
-        assert torch.equal(getattr(mixed, f"norm_{k.name}"), norms[k.name])
+        assert torch.equal(mixed.component_norm(k.name), norms[k.name])
         assert not torch.allclose(mixed.component_kernel(k.name), mixed.directions[k.name])
     with torch.no_grad():  # scaling the direction does not change the kernel
         before = mixed.component_kernel("C4").clone()
         mixed.directions["C4"].mul_(3.0)
     torch.testing.assert_close(mixed.component_kernel("C4"), before)
+
+
+@pytest.mark.parametrize("layer_type", [MixedLiftingConv2d, MixedGroupConv2d])
+def test_saved_state_dicts_keep_loading(layer_type):
+    """The state dict keeps the names models were saved with (norms: buffers ``norm_<K>``)."""
+    components = [d4_subgroup("C1"), d4_subgroup("C4")]
+    layer = layer_type(2, 3, 3, d4_subgroup("C4"), components=components)
+    saved = {
+        name: torch.randn_like(value) for name, value in layer.state_dict().items()
+    }  # the names as written by every earlier version:
+    assert sorted(saved) == [
+        "architecture_logits", "bias", "directions.C1", "directions.C4", "norm_C1", "norm_C4"
+    ]  # fmt: skip
+    fresh = layer_type(2, 3, 3, d4_subgroup("C4"), components=components)
+    fresh.load_state_dict(saved)
+    for name in ("C1", "C4"):
+        assert torch.equal(fresh.component_norm(name), saved[f"norm_{name}"])
+        direction = saved[f"directions.{name}"]
+        scale = saved[f"norm_{name}"] / direction.flatten(1).norm(dim=1)
+        want = direction * scale.reshape(-1, *[1] * (direction.dim() - 1))
+        torch.testing.assert_close(fresh.component_kernel(name), want)
+    with pytest.raises(KeyError, match=r"no component 'D4'; components: C1, C4"):
+        fresh.component_norm("D4")
+
+
+def test_expand_component_is_the_expansion_of_any_kernel(float64):
+    """The public expansion is linear and gives the component's expanded kernel for ψ^K."""
+    layer = MixedGroupConv2d(2, 3, 3, D4)
+    for k in layer.components:
+        psi = layer.component_kernel(k.name)
+        torch.testing.assert_close(
+            layer.expand_component(psi, k.name), layer.expanded_component(k.name)
+        )
+        a, b = torch.randn_like(psi), torch.randn_like(psi)
+        torch.testing.assert_close(
+            layer.expand_component(2 * a - b, k.name),
+            2 * layer.expand_component(a, k.name) - layer.expand_component(b, k.name),
+        )
 
 
 def test_architecture_and_weight_parameters_split():

@@ -20,7 +20,7 @@ Blocks per layer:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -32,16 +32,16 @@ from bayesym.adapters.gathered import (
     gather_structure,
     same_patches,
 )
-from bayesym.layers.conv import SpatialConv2d, same_conv2d
+from bayesym.layers.conv import PaddingMode, SpatialConv2d, same_conv2d
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
-from bayesym.layers.mixed import ARCHITECTURE_PARAMETER_NAME
+from bayesym.layers.mixed import ARCHITECTURE_PARAMETER_NAME, MixedGroupConv2d, MixedLiftingConv2d
 from bayesym.layers.sparse import SparseConv2d
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
 from curvature.adapters import (
     Approx,
     DenseFactor,
+    StatisticsRequest,
     bias_blocks,
-    block_is_active,
     covariance,
     if_bias,
     parameter_tangents,
@@ -91,16 +91,18 @@ def tangents_of(
     module: nn.Module,
     inputs: tuple[Any, ...],
     names: list[str],
+    request: StatisticsRequest,
     tangents: Callable[[nn.Module, tuple[Any, ...], list[str]], Tensor] = parameter_tangents,
 ) -> Tangents:
-    """Tangents of the *active* (not excluded) small parameters among ``names``.
+    """Tangents of the small parameters among ``names`` whose blocks the ``request`` keeps.
 
-    ``tangents(module, inputs, active)`` computes them: forward-mode AD by default
+    ``tangents(module, inputs, kept)`` computes them: forward-mode AD by default
     (:func:`curvature.parameter_tangents`), or a closed form such as
-    :func:`mixture_logit_tangents`.
+    :func:`mixture_logit_tangents`. The blocks of the others are excluded from the curvature:
+    their tangents are not computed.
     """
-    active = [n for n in names if block_is_active(n)]
-    return active, (tangents(module, inputs, active) if active else None)
+    kept = [n for n in names if request.keeps(n)]
+    return kept, (tangents(module, inputs, kept) if kept else None)
 
 
 def tangent_blocks(
@@ -111,7 +113,7 @@ def tangent_blocks(
     out, offset = [], 0
     for n in names:
         k = module.get_parameter(n).numel()
-        if n in active:
+        if n in active and values is not None:  # values: the active ones' tangents
             out.append(tangent_ggn(values[:, offset : offset + k], output_grads))
             offset += k
         else:  # excluded: the engine discards this block
@@ -119,27 +121,51 @@ def tangent_blocks(
     return out
 
 
-class _GatheredConvAdapter(ModuleAdapter):
-    """Shared logic: kernel block, optional dense tangent block, bias block."""
+class SameConv(Protocol):
+    """What the gathered-conv adapters read of a layer: a stride-1 'same' convolution."""
+
+    @property
+    def kernel_size(self) -> int:
+        """Odd kernel side ``k``."""
+        ...
+
+    @property
+    def padding_mode(self) -> PaddingMode:
+        """How the input is padded (as :func:`~bayesym.layers.conv.same_conv2d` pads)."""
+        ...
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The bias ``[C_out]`` (shared over group axis and positions), or ``None``."""
+        ...
+
+
+Layer = TypeVar("Layer", bound=SameConv)
+
+MixedConv = MixedLiftingConv2d | MixedGroupConv2d
+"""The [G]-mixed convolutions."""
+
+
+class _GatheredConvAdapter(ModuleAdapter, Generic[Layer]):
+    """Shared logic: kernel block, optional dense tangent block, bias block.
+
+    A subclass serves the layer type ``Layer`` (the registry maps only those to it).
+    """
 
     kernel_name: str = "weight"
 
     # --- what subclasses describe ---------------------------------------------------------
-    def structure(self, module: nn.Module) -> GatherStructure:
+    def structure(self, layer: Layer) -> GatherStructure:
         """The kernel's gather structure (probed from the layer's expansion)."""
         raise NotImplementedError
 
-    def patches(self, module: nn.Module, x: Tensor) -> SamePatches:
-        """The patches of the module's input (a group axis is merged into the channels)."""
-        return same_patches(x, module.kernel_size, module.padding_mode)
+    def patches(self, layer: Layer, x: Tensor) -> SamePatches:
+        """The patches of the layer's input (a group axis is merged into the channels)."""
+        return same_patches(x, layer.kernel_size, layer.padding_mode)
 
-    def input_factor(self, module: nn.Module, a_sum: Tensor) -> Tensor:
+    def input_factor(self, layer: Layer, a_sum: Tensor) -> Tensor:
         """Map the kernel's input factor to the parameter's (identity unless projected)."""
         return a_sum
-
-    def output_scale(self, module: nn.Module) -> Tensor | None:
-        """Per parameter-row scale of the output factor (``None``: 1)."""
-        return None
 
     def tangent_names(self, module: nn.Module) -> list[str]:
         """Small parameters with exact dense blocks from tangents."""
@@ -159,36 +185,32 @@ class _GatheredConvAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Permuted patch covariance of the kernel; tangents of the small parameters."""
-        x = inputs[0]
-        structure = self.structure(module)
-        a_sum, count = structure.input_statistic(self.patches(module, x), approx)
+        layer = cast(Layer, module)
+        structure = self.structure(layer)
+        a_sum, count = structure.input_statistic(self.patches(layer, inputs[0]), request.approx)
         stats: list[InputStatistic | None] = [
-            InputStatistic(DenseFactor(self.input_factor(module, a_sum)), count)
+            InputStatistic(DenseFactor(self.input_factor(layer, a_sum)), count)
         ]
         names = self.tangent_names(module)
-        tangents = tangents_of(module, inputs, names)
+        tangents = tangents_of(module, inputs, names, request)
         stats.extend([None] * len(names))
         return ForwardResult((*stats, *if_bias(module, None)), state=(structure, tangents))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Output factor of the kernel, exact tangent block, bias factor."""
         structure, tangents = state
         s, n = output_grads.shape[:2]
         rows_exp = structure.copy_rows.numel()
         flat = output_grads.reshape(s, n, rows_exp, -1)
-        b = structure.output_statistic(flat, approx)
-        scale = self.output_scale(module)
-        if scale is not None:
-            b = b * scale[:, None] * scale[None, :]
-        out = [b]
+        out = [structure.output_statistic(flat, request.approx)]
         out.extend(tangent_blocks(module, self.tangent_names(module), tangents, output_grads))
-        if module.bias is not None:
-            out.append(_bias_statistic(output_grads, approx))
+        if cast(Layer, module).bias is not None:
+            out.append(_bias_statistic(output_grads, request.approx))
         return tuple(out)
 
 
@@ -197,60 +219,61 @@ def _identity_structure(param: Tensor) -> GatherStructure:
     return GatherStructure(inverse=torch.arange(width)[None], copy_rows=torch.arange(rows)[:, None])
 
 
-class SpatialConvAdapter(_GatheredConvAdapter):
+class SpatialConvAdapter(_GatheredConvAdapter[SpatialConv2d]):
     """CONV (:class:`~bayesym.layers.conv.SpatialConv2d`): plain conv, its own padding."""
 
-    def structure(self, module: SpatialConv2d) -> GatherStructure:
+    def structure(self, layer: SpatialConv2d) -> GatherStructure:
         """One copy per row (no group)."""
-        return _identity_structure(module.weight)
+        return _identity_structure(layer.weight)
 
 
-class SparseConvAdapter(_GatheredConvAdapter):
+class SparseConvAdapter(_GatheredConvAdapter[SparseConv2d]):
     """S-CONV: ``A_u = (I ⊗ Φ) A (I ⊗ Φ)ᵀ`` for anchor values ``u [C_out, C_in, M]``."""
 
     kernel_name = "anchor_values"
 
-    def structure(self, module: SparseConv2d) -> GatherStructure:
+    def structure(self, layer: SparseConv2d) -> GatherStructure:
         """One copy per row; the basis projection is applied to the input factor."""
-        c_out = module.out_channels
+        c_out = layer.out_channels
         return GatherStructure(
-            inverse=torch.arange(module.in_channels * module.kernel_size**2)[None],
+            inverse=torch.arange(layer.in_channels * layer.kernel_size**2)[None],
             copy_rows=torch.arange(c_out)[:, None],
         )
 
-    def input_factor(self, module: SparseConv2d, a_sum: Tensor) -> Tensor:
+    def input_factor(self, layer: SparseConv2d, a_sum: Tensor) -> Tensor:
         """Project the filter-space factor onto the anchor values."""
-        psi = module.basis.matrix().detach().to(a_sum)  # [M, k²]
-        c, k2 = module.in_channels, module.kernel_size**2
+        psi = layer.basis.matrix().detach().to(a_sum)  # [M, k²]
+        c, k2 = layer.in_channels, layer.kernel_size**2
         a4 = a_sum.reshape(c, k2, c, k2)
         return torch.einsum("ipjq,mp,nq->imjn", a4, psi, psi).reshape(c * psi.shape[0], -1)
 
-    def tangent_names(self, module: SparseConv2d) -> list[str]:
+    def tangent_names(self, module: nn.Module) -> list[str]:
         """Learnable ``basis.omega`` / ``basis.anchor_locations``."""
         return learnable_basis_parameters(module)
 
 
-class GroupConvAdapter(_GatheredConvAdapter):
+class GroupConvAdapter(_GatheredConvAdapter[LiftingConv2d | GroupConv2d]):
     """Lifting and group convolutions: weight sharing over (group element, position)."""
 
-    def structure(self, module: LiftingConv2d | GroupConv2d) -> GatherStructure:
+    def structure(self, layer: LiftingConv2d | GroupConv2d) -> GatherStructure:
         """Probe :meth:`expanded_kernel`'s index map with an ``arange`` weight."""
         from bayesym.groups.expansion import expand_group_kernel, expand_lifting_kernel
 
-        expand = expand_lifting_kernel if isinstance(module, LiftingConv2d) else expand_group_kernel
-        key = (type(module).__name__, module.group.name, tuple(module.weight.shape))
+        expand = expand_lifting_kernel if isinstance(layer, LiftingConv2d) else expand_group_kernel
+        index = layer.get_buffer("expansion_index")
+        key = (type(layer).__name__, layer.group.name, tuple(layer.weight.shape))
         return cached_structure(
             key,
             lambda: gather_structure(
-                lambda w: expand(w, module.group, module.expansion_index.cpu()),
-                module.weight.shape,
-                type(module).__name__,
+                lambda w: expand(w, layer.group, index.cpu()),
+                layer.weight.shape,
+                type(layer).__name__,
             ),
         )
 
 
 @torch.no_grad()
-def mixture_logit_tangents(module: nn.Module, x: Tensor) -> Tensor:
+def mixture_logit_tangents(module: MixedConv, x: Tensor) -> Tensor:
     r"""``∂y/∂α_j`` of a [G]-mixed convolution for every logit, from one stacked convolution.
 
     With ``y = x ⋆ Σ_K z_K E_K + b``, ``z = softmax(α)`` and ``∂z_K/∂α_j = z_K (δ_{Kj} - z_j)``:
@@ -289,70 +312,70 @@ class MixedConvAdapter(ModuleAdapter):
     which learns them on validation data) get an exact dense block.
     """
 
-    def _components(self, module: nn.Module) -> list[str]:
-        return [k.name for k in module.components]
-
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``directions.<K>`` for every component, ``architecture_logits`` and ``bias``."""
+        layer = cast(MixedConv, module)
         specs = []
-        for name in self._components(module):
-            rows = module.directions[name].shape[0]
-            specs.append(BlockSpec.kronecker_parameter(module, f"directions.{name}", rows))
+        for k in layer.components:
+            rows = layer.directions[k.name].shape[0]
+            specs.append(BlockSpec.kronecker_parameter(module, f"directions.{k.name}", rows))
         specs.append(BlockSpec.dense_parameter(module, ARCHITECTURE_PARAMETER_NAME))
         return (*specs, *bias_blocks(module))
 
-    def _structure(self, module: nn.Module, name: str) -> GatherStructure:
-        component = module.components[self._components(module).index(name)]
-        shape = module.directions[name].shape
+    @staticmethod
+    def _structure(layer: MixedConv, name: str) -> GatherStructure:
+        shape = layer.directions[name].shape
 
         def expand(w: Tensor) -> Tensor:
             with torch.no_grad():
-                return module._expand_component(
-                    w.to(module.directions[name].device), component
-                ).cpu()
+                return layer.expand_component(w.to(layer.directions[name].device), name).cpu()
 
-        key = (type(module).__name__, module.group.name, name, tuple(shape))
+        key = (type(layer).__name__, layer.group.name, name, tuple(shape))
         return cached_structure(
             key,
-            lambda: gather_structure(expand, shape, f"{type(module).__name__} component {name}"),
+            lambda: gather_structure(expand, shape, f"{type(layer).__name__} component {name}"),
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Per-component permuted patch covariances and the logits' tangents."""
-        patches = same_patches(inputs[0], module.kernel_size, module.padding_mode)
-        structures, stats = {}, []
-        for name in self._components(module):
-            structures[name] = self._structure(module, name)
-            a_sum, count = structures[name].input_statistic(patches, approx)
+        layer = cast(MixedConv, module)
+        patches = same_patches(inputs[0], layer.kernel_size, layer.padding_mode)
+        structures = {}
+        stats: list[InputStatistic | None] = []
+        for k in layer.components:
+            structures[k.name] = self._structure(layer, k.name)
+            a_sum, count = structures[k.name].input_statistic(patches, request.approx)
             stats.append(InputStatistic(DenseFactor(a_sum), count))
         tangents = tangents_of(
             module,
             inputs,
             [ARCHITECTURE_PARAMETER_NAME],
-            lambda m, i, _names: mixture_logit_tangents(m, i[0]),
+            request,
+            lambda _module, _inputs, _names: mixture_logit_tangents(layer, inputs[0]),
         )
         stats.append(None)
         return ForwardResult((*stats, *if_bias(module, None)), state=(structures, tangents))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Scaled per-component output factors, the logits' block, the bias factor."""
+        layer = cast(MixedConv, module)
         structures, tangents = state
         s, n = output_grads.shape[:2]
-        z = module.architecture_weights().detach()
+        z = layer.architecture_weights().detach()
         out = []
-        for i, name in enumerate(self._components(module)):
-            structure = structures[name]
+        for i, k in enumerate(layer.components):
+            structure = structures[k.name]
             flat = output_grads.reshape(s, n, structure.copy_rows.numel(), -1)
-            b = structure.output_statistic(flat, approx)
-            direction = module.directions[name].detach()
-            norm = getattr(module, f"norm_{name}")
+            b = structure.output_statistic(flat, request.approx)
+            direction = layer.directions[k.name].detach()
+            norm = layer.component_norm(k.name)
             scale = z[i] * norm / direction.flatten(1).norm(dim=1)
             out.append(b * scale[:, None] * scale[None, :])
         out.extend(tangent_blocks(module, [ARCHITECTURE_PARAMETER_NAME], tangents, output_grads))
-        if module.bias is not None:
-            out.append(_bias_statistic(output_grads, approx))
+        if layer.bias is not None:
+            out.append(_bias_statistic(output_grads, request.approx))
         return tuple(out)

@@ -19,7 +19,7 @@ parameters get exact dense blocks from tangents.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,9 +30,16 @@ from bayesym.adapters.convolutions import (
     tangent_specs,
     tangents_of,
 )
+from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.sparse import SparseFactoredLinear
 from curvature import BlockSpec, ForwardResult, InputStatistic, ModuleAdapter
-from curvature.adapters import Approx, BlockDiagonalFactor, bias_blocks, covariance, if_bias
+from curvature.adapters import (
+    BlockDiagonalFactor,
+    StatisticsRequest,
+    bias_blocks,
+    covariance,
+    if_bias,
+)
 
 __all__ = ["FactoredLinearAdapter"]
 
@@ -50,7 +57,8 @@ class FactoredLinearAdapter(ModuleAdapter):
     def _factors(module: nn.Module) -> tuple[Tensor, Tensor]:
         if isinstance(module, SparseFactoredLinear):
             return module.factors()
-        return module.theta1, module.theta2
+        layer = cast(FactoredLinear, module)
+        return layer.theta1, layer.theta2
 
     @staticmethod
     def _bases(module: nn.Module) -> tuple[Tensor | None, Tensor | None]:
@@ -73,7 +81,7 @@ class FactoredLinearAdapter(ModuleAdapter):
         return tuple(specs)
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Per-channel input covariances of both factors (projected for S-FC)."""
         x = inputs[0].flatten(2)  # [N, C_in, P]
@@ -87,7 +95,7 @@ class FactoredLinearAdapter(ModuleAdapter):
             rows2 = rows2 @ psi_in.to(rows2).T  # a Ψᵀ: [C_in, N, M_in]
         a2 = covariance(rows2)
         names = learnable_basis_parameters(module)
-        tangents = tangents_of(module, inputs, names)
+        tangents = tangents_of(module, inputs, names, request)
         stats = [
             InputStatistic(BlockDiagonalFactor(a1), n * c_out),
             InputStatistic(BlockDiagonalFactor(a2), n * c_in),
@@ -97,7 +105,7 @@ class FactoredLinearAdapter(ModuleAdapter):
         return ForwardResult(tuple(stats), state=(theta1, psi_out, tangents))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """``B_1`` (projected for S-FC), ``B_2`` through ``θ_1``, tangent and bias blocks."""
         theta1, psi_out, tangents = state

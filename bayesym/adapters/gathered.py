@@ -29,12 +29,17 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from curvature import CurvatureError
 from curvature.adapters import Approx, conv_patch_covariance, covariance, patch_covariance
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bayesym.layers.conv import PaddingMode
 
 __all__ = [
     "GatherStructure",
@@ -190,10 +195,17 @@ class SamePatches:
 
 
 _SHARED: dict[tuple, tuple[weakref.ref, int, SamePatches]] = {}
+
+
+def _forget(key: tuple, _owner: weakref.ref) -> None:
+    """Drop the patches remembered under ``key`` (their input was freed)."""
+    _SHARED.pop(key, None)
+
+
 """Patches of live inputs, keyed by the tensor owning the memory and the view's geometry."""
 
 
-def same_patches(x: Tensor, kernel_size: int, padding_mode: str) -> SamePatches:
+def same_patches(x: Tensor, kernel_size: int, padding_mode: PaddingMode) -> SamePatches:
     """The patches of a stride-1 'same' convolution of ``x``, padded as ``same_conv2d`` pads.
 
     ``x`` is ``[N, C, H, W]`` or ``[N, C, |G|, H, W]`` (group axis folded into the channels).
@@ -218,6 +230,6 @@ def same_patches(x: Tensor, kernel_size: int, padding_mode: str) -> SamePatches:
         return hit[2]
     patches = SamePatches(pad_same(flat, kernel_size // 2, padding_mode), kernel_size)
     if patches.padded.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr():
-        alive = weakref.ref(owner, lambda _, key=key: _SHARED.pop(key, None))
+        alive = weakref.ref(owner, partial(_forget, key))
         _SHARED[key] = (alive, owner._version, patches)
     return patches

@@ -11,13 +11,15 @@ r"""KFAC adapters of layers whose own parameters are a few scalars per channel.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bayesym.layers.group_norm import GroupBatchNorm
+from bayesym.layers.homotopic import HomotopicLayer
 from curvature import BlockSpec, ForwardResult, ModuleAdapter, UnsupportedModuleError
-from curvature.adapters import Approx, covariance
+from curvature.adapters import StatisticsRequest, covariance
 
 __all__ = ["GroupBatchNormAdapter", "HomotopicAdapter"]
 
@@ -30,14 +32,14 @@ class HomotopicAdapter(ModuleAdapter):
         return (BlockSpec.dense_parameter(module, "homotopy_gamma"),)
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """``h = f_neq(x)`` (recomputed inside the adapter call, not captured twice)."""
-        h = module.path_outputs(inputs[0])["neq"]
+        h = cast(HomotopicLayer, module).path_outputs(inputs[0])["neq"]
         return ForwardResult((None,), state=h.detach())
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """``Σ_{s,n} j²`` with ``j = <g, h>``."""
         s, n = output_grads.shape[:2]
@@ -56,24 +58,24 @@ class GroupBatchNormAdapter(ModuleAdapter):
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """The normalised input ``x̂`` (running statistics)."""
-        if module.training:
+        norm = cast(GroupBatchNorm, module)
+        if norm.training:
             raise UnsupportedModuleError(
-                f"{type(module).__name__}({module.group.name}) is in train mode: batch statistics "
+                f"{type(norm).__name__}({norm.group.name}) is in train mode: batch statistics "
                 "couple the data and the GGN does not factor over data points; call model.eval()"
             )
         x = inputs[0]
-        base = module.num_channels // module.shared_copies
+        base = norm.num_channels // norm.shared_copies
         grouped = x.reshape(x.shape[0], base, -1, *x.shape[-2:])
-        normed = F.batch_norm(
-            grouped, module.running_mean, module.running_var, training=False, eps=module.eps
-        ).reshape(x.shape)
+        mean, var = norm.get_buffer("running_mean"), norm.get_buffer("running_var")
+        normed = F.batch_norm(grouped, mean, var, training=False, eps=norm.eps).reshape(x.shape)
         return ForwardResult((None, None), state=normed.detach())
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Per-channel sums of ``g x̂`` and ``g``."""
         s, n, c = output_grads.shape[:3]

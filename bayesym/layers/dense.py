@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,8 @@ class SpatialLinear(nn.Module):
     Attributes:
         weight: ``[C_out * H * W, C_in * H * W]``.
         bias: ``[C_out]``, ``[C_out * H * W]`` or None.
+        bias_per: what one bias entry belongs to: ``"channel"`` (shared by its positions),
+            ``"unit"`` (one output unit) or ``"none"`` (no bias).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -67,18 +69,25 @@ class SpatialLinear(nn.Module):
         self.spatial = check_spatial(spatial, owner=owner)
         if bias not in (True, False, "unit"):
             raise ValueError(f"{owner}: bias must be True, False or 'unit', got {bias!r}")
-        self.bias_kind: Literal["none", "channel", "unit"] = (
+        self.bias_per: Literal["none", "channel", "unit"] = (
             "unit" if bias == "unit" else ("channel" if bias else "none")
         )
         positions = self.spatial[0] * self.spatial[1]
         self.weight = nn.Parameter(torch.empty(out_channels * positions, in_channels * positions))
-        if self.bias_kind == "channel":
+        self.bias: nn.Parameter | None
+        if self.bias_per == "channel":
             self.bias = nn.Parameter(torch.empty(out_channels))
-        elif self.bias_kind == "unit":
+        elif self.bias_per == "unit":
             self.bias = nn.Parameter(torch.empty(out_channels * positions))
         else:
             self.bias = None
         self.reset_parameters()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # whole layers pickled before ``bias_per`` was called ``bias_kind``
+        if "bias_kind" in state:
+            state["bias_per"] = state.pop("bias_kind")
+        super().__setstate__(state)
 
     def reset_parameters(self) -> None:
         """PyTorch's ``nn.Linear`` init with fan_in = ``C_in * H * W``."""
@@ -97,10 +106,10 @@ class SpatialLinear(nn.Module):
         check_feature_map(
             x, owner=self, channels=self.in_channels, spatial=self.spatial, dtype=self.weight.dtype
         )
-        unit_bias = self.bias if self.bias_kind == "unit" else None
+        unit_bias = self.bias if self.bias_per == "unit" else None
         y = F.linear(x.flatten(1), self.weight, unit_bias)
         y = y.view(x.shape[0], self.out_channels, *self.spatial)
-        if self.bias_kind == "channel":
+        if self.bias_per == "channel" and self.bias is not None:
             y = y + self.bias.view(-1, 1, 1)
         return y
 
@@ -108,5 +117,5 @@ class SpatialLinear(nn.Module):
         """Constructor arguments shown by ``repr``."""
         return (
             f"{self.in_channels}, {self.out_channels}, spatial={self.spatial}, "
-            f"bias={self.bias_kind!r}"
+            f"bias={self.bias_per!r}"
         )

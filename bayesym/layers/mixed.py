@@ -95,9 +95,7 @@ def _layout_permutation(group: FiniteGroup, component: FiniteGroup) -> Tensor:
 
 
 class _MixedConv(nn.Module, ABC):
-    """Shared machinery of the mixed lifting / group convolutions."""
-
-    _kind = "Mixed"
+    """Shared machinery of the mixed lifting / group convolutions (arguments: see those)."""
 
     def __init__(
         self,
@@ -105,14 +103,15 @@ class _MixedConv(nn.Module, ABC):
         out_channels: int,
         kernel_size: int,
         group: FiniteGroup,
-        components: Sequence[FiniteGroup] | None,
-        padding_mode: PaddingMode,
-        bias: bool,
-        device: torch.device | str | None,
-        dtype: torch.dtype | None,
+        *,
+        components: Sequence[FiniteGroup] | None = None,
+        padding_mode: PaddingMode = "circular",
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        owner = f"{self._kind}({getattr(group, 'name', group)})"
+        owner = f"{type(self).__name__}({getattr(group, 'name', group)})"
         self.group: FiniteGroup = check_d4_subgroup(group, owner)
         _check_options(
             owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
@@ -134,14 +133,17 @@ class _MixedConv(nn.Module, ABC):
         self.components: tuple[FiniteGroup, ...] = components
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        factory = {"device": device, "dtype": dtype}
-        self.architecture_logits = nn.Parameter(torch.zeros(len(components), **factory))
-        self.bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
+        self.architecture_logits = nn.Parameter(
+            torch.zeros(len(components), device=device, dtype=dtype)
+        )
+        self.bias = (
+            nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
+        )
         self.directions = nn.ParameterDict()
         for k in components:
             shape = self._component_shape(k)
-            self.directions[k.name] = nn.Parameter(torch.empty(shape, **factory))
-            self.register_buffer(f"norm_{k.name}", torch.ones(shape[0], **factory))
+            self.directions[k.name] = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+            self.register_buffer(f"norm_{k.name}", torch.ones(shape[0], device=device, dtype=dtype))
             index = self._expansion_index(k)
             perm = _layout_permutation(self.group, k)
             if device is not None:
@@ -167,6 +169,13 @@ class _MixedConv(nn.Module, ABC):
     def _expand_component(self, kernel: Tensor, component: FiniteGroup) -> Tensor:
         """Expanded kernel of one component, reordered into the G-layout."""
 
+    def _index_maps(self, component: FiniteGroup) -> tuple[Tensor, Tensor]:
+        """The component's expansion index and its G-layout permutation (buffers)."""
+        return (
+            self.get_buffer(f"expansion_index_{component.name}"),
+            self.get_buffer(f"layout_permutation_{component.name}"),
+        )
+
     # --- parameters ------------------------------------------------------------------------
     def reset_parameters(self) -> None:
         """Directions ``U(±1/sqrt(fan_in))`` (fan-in of the expanded kernel); norms fixed to them.
@@ -178,7 +187,7 @@ class _MixedConv(nn.Module, ABC):
             for k in self.components:
                 direction = self.directions[k.name]
                 nn.init.uniform_(direction, -bound, bound)
-                getattr(self, f"norm_{k.name}").copy_(direction.flatten(1).norm(dim=1))
+                self.component_norm(k.name).copy_(direction.flatten(1).norm(dim=1))
             self.architecture_logits.zero_()
             if self.bias is not None:
                 self.bias.zero_()
@@ -187,29 +196,55 @@ class _MixedConv(nn.Module, ABC):
         """``z = softmax(α)``: ``[num_components]``, in the order of :attr:`components`."""
         return torch.softmax(self.architecture_logits, dim=0)
 
+    def component(self, name: str) -> FiniteGroup:
+        """The component group called ``name``.
+
+        Raises:
+            KeyError: naming the layer's components if there is none called ``name``.
+        """
+        for k in self.components:
+            if k.name == name:
+                return k
+        raise KeyError(
+            f"{self._owner()}: no component {name!r}; components: "
+            f"{', '.join(k.name for k in self.components)}"
+        )
+
+    def component_norm(self, name: str) -> Tensor:
+        """The fixed norms ``n^K``: ``[rows of v^K]``, one per output channel of the component.
+
+        The buffer itself (stored in the state dict as ``norm_<name>``), not a copy.
+        """
+        return self.get_buffer(f"norm_{self.component(name).name}")
+
     def component_kernel(self, name: str) -> Tensor:
         """Weight-normalised kernel ``ψ^K`` of the component called ``name``."""
-        if name not in self.directions:
-            raise KeyError(
-                f"{self._owner()}: no component {name!r}; components: "
-                f"{', '.join(k.name for k in self.components)}"
-            )
+        self.component(name)  # a clear error for an unknown name
         direction = self.directions[name]
-        norm = getattr(self, f"norm_{name}")
+        norm = self.component_norm(name)
         scale = norm / direction.flatten(1).norm(dim=1)
         return direction * scale.reshape(-1, *([1] * (direction.dim() - 1)))
 
+    def expand_component(self, kernel: Tensor, name: str) -> Tensor:
+        """Expand ``kernel`` (shaped like ``v^K``) as component ``name``, into the G-layout.
+
+        The same linear map :meth:`expanded_component` applies to ``ψ^K``; the curvature
+        adapters probe it with other kernels.
+        """
+        return self._expand_component(kernel, self.component(name))
+
     def expanded_component(self, name: str) -> Tensor:
         """The component's expanded kernel in the G-layout (not yet weighted by ``z``)."""
-        component = self.components[[k.name for k in self.components].index(name)]
-        return self._expand_component(self.component_kernel(name), component)
+        return self.expand_component(self.component_kernel(name), name)
 
     def expanded_kernel(self) -> Tensor:
         """``Σ_K z_K · E_K(ψ^K)``: the one conv kernel of the layer (Eq. 11)."""
         weights = self.architecture_weights()
-        return sum(
-            weights[i] * self.expanded_component(k.name) for i, k in enumerate(self.components)
-        )
+        first, *others = self.components  # the constructor requires one at least
+        kernel = weights[0] * self.expanded_component(first.name)
+        for i, k in enumerate(others, start=1):
+            kernel = kernel + weights[i] * self.expanded_component(k.name)
+        return kernel
 
     def expanded_bias(self) -> Tensor | None:
         """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
@@ -232,10 +267,10 @@ class _MixedConv(nn.Module, ABC):
         return LayerSymmetry(translations=self.padding_mode == "circular", point_group=name)
 
     def _owner(self) -> str:
-        return f"{self._kind}({self.group.name})"
+        return f"{type(self).__name__}({self.group.name})"
 
     def restrict(self, components: Sequence[str | FiniteGroup]) -> _MixedConv:
-        """A new layer of the same kind with only the named components (weights copied).
+        """A new layer of the same type with only the named components (weights copied).
 
         The kept architecture logits are copied, so the kept ``z`` are renormalised by the
         softmax. With all kept components ``⊇ H`` the result is exactly H-equivariant.
@@ -260,9 +295,9 @@ class _MixedConv(nn.Module, ABC):
         with torch.no_grad():
             for i, name in enumerate(names):
                 new.directions[name].copy_(self.directions[name])
-                getattr(new, f"norm_{name}").copy_(getattr(self, f"norm_{name}"))
+                new.component_norm(name).copy_(self.component_norm(name))
                 new.architecture_logits[i] = self.architecture_logits[known.index(name)]
-            if self.bias is not None:
+            if self.bias is not None and new.bias is not None:
                 new.bias.copy_(self.bias)
         return new
 
@@ -297,26 +332,6 @@ class MixedLiftingConv2d(_MixedConv):
         components: The component groups.
     """
 
-    _kind = "MixedLiftingConv2d"
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        group: FiniteGroup,
-        *,
-        components: Sequence[FiniteGroup] | None = None,
-        padding_mode: PaddingMode = "circular",
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, group, components, padding_mode, bias,
-            device, dtype,
-        )  # fmt: skip
-
     def _component_shape(self, component: FiniteGroup) -> tuple[int, ...]:
         copies = coset_index(self.group, component)
         k = self.kernel_size
@@ -329,8 +344,7 @@ class MixedLiftingConv2d(_MixedConv):
         return self.in_channels * self.kernel_size**2
 
     def _expand_component(self, kernel: Tensor, component: FiniteGroup) -> Tensor:
-        index = getattr(self, f"expansion_index_{component.name}")
-        perm = getattr(self, f"layout_permutation_{component.name}")
+        index, perm = self._index_maps(component)
         expanded = expand_lifting_kernel(kernel, component, index)  # rows ((d, s), k)
         n, k = self.group.order, self.kernel_size
         blocks = expanded.reshape(self.out_channels, n, self.in_channels, k, k)
@@ -368,26 +382,6 @@ class MixedGroupConv2d(_MixedConv):
         components: The component groups.
     """
 
-    _kind = "MixedGroupConv2d"
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        group: FiniteGroup,
-        *,
-        components: Sequence[FiniteGroup] | None = None,
-        padding_mode: PaddingMode = "circular",
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, group, components, padding_mode, bias,
-            device, dtype,
-        )  # fmt: skip
-
     def _component_shape(self, component: FiniteGroup) -> tuple[int, ...]:
         copies = coset_index(self.group, component)
         k = self.kernel_size
@@ -400,8 +394,7 @@ class MixedGroupConv2d(_MixedConv):
         return self.in_channels * self.group.order * self.kernel_size**2
 
     def _expand_component(self, kernel: Tensor, component: FiniteGroup) -> Tensor:
-        index = getattr(self, f"expansion_index_{component.name}")
-        perm = getattr(self, f"layout_permutation_{component.name}")
+        index, perm = self._index_maps(component)
         expanded = expand_group_kernel(kernel, component, index)  # [((d,s),k), ((c,s'),k')]
         n, k = self.group.order, self.kernel_size
         blocks = expanded.reshape(self.out_channels, n, self.in_channels, n, k, k)

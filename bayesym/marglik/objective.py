@@ -194,10 +194,7 @@ def _scaled_likelihood(
         if not isinstance(kfac.likelihood, Gaussian):
             raise ValueError("sigma is only a hyperparameter of the Gaussian likelihood")
         sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
-        fitted = kfac.likelihood.sigma
         count = kfac.num_data * kfac.output_dim
-        # Σ(y - f)² recovered from the log likelihood at the fitted noise.
-        sse = -2 * fitted**2 * (float(log_lik) + 0.5 * count * math.log(2 * math.pi * fitted**2))
-        log_lik = -0.5 * sse / sigma**2 - 0.5 * count * torch.log(2 * math.pi * sigma**2)
-        scale = fitted**2 / sigma**2
+        log_lik = kfac.likelihood.rescaled(float(log_lik), count, sigma)
+        scale = kfac.likelihood.ggn_scale(sigma)
     return data_scale * log_lik, data_scale * scale

@@ -9,11 +9,12 @@ adapters of ``nn.Linear`` and ``nn.Conv2d`` (examples and building blocks), and
 from curvature.adapters.base import (
     Approx,
     BlockSpec,
+    BlockStructure,
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    StatisticsRequest,
     bias_blocks,
-    block_is_active,
     covariance,
     if_bias,
     parameter_tangents,
@@ -31,11 +32,12 @@ __all__ = [
     # the interface
     "Approx",
     "BlockSpec",
+    "BlockStructure",
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
+    "StatisticsRequest",
     "bias_blocks",
-    "block_is_active",
     "if_bias",
     # factors an adapter returns
     "BlockDiagonalFactor",

@@ -22,16 +22,14 @@ method needs are first-class:
   ``c``) — return a :class:`~curvature.factors.BlockDiagonalFactor`, never ``C`` dense copies;
 * weights that are a fixed basis projection of free parameters (anchor points, ``W = U Ψ``):
   project the statistics, ``A_u = Ψ A Ψᵀ`` (:func:`project_rows`);
-* small parameters whose exact GGN is cheap (``kind="dense"``): return ``Σ_{s,n} j jᵀ`` of the
+* small parameters whose exact GGN is cheap (``structure="dense"``): return ``Σ_{s,n} j jᵀ`` of the
   per-sample, per-direction gradients ``j = J_nᵀ v_{s,n}``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,11 +41,12 @@ from curvature.factors import DenseFactor, Factor
 __all__ = [
     "Approx",
     "BlockSpec",
+    "BlockStructure",
     "ForwardResult",
     "InputStatistic",
     "ModuleAdapter",
+    "StatisticsRequest",
     "bias_blocks",
-    "block_is_active",
     "covariance",
     "if_bias",
     "parameter_tangents",
@@ -58,6 +57,9 @@ __all__ = [
 
 Approx = Literal["expand", "reduce"]
 """Weight-sharing approximation: ``"expand"`` (shared dims as batch) or ``"reduce"`` (sum them)."""
+
+BlockStructure = Literal["kronecker", "dense"]
+"""How a block stores its curvature: Kronecker factors ``B ⊗ A`` or one dense matrix."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ class BlockSpec:
         params: ``(attribute, start, stop)`` entries of the module's parameters, flat
             row-major ranges, concatenated in this order. Dotted attributes (``"basis.omega"``)
             name parameters of descendants, which then need no adapter of their own.
-        kind: ``"kronecker"`` (input factor ``A`` and output factor ``B``) or ``"dense"`` (one
-            PSD matrix over the covered entries).
+        structure: ``"kronecker"`` (input factor ``A`` and output factor ``B``) or ``"dense"``
+            (one PSD matrix over the covered entries).
         order: for ``"kronecker"``, whether the covered entries are ordered ``(output, input)``
             (dense block ``B ⊗ A``, e.g. ``Linear.weight [out, in]``) or ``(input, output)``
             (``A ⊗ B``).
@@ -82,23 +84,26 @@ class BlockSpec:
 
     name: str
     params: tuple[tuple[str, int, int], ...]
-    kind: Literal["kronecker", "dense"]
+    structure: BlockStructure
     output_dim: int
     input_dim: int = 0
     input_blocks: int = 1
     order: Literal["output_input", "input_output"] = "output_input"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("kronecker", "dense"):
-            raise ValueError(f"block {self.name!r}: unknown kind {self.kind!r}")
+        if self.structure not in ("kronecker", "dense"):
+            raise ValueError(
+                f"block {self.name!r}: unknown structure {self.structure!r}; expected "
+                "'kronecker' or 'dense'"
+            )
         covered = sum(stop - start for _, start, stop in self.params)
-        expected = self.output_dim * (self.input_dim if self.kind == "kronecker" else 1)
+        expected = self.output_dim * (self.input_dim if self.structure == "kronecker" else 1)
         if covered != expected:
             raise ValueError(
-                f"block {self.name!r}: {self.kind} factors of sizes ({self.output_dim}, "
+                f"block {self.name!r}: {self.structure} factors of sizes ({self.output_dim}, "
                 f"{self.input_dim}) describe {expected} entries but params cover {covered}"
             )
-        if self.kind == "kronecker" and self.input_dim % self.input_blocks:
+        if self.structure == "kronecker" and self.input_dim % self.input_blocks:
             raise ValueError(
                 f"block {self.name!r}: input_dim {self.input_dim} is not divisible into "
                 f"{self.input_blocks} blocks"
@@ -135,7 +140,7 @@ class BlockSpec:
     def factor_bytes(self, element_size: int) -> dict[str, int]:
         """Bytes of each factor this block will store, for the memory check."""
         out = {"output factor": self.output_dim**2 * element_size}
-        if self.kind == "kronecker":
+        if self.structure == "kronecker":
             block = self.input_dim // self.input_blocks
             out["input factor"] = self.input_blocks * block**2 * element_size
         return out
@@ -172,6 +177,8 @@ class InputStatistic:
         """``total``, or the dense factor ``rowsᵀ rows``."""
         if self.total is not None:
             return self.total
+        if self.rows is None:  # excluded by __post_init__
+            raise ValueError("InputStatistic needs exactly one of total and rows")
         return DenseFactor(covariance(self.rows))
 
 
@@ -189,6 +196,29 @@ class ForwardResult:
     state: Any = None
 
 
+@dataclass(frozen=True)
+class StatisticsRequest:
+    """What the engine asks of an adapter's statistics calls for one module.
+
+    Attributes:
+        approx: the weight-sharing approximation, ``"expand"`` or ``"reduce"``.
+        active: names (:attr:`BlockSpec.name`) of the module's blocks that are kept, or ``None``
+            for all of them. The others are excluded from the curvature and the engine discards
+            whatever is returned for them, so an adapter may skip their expensive statistics.
+    """
+
+    approx: Approx = "expand"
+    active: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.approx not in ("expand", "reduce"):
+            raise ValueError(f"approx must be 'expand' or 'reduce', got {self.approx!r}")
+
+    def keeps(self, block: str) -> bool:
+        """Whether the block called ``block`` (:attr:`BlockSpec.name`) is kept."""
+        return self.active is None or block in self.active
+
+
 class ModuleAdapter(ABC):
     """Kronecker-factored GGN statistics of one module type. Stateless; one instance per type."""
 
@@ -198,13 +228,20 @@ class ModuleAdapter(ABC):
 
     @abstractmethod
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
-        """Input factors from the module's forward inputs (called under ``torch.no_grad``)."""
+        """Input factors from the module's forward inputs (called under ``torch.no_grad``).
+
+        Args:
+            module: the module.
+            inputs: its forward inputs.
+            output: its forward output.
+            request: the weight-sharing approximation and which blocks are kept.
+        """
 
     @abstractmethod
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Per block, ``Σ g gᵀ`` (Kronecker) or ``Σ j jᵀ`` (dense).
 
@@ -212,31 +249,8 @@ class ModuleAdapter(ABC):
             module: the module.
             state: :attr:`ForwardResult.state` of the same call.
             output_grads: ``[S, *output.shape]``, gradients of the ``S`` output directions.
-            approx: the weight-sharing approximation.
+            request: as for :meth:`forward_statistics`.
         """
-
-
-_ACTIVE_BLOCKS: ContextVar[frozenset[str] | None] = ContextVar("active_blocks", default=None)
-
-
-@contextmanager
-def active_blocks(names: frozenset[str]) -> Iterator[None]:
-    """Declare which of the current module's blocks are kept (used by the engine)."""
-    token = _ACTIVE_BLOCKS.set(names)
-    try:
-        yield
-    finally:
-        _ACTIVE_BLOCKS.reset(token)
-
-
-def block_is_active(name: str) -> bool:
-    """Whether the block ``name`` of the module being processed is kept (not excluded).
-
-    Adapters may skip expensive statistics of excluded blocks (the engine discards whatever
-    they return for them); outside the engine every block counts as active.
-    """
-    names = _ACTIVE_BLOCKS.get()
-    return names is None or name in names
 
 
 def if_bias(module: nn.Module, *items: Any, attr: str = "bias") -> tuple[Any, ...]:
@@ -335,7 +349,7 @@ def parameter_tangents(module: nn.Module, inputs: tuple[Any, ...], names: Sequen
     """
     from torch.func import functional_call, jvp
 
-    primals = {n: module.get_parameter(n).detach() for n in names}
+    primals: dict[str, Tensor] = {n: module.get_parameter(n).detach() for n in names}
     total = sum(p.numel() for p in primals.values())
 
     def call(params: dict[str, Tensor]) -> Tensor:
@@ -350,8 +364,7 @@ def parameter_tangents(module: nn.Module, inputs: tuple[Any, ...], names: Sequen
         for n, p in primals.items():
             direction[n] = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
             offset += p.numel()
-        _, tangent = jvp(call, (primals,), (direction,))
-        tangents.append(tangent)
+        tangents.append(jvp(call, (primals,), (direction,))[1])  # (output, tangent)
     return torch.stack(tangents, dim=1)
 
 

@@ -16,17 +16,17 @@ The bias is the dense output factor over all ``C_out`` channels (constant input 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curvature.adapters.base import (
-    Approx,
     BlockSpec,
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    StatisticsRequest,
     bias_blocks,
     check_tensor_input,
     covariance,
@@ -39,14 +39,30 @@ from curvature.factors import DenseFactor
 __all__ = ["Conv2dAdapter", "conv2d_patches"]
 
 
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-d conv's ``(height, width)`` setting (``nn.Conv2d`` stores all of them as pairs)."""
+    height, width = value
+    return height, width
+
+
 def _padding(module: nn.Conv2d) -> list[int]:
-    """``F.pad`` amounts ``[left, right, top, bottom]`` that the module's forward applies."""
-    pad = getattr(module, "_reversed_padding_repeated_twice", None)
-    if pad is not None:
-        return list(pad)
-    if isinstance(module.padding, str):  # pragma: no cover - older torch
-        raise ValueError(f"cannot resolve padding={module.padding!r} of {module}")
-    ph, pw = module.padding
+    """``F.pad`` amounts ``[left, right, top, bottom]`` that the module's forward applies.
+
+    ``padding="same"`` pads ``dilation · (k - 1)`` per axis, the smaller half before (as
+    ``nn.Conv2d`` does: asymmetric for even kernels); ``"valid"`` pads nothing.
+    """
+    padding = module.padding
+    if padding == "valid":
+        return [0, 0, 0, 0]
+    if isinstance(padding, str):  # "same"
+        amounts = []
+        for dilation, size in zip(
+            reversed(module.dilation), reversed(module.kernel_size), strict=True
+        ):
+            total = dilation * (size - 1)
+            amounts += [total // 2, total - total // 2]
+        return amounts
+    ph, pw = _pair(padding)
     return [pw, pw, ph, ph]
 
 
@@ -80,10 +96,11 @@ class Conv2dAdapter(ModuleAdapter):
 
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """One Kronecker block per conv group (``weight`` or ``weight.group<k>``) and ``bias``."""
-        c_out = module.out_channels
-        groups = module.groups
+        conv = cast(nn.Conv2d, module)  # the registry maps nn.Conv2d to this adapter
+        c_out = conv.out_channels
+        groups = conv.groups
         per_group_out = c_out // groups
-        d_in = module.weight[0].numel()
+        d_in = conv.weight[0].numel()
         size = per_group_out * d_in
         specs = []
         for k in range(groups):
@@ -100,49 +117,50 @@ class Conv2dAdapter(ModuleAdapter):
         return (*specs, *bias_blocks(module))
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """Per-group patch covariances (block-diagonal over groups, one block each)."""
-        x = check_tensor_input(module, inputs, 4, "[N, C_in, H, W]")
-        groups, n = module.groups, x.shape[0]
-        if approx == "expand" and tuple(module.stride) == (1, 1):
+        conv = cast(nn.Conv2d, module)
+        x = check_tensor_input(conv, inputs, 4, "[N, C_in, H, W]")
+        groups, n = conv.groups, x.shape[0]
+        if request.approx == "expand" and tuple(conv.stride) == (1, 1):
             # no unfolded copy: window sums of shifted pixel products (conv_covariance.py)
-            padded = _pad(module, x)
+            padded = _pad(conv, x)
             per_group = padded.shape[1] // groups
             covs = [
                 conv_patch_covariance(
                     padded[:, k * per_group : (k + 1) * per_group],
-                    module.kernel_size,
-                    module.dilation,
+                    _pair(conv.kernel_size),
+                    _pair(conv.dilation),
                 )
                 for k in range(groups)
             ]
             count = n * output.shape[-2] * output.shape[-1]
         else:
-            patches = conv2d_patches(module, x)  # [N, G·D, T]
+            patches = conv2d_patches(conv, x)  # [N, G·D, T]
             t = patches.shape[-1]
             patches = patches.reshape(n, groups, -1, t)
-            if approx == "expand":
+            if request.approx == "expand":
                 covs = [patch_covariance(patches[:, k]) for k in range(groups)]
                 count = n * t
             else:
                 covs = list(covariance(patches.mean(-1).transpose(0, 1)))  # G x [D, D]
                 count = n
         stats = tuple(InputStatistic(DenseFactor(covs[k]), count) for k in range(groups))
-        return ForwardResult((*stats, *if_bias(module, None)))
+        return ForwardResult((*stats, *if_bias(conv, None)))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """Per-group ``Σ g gᵀ`` and, for the bias, the full ``[C_out, C_out]`` covariance."""
         s, n, c_out = output_grads.shape[:3]
         g = output_grads.reshape(s * n, c_out, -1)
-        if approx == "reduce":
+        if request.approx == "reduce":
             g = g.sum(-1, keepdim=True)
-        groups = module.groups
-        full = patch_covariance(g) if groups == 1 or module.bias is not None else None
+        groups = cast(nn.Conv2d, module).groups
         if groups == 1:
+            full = patch_covariance(g)
             return (full, *if_bias(module, full))
         per = c_out // groups
         out = tuple(patch_covariance(g[:, k * per : (k + 1) * per]) for k in range(groups))
-        return (*out, *if_bias(module, full))
+        return (*out, *if_bias(module, patch_covariance(g)))

@@ -16,11 +16,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from curvature.adapters.base import (
-    Approx,
     BlockSpec,
     ForwardResult,
     InputStatistic,
     ModuleAdapter,
+    StatisticsRequest,
     bias_blocks,
     check_tensor_input,
     covariance,
@@ -37,28 +37,30 @@ class LinearAdapter(ModuleAdapter):
     def blocks(self, module: nn.Module) -> tuple[BlockSpec, ...]:
         """``weight`` (Kronecker) and, if present, ``bias`` (dense)."""
         return (
-            BlockSpec.kronecker_parameter(module, "weight", module.weight.shape[0]),
+            BlockSpec.kronecker_parameter(
+                module, "weight", module.get_parameter("weight").shape[0]
+            ),
             *bias_blocks(module),
         )
 
     def forward_statistics(
-        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, approx: Approx
+        self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor, request: StatisticsRequest
     ) -> ForwardResult:
         """``Σ a aᵀ`` over (batch, positions) (expand) or over per-datum position means (reduce)."""
         x = check_tensor_input(module, inputs, 2, "[N, ..., in_features]")
         rows, n, r = rows_for(x)
-        if approx == "expand":
+        if request.approx == "expand":
             stat = InputStatistic.from_rows(rows.reshape(n * r, -1), n * r)
         else:
             stat = InputStatistic.from_rows(rows.mean(1), n)
         return ForwardResult((stat, *if_bias(module, None)))
 
     def backward_statistics(
-        self, module: nn.Module, state: Any, output_grads: Tensor, approx: Approx
+        self, module: nn.Module, state: Any, output_grads: Tensor, request: StatisticsRequest
     ) -> tuple[Tensor, ...]:
         """``Σ g gᵀ`` over (directions, batch, positions), positions summed first for reduce."""
         s, n, d_out = output_grads.shape[0], output_grads.shape[1], output_grads.shape[-1]
         g = output_grads.reshape(s, n, -1, d_out)
-        rows = g.reshape(-1, d_out) if approx == "expand" else g.sum(2).reshape(-1, d_out)
+        rows = g.reshape(-1, d_out) if request.approx == "expand" else g.sum(2).reshape(-1, d_out)
         b = covariance(rows)
         return (b, *if_bias(module, b))

@@ -32,18 +32,18 @@ class PermutedSharedLinearAdapter(ModuleAdapter):
         d_out, d_in = module.weight.shape
         return (BlockSpec("weight", (("weight", 0, d_out * d_in),), "kronecker", d_out, d_in),)
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, request):
         a = inputs[0][:, module.permutations]  # [N, G, d_in]
         n, g, _ = a.shape
-        if approx == "expand":
+        if request.approx == "expand":
             return ForwardResult(
                 (InputStatistic(DenseFactor(covariance(a.reshape(n * g, -1))), n * g),)
             )
         return ForwardResult((InputStatistic(DenseFactor(covariance(a.mean(1))), n),))
 
-    def backward_statistics(self, module, state, output_grads, approx):
+    def backward_statistics(self, module, state, output_grads, request):
         d_out = output_grads.shape[-1]
-        rows = output_grads if approx == "expand" else output_grads.sum(2)
+        rows = output_grads if request.approx == "expand" else output_grads.sum(2)
         return (covariance(rows.reshape(-1, d_out)),)
 
 
@@ -90,7 +90,7 @@ class TinyFactoredLinearAdapter(ModuleAdapter):
             ),
         )
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, request):
         x = inputs[0]  # [N, c_in, p_in]
         x1 = module.intermediate(x)  # [N, c_out, c_in]
         n, c_out, c_in = x1.shape
@@ -103,7 +103,7 @@ class TinyFactoredLinearAdapter(ModuleAdapter):
             )
         )
 
-    def backward_statistics(self, module, state, output_grads, approx):
+    def backward_statistics(self, module, state, output_grads, request):
         p_out = output_grads.shape[-1]
         b1 = covariance(output_grads.reshape(-1, p_out))  # rows (s, n, o)
         g2 = torch.einsum("ocq,snoq->snco", module.theta1, output_grads)  # ∂f/∂x1, rows (s,n,c)
@@ -132,11 +132,11 @@ class AnchorLinearAdapter(ModuleAdapter):
             BlockSpec("anchor_values", (("anchor_values", 0, d_out * m),), "kronecker", d_out, m),
         )
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, request):
         rows = project_rows(inputs[0], module.basis)  # a Ψᵀ: [N, M]
         return ForwardResult((InputStatistic(DenseFactor(covariance(rows)), rows.shape[0]),))
 
-    def backward_statistics(self, module, state, output_grads, approx):
+    def backward_statistics(self, module, state, output_grads, request):
         return (covariance(output_grads.reshape(-1, output_grads.shape[-1])),)
 
 
@@ -171,7 +171,7 @@ class ScaledLinearAdapter(ModuleAdapter):
             BlockSpec("log_scale", (("log_scale", 0, 1),), "dense", 1),
         )
 
-    def forward_statistics(self, module, inputs, output, approx):
+    def forward_statistics(self, module, inputs, output, request):
         from curvature.adapters import parameter_tangents
 
         a = module.inner(inputs[0])  # recomputed inside the adapter call: not captured
@@ -180,7 +180,7 @@ class ScaledLinearAdapter(ModuleAdapter):
             (InputStatistic(DenseFactor(covariance(a)), a.shape[0]), None), state=tangents
         )
 
-    def backward_statistics(self, module, state, output_grads, approx):
+    def backward_statistics(self, module, state, output_grads, request):
         from curvature.adapters import tangent_ggn
 
         g = output_grads * module.log_scale.exp()  # ∂f/∂(W a)

@@ -6,8 +6,9 @@ from custom_layers import AnchorLinear, PermutedSharedLinear, TinyFactoredLinear
 from oracles import block, exact_ggn, output_hessian, parameter_layout
 from torch import nn
 
-from curvature import KFACConfig, UnsupportedModuleError, compute_kfac
+from curvature import KFACConfig, KroneckerBlock, UnsupportedModuleError, compute_kfac
 from curvature.adapters import BlockDiagonalFactor
+from curvature.plan import block_specs
 
 
 def assert_exact(model, x, reg):
@@ -151,3 +152,25 @@ def test_small_parameters_get_exact_dense_blocks_via_jvp(float64):
     dense, layout = exact_ggn(model, x), parameter_layout(model)
     got = kfac["0.log_scale"].to_dense()
     assert torch.allclose(got, block(dense, layout, kfac["0.log_scale"].params), atol=1e-12)
+
+
+def test_block_specs_describe_the_blocks_of_the_fit(float64):
+    """Names, structures and sizes of the adapters' specs are those of compute_kfac's blocks."""
+    model = nn.Sequential(
+        TinyFactoredLinear(2, 3, 4, 2), nn.Flatten(), nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 2)
+    )
+    model[4].bias.requires_grad_(False)
+    kfac = compute_kfac(
+        model, (torch.randn(5, 2, 4), torch.randint(0, 2, (5,))), registry=registry(),
+        exclude=["2.bias"],
+    )  # fmt: skip
+    specs = block_specs(model, exclude=["2.bias"], registry=registry())
+    assert list(specs) == kfac.names == ["0.theta1", "0.theta2", "2.weight", "4.weight"]
+    assert specs["0.theta1"].order == "input_output" and specs["0.theta2"].input_blocks == 2
+    for name, spec in specs.items():
+        b = kfac[name]
+        assert spec.structure == ("kronecker" if isinstance(b, KroneckerBlock) else "dense")
+        output = b.factors[0 if spec.order == "output_input" else 1]  # B ⊗ A or A ⊗ B
+        assert output.dim == spec.output_dim, name
+    with pytest.raises(UnsupportedModuleError, match="TinyFactoredLinear"):
+        block_specs(model)  # the default table has no adapter for the test layer

@@ -12,6 +12,7 @@ from curvature import (
     compute_kfac,
     register_adapter,
 )
+from curvature.adapters import StatisticsRequest
 from curvature.adapters.linear import LinearAdapter
 
 
@@ -39,6 +40,32 @@ def test_frozen_and_excluded_parameters_are_left_out():
     model[0].bias.requires_grad_(False)
     kfac = compute_kfac(model, data(), exclude=["2.bias"])
     assert kfac.names == ["0.weight", "2.weight"]
+
+
+def test_adapters_are_told_the_approximation_and_which_of_their_blocks_are_kept():
+    seen = []
+
+    class Recording(LinearAdapter):
+        def forward_statistics(self, module, inputs, output, request):
+            seen.append(("forward", request))
+            return super().forward_statistics(module, inputs, output, request)
+
+        def backward_statistics(self, module, state, output_grads, request):
+            seen.append(("backward", request))
+            return super().backward_statistics(module, state, output_grads, request)
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model[0].bias.requires_grad_(False)
+    config = KFACConfig(approx="reduce", ggn_type="mc")  # one direction: one backward call
+    registry = {nn.Linear: Recording()}
+    compute_kfac(model, data(), config=config, exclude=["2.bias"], registry=registry)
+    kept = StatisticsRequest("reduce", frozenset({"weight"}))
+    assert seen == [("forward", kept), ("forward", kept), ("backward", kept), ("backward", kept)]
+    assert not kept.keeps("bias") and StatisticsRequest().keeps("bias")
+    seen.clear()
+    compute_kfac(model[2], data(n=4, d=4), config=config, registry=registry)
+    everything = StatisticsRequest("reduce", frozenset({"weight", "bias"}))
+    assert seen == [("forward", everything), ("backward", everything)]
 
 
 def test_unknown_exclude_name_is_an_error():
@@ -147,7 +174,7 @@ def test_rows_and_totals_accumulate_to_the_same_factor(float64):
     class AlternatingLinear(LinearAdapter):
         calls = 0
 
-        def forward_statistics(self, module, inputs, output, approx):
+        def forward_statistics(self, module, inputs, output, request):
             AlternatingLinear.calls += 1
             x = inputs[0]
             if AlternatingLinear.calls % 2:

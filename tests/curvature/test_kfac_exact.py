@@ -126,6 +126,18 @@ CONV_SETTINGS = {
 }
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [*CONV_SETTINGS.values(), dict(kernel_size=(4, 3), padding="same", dilation=(3, 2))],
+)
+def test_conv_padding_is_read_from_public_attributes(setting):
+    """The adapter's padding amounts equal those nn.Conv2d's own forward applies."""
+    from curvature.adapters.conv import _padding
+
+    conv = nn.Conv2d(2, 4, **{"kernel_size": 3, **setting})
+    assert _padding(conv) == list(conv._reversed_padding_repeated_twice)
+
+
 def conv_definition(model, conv, x, approx):
     """KFAC factors of ``conv`` computed from their definition with autograd Jacobians."""
     jac, f, s = output_jacobian(model, conv, x)  # [N, C, Co, Ho, Wo]

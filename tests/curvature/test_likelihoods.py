@@ -80,3 +80,38 @@ def test_bad_labels_and_names_give_clear_errors():
         make_likelihood("poisson")
     with pytest.raises(ValueError, match="sigma must be positive"):
         Gaussian(sigma=0.0)
+
+
+def test_gaussian_rescaling_matches_the_likelihood_at_the_other_noise(float64):
+    """Σ(y - f)² recovered from log p at σ, log p and its σ-gradient at σ', the GGN's scale."""
+    from curvature import compute_kfac
+
+    f, y = torch.randn(6, 3), torch.randn(6, 3)
+    fitted = Gaussian(0.7)
+    log_lik = fitted.log_likelihood(f, y)
+    assert torch.allclose(fitted.sum_of_squares(log_lik, y.numel()), ((y - f) ** 2).sum())
+    sigma = torch.tensor(1.9, requires_grad=True)
+    rescaled = fitted.rescaled(float(log_lik), y.numel(), sigma)
+    direct = -0.5 * ((y - f) ** 2).sum() / sigma**2 - 0.5 * y.numel() * torch.log(
+        2 * torch.pi * sigma**2
+    )  # the density written out
+    assert torch.allclose(rescaled, direct)
+    (got,) = torch.autograd.grad(rescaled, sigma)
+    (want,) = torch.autograd.grad(direct, sigma)
+    assert torch.allclose(got, want)
+    assert torch.allclose(rescaled, Gaussian(1.9).log_likelihood(f, y))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x = torch.randn(6, 4)
+    at_fitted = compute_kfac(model, (x, y), "regression", sigma=0.7)
+    at_other = compute_kfac(model, (x, y), "regression", sigma=1.9)
+    scale = fitted.ggn_scale(1.9)
+    for a, b in zip(at_fitted, at_other, strict=True):
+        assert torch.allclose(a.to_dense() * scale, b.to_dense()), a.name
+
+
+@pytest.mark.parametrize("lik", [CrossEntropy(), Gaussian(0.5)])
+def test_empirical_fisher_without_targets_is_refused(lik):
+    with pytest.raises(ValueError, match=f"empirical Fisher needs the targets y \\({lik.name}\\)"):
+        lik.output_directions(torch.randn(3, 2), None, "empirical")
+    with pytest.raises(ValueError, match="unknown ggn_type 'fisher'"):
+        lik.output_directions(torch.randn(3, 2), None, "fisher")
