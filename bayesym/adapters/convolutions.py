@@ -49,6 +49,7 @@ from curvature.adapters import (
 )
 
 __all__ = [
+    "GatheredConvAdapter",
     "GroupConvAdapter",
     "MixedConvAdapter",
     "SparseConvAdapter",
@@ -146,7 +147,7 @@ MixedConv = MixedLiftingConv2d | MixedGroupConv2d
 """The [G]-mixed convolutions."""
 
 
-class _GatheredConvAdapter(ModuleAdapter, Generic[Layer]):
+class GatheredConvAdapter(ModuleAdapter, Generic[Layer]):
     """Shared logic: kernel block, optional dense tangent block, bias block.
 
     A subclass serves the layer type ``Layer`` (the registry maps only those to it).
@@ -219,7 +220,7 @@ def _identity_structure(param: Tensor) -> GatherStructure:
     return GatherStructure(inverse=torch.arange(width)[None], copy_rows=torch.arange(rows)[:, None])
 
 
-class SpatialConvAdapter(_GatheredConvAdapter[SpatialConv2d]):
+class SpatialConvAdapter(GatheredConvAdapter[SpatialConv2d]):
     """CONV (:class:`~bayesym.layers.conv.SpatialConv2d`): plain conv, its own padding."""
 
     def structure(self, layer: SpatialConv2d) -> GatherStructure:
@@ -227,7 +228,7 @@ class SpatialConvAdapter(_GatheredConvAdapter[SpatialConv2d]):
         return _identity_structure(layer.weight)
 
 
-class SparseConvAdapter(_GatheredConvAdapter[SparseConv2d]):
+class SparseConvAdapter(GatheredConvAdapter[SparseConv2d]):
     """S-CONV: ``A_u = (I ⊗ Φ) A (I ⊗ Φ)ᵀ`` for anchor values ``u [C_out, C_in, M]``."""
 
     kernel_name = "anchor_values"
@@ -252,7 +253,7 @@ class SparseConvAdapter(_GatheredConvAdapter[SparseConv2d]):
         return learnable_basis_parameters(module)
 
 
-class GroupConvAdapter(_GatheredConvAdapter[LiftingConv2d | GroupConv2d]):
+class GroupConvAdapter(GatheredConvAdapter[LiftingConv2d | GroupConv2d]):
     """Lifting and group convolutions: weight sharing over (group element, position)."""
 
     def structure(self, layer: LiftingConv2d | GroupConv2d) -> GatherStructure:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bayesym.adapters.convolutions import _GatheredConvAdapter
+from bayesym.adapters.convolutions import GatheredConvAdapter
 from bayesym.adapters.gathered import GatherStructure, cached_structure
 from bayesym.layers.pointwise_group_conv import PointwiseGroupConv2d
 
@@ -47,7 +47,7 @@ def pointwise_gather_structure(module: PointwiseGroupConv2d) -> GatherStructure:
     return GatherStructure(inverse=inverse, copy_rows=copy_rows)
 
 
-class PointwiseGroupConvAdapter(_GatheredConvAdapter):
+class PointwiseGroupConvAdapter(GatheredConvAdapter):
     """The paper's GCONV: ``ψ`` shared over (copy, position), each copy a gather of the patch."""
 
     def structure(self, module: nn.Module) -> GatherStructure:
