@@ -17,6 +17,17 @@ by default (``sparse_prior="anchor_values"``); with ``"lengthscales"`` the RBF l
 ``omega`` get their own group (``<path>.omega``), whose precision then controls the symmetry
 (``omega -> 0`` makes the filter constant in position), as the paper's second placement.
 
+No prior ever falls on the architecture parameters of a network by default: the mixing logits
+``α`` of mixed layers (:func:`~bayesym.layers.mixed.architecture_parameters`) and ACE's
+homotopy coefficients ``γ`` (:func:`~bayesym.layers.homotopic.homotopy_parameters`) choose
+*between* symmetries, so a Gaussian on them would bias the choice itself
+(:func:`prior_free_parameters`). They are point estimates, left out of the curvature too.
+
+Fixed precisions per group (e.g. residual pathway priors: a weak prior on the equivariant
+path, a strong one on the unconstrained path) are set with ``precisions={group: δ}`` or
+:meth:`GaussianPrior.set_precisions`; a weight decay ``wd·‖θ‖²`` added to the *mean* loss over
+``N`` data equals the prior term ``½δ‖θ‖²/N`` with ``δ = 2·wd·N``.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -36,6 +47,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor, nn
 
+from bayesym.layers.homotopic import homotopy_parameters
+from bayesym.layers.mixed import architecture_parameters
 from bayesym.layers.paths import PathSum
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +60,7 @@ __all__ = [
     "PriorStructure",
     "SparsePriorPlacement",
     "parameter_groups",
+    "prior_free_parameters",
 ]
 
 PriorStructure = Literal["path", "layer", "tensor", "scalar"]
@@ -83,12 +97,50 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def prior_free_parameters(model: nn.Module) -> tuple[str, ...]:
+    """Qualified names of the parameters that choose between symmetries (no prior by default).
+
+    The mixing logits ``α`` of every mixed layer and the homotopy coefficient ``γ`` of every
+    homotopic layer, in parameter order.
+
+    Example:
+        >>> from bayesym.layers.homotopic import homotopic_conv_ffc
+        >>> prior_free_parameters(nn.Sequential(homotopic_conv_ffc(1, 1, spatial=(4, 4))))
+        ('0.homotopy_gamma',)
+    """
+    chosen = {id(p) for p in architecture_parameters(model)}
+    chosen |= {id(p) for p in homotopy_parameters(model).values()}
+    return tuple(name for name, p in model.named_parameters() if id(p) in chosen)
+
+
+def _prior_parameters(
+    model: nn.Module, exclude: Collection[str], prior_on_architecture: bool
+) -> dict[str, nn.Parameter]:
+    """The trainable parameters that get a prior (in parameter order).
+
+    Raises:
+        ValueError: on excluded names that are not trainable parameters, or none left.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    unknown = sorted(set(exclude) - set(params))
+    if unknown:
+        raise ValueError(f"excluded parameters {unknown} are not trainable parameters of the model")
+    excluded = set(exclude)
+    if not prior_on_architecture:
+        excluded |= set(prior_free_parameters(model))
+    params = {n: p for n, p in params.items() if n not in excluded}
+    if not params:
+        raise ValueError("the model has no trainable parameters to put a prior on")
+    return params
+
+
 def parameter_groups(
     model: nn.Module,
     structure: PriorStructure = "path",
     *,
     sparse_prior: SparsePriorPlacement = "anchor_values",
     exclude: Collection[str] = (),
+    prior_on_architecture: bool = False,
 ) -> tuple[ParameterGroup, ...]:
     """Partition the trainable parameters of ``model`` into prior groups.
 
@@ -96,7 +148,9 @@ def parameter_groups(
         model: the network.
         structure: ``"path"``, ``"layer"``, ``"tensor"`` or ``"scalar"``.
         sparse_prior: prior placement for anchor-point layers (see module docstring).
-        exclude: qualified parameter names without a prior (e.g. architecture weights).
+        exclude: further qualified parameter names without a prior.
+        prior_on_architecture: also put a prior on the mixing logits and homotopy
+            coefficients (:func:`prior_free_parameters`); by default they have none.
 
     Returns:
         The groups, in parameter order of first appearance.
@@ -113,13 +167,7 @@ def parameter_groups(
         raise ValueError(
             f"sparse_prior must be 'anchor_values' or 'lengthscales', got {sparse_prior!r}"
         )
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    unknown = sorted(set(exclude) - set(params))
-    if unknown:
-        raise ValueError(f"excluded parameters {unknown} are not trainable parameters of the model")
-    params = {n: p for n, p in params.items() if n not in set(exclude)}
-    if not params:
-        raise ValueError("the model has no trainable parameters to put a prior on")
+    params = _prior_parameters(model, exclude, prior_on_architecture)
 
     # (layer, path, path-group name) of every parameter: paths of relaxed layers first, then
     # the module owning the parameter.
@@ -162,6 +210,11 @@ def parameter_groups(
     )
 
 
+def _check_precision(value: float, what: str) -> None:
+    if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be positive and finite, got {value}")
+
+
 class GaussianPrior(nn.Module):
     r"""Zero-mean Gaussian prior with one learnable log precision per parameter group.
 
@@ -174,11 +227,24 @@ class GaussianPrior(nn.Module):
         structure: group granularity (:data:`PriorStructure`).
         init_precision: initial :math:`\delta_g` for every group (the paper uses 1).
         sparse_prior: placement for anchor-point layers (:data:`SparsePriorPlacement`).
-        exclude: parameter names without a prior.
+        exclude: further parameter names without a prior.
+        precisions: initial :math:`\delta_g` of named groups (group name -> precision),
+            overriding ``init_precision`` for those groups.
+        prior_on_architecture: also put a prior on mixing logits and homotopy coefficients
+            (default: never, see :func:`prior_free_parameters`).
 
     Attributes:
         groups: the :class:`ParameterGroup` s.
         log_precision: ``[G]`` learnable :math:`\rho_g = \log \delta_g`.
+        excluded: trainable parameters without a prior (the mixing logits and homotopy
+            coefficients, and ``exclude``), in parameter order.
+
+    Example:
+        >>> from bayesym.layers import conv_plus_fc
+        >>> layer = nn.Sequential(conv_plus_fc(1, 1, spatial=(4, 4)))
+        >>> prior = GaussianPrior(layer, precisions={"0.fc": 100.0})
+        >>> prior.as_dict()
+        {'0.conv': 1.0, '0.fc': 100.0}
     """
 
     def __init__(
@@ -189,19 +255,47 @@ class GaussianPrior(nn.Module):
         init_precision: float = 1.0,
         sparse_prior: SparsePriorPlacement = "anchor_values",
         exclude: Collection[str] = (),
+        precisions: Mapping[str, float] | None = None,
+        prior_on_architecture: bool = False,
     ) -> None:
         super().__init__()
-        if not math.isfinite(init_precision) or init_precision <= 0:
-            raise ValueError(f"init_precision must be positive and finite, got {init_precision}")
+        _check_precision(init_precision, "init_precision")
         self.structure = structure
-        self.groups = parameter_groups(model, structure, sparse_prior=sparse_prior, exclude=exclude)
+        self.groups = parameter_groups(
+            model,
+            structure,
+            sparse_prior=sparse_prior,
+            exclude=exclude,
+            prior_on_architecture=prior_on_architecture,
+        )
         self.group_index = {p: i for i, g in enumerate(self.groups) for p in g.parameters}
+        self.excluded: tuple[str, ...] = tuple(
+            n for n, p in model.named_parameters() if p.requires_grad and n not in self.group_index
+        )
         ref = next(p for p in model.parameters() if p.requires_grad)
         self.log_precision = nn.Parameter(
             torch.full(
                 (len(self.groups),), math.log(init_precision), dtype=ref.dtype, device=ref.device
             )
         )
+        if precisions:
+            self.set_precisions(precisions)
+
+    def set_precisions(self, precisions: Mapping[str, float]) -> None:
+        r"""Set :math:`\delta_g` of the named groups (the others keep theirs).
+
+        Raises:
+            ValueError: for an unknown group (the message lists the groups) or a precision
+                that is not positive and finite.
+        """
+        index = {g.name: i for i, g in enumerate(self.groups)}
+        unknown = sorted(set(precisions) - set(index))
+        if unknown:
+            raise ValueError(f"no prior groups {unknown}; groups are {self.names}")
+        with torch.no_grad():
+            for name, value in precisions.items():
+                _check_precision(value, f"precision of {name!r}")
+                self.log_precision[index[name]] = math.log(value)
 
     @property
     def names(self) -> list[str]:

@@ -9,8 +9,9 @@
 #   bash benchmarks/gpu_checks.sh kfac        # the curvature issue's targets on the GPU: kfac_speed.py (MLP and
 #                                             # CNN, ours vs an epoch and vs ASDL / curvlinops), ~3 min (estimated)
 #   bash benchmarks/gpu_checks.sh zoo         # marglik/MAP of the Table 1 and Table 3 backbones, ~5 min (estimated)
-#   bash benchmarks/gpu_checks.sh multigroup  # Table 3 (plain, rotated, rot90) at 8000 images, 100 epochs,
-#                                             # ~7 min (6000 images took 5 min at curvature batch 128)
+#   bash benchmarks/gpu_checks.sh multigroup  # Table 3 on Fashion-MNIST: both GCONV variants x plain, rot90,
+#                                             # rotated, 3 seeds each, 2000 images, 60 epochs, a hyper step per
+#                                             # epoch after 15: six processes at once, ~8 min (estimated)
 #
 # Results go to benchmarks/results/ (see docs/benchmarks.md and docs/reproductions.md).
 set -u
@@ -30,15 +31,14 @@ zoo)
             --threads 1 --repeats 2 --output "marglik_speed_gpu_$m"
     done ;;
 multigroup)
-    for d in plain rotated rot90; do
-        python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --methods marglik \
-            --datasets "$d" --train-size 8000 --batch-size 128 --epochs 100 \
-            --output "gpu_multigroup_$d" &
-    done
+    for v in full paper; do for d in plain rot90 rotated; do
+        python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --data fashion-mnist \
+            --variants "$v" --datasets "$d" --seeds 0,1,2 --train-size 2000 --epochs 60 \
+            --burn-in 15 --output "gpu_table3_${v}_$d" &
+    done; done
     wait
-    python3 benchmarks/reproduce_multigroup.py --output reproduce_multigroup_gpu --merge \
-        benchmarks/results/gpu_multigroup_plain.json benchmarks/results/gpu_multigroup_rotated.json \
-        benchmarks/results/gpu_multigroup_rot90.json ;;
+    python3 benchmarks/reproduce_multigroup.py --output gpu_table3 \
+        --summary benchmarks/results/gpu_table3_{full,paper}_*.json ;;
 *)
     echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|kfac|zoo|multigroup" >&2; exit 2 ;;
 esac

@@ -38,7 +38,11 @@ def test_fit_writes_a_complete_run_directory_and_report_reads_it(tmp_path, capsy
     report = json.loads((out / "report.json").read_text())
     assert set(report["effective_types"]) >= {f"blocks.{k}.layer" for k in range(8)}
     assert main(["report", str(out)]) == 0
-    assert "relative" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "relative" in printed and "count-only" in printed and "lg δ/δmin" in printed
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert {"count_only", "log10_precision_ratio"} <= set(rows[0])
+    assert "count_only" in (out / "report.csv").read_text().splitlines()[0]
 
 
 def test_map_fit_and_user_errors(tmp_path, capsys):

@@ -90,12 +90,19 @@ def test_conv_plus_gconv_is_the_equinas_rpp_layer(float64):
 
 
 def test_group_kinds_are_registered_with_their_layout():
-    for kind in ("gconv", "conv+gconv", "ffc+conv+gconv"):
+    for kind in (
+        "gconv",
+        "conv+gconv",
+        "ffc+conv+gconv",
+        "pgconv",
+        "conv+pgconv",
+        "ffc+conv+pgconv",
+    ):
         assert layer_kind(kind).group_axis
         first = make_layer(kind, 1, 2, spatial=(4, 4), group="C2", lifting=True)
         assert first(torch.randn(3, 1, 4, 4)).shape == (3, 2, 2, 4, 4)
     assert not layer_kind("ffc+conv").group_axis
-    with pytest.raises(ValueError, match="including 'gconv'"):
+    with pytest.raises(ValueError, match=r"including one of \('gconv', 'pgconv'\)"):
         group_path_sum(["ffc", "conv"], 1, 1, spatial=(2, 2))
     with pytest.raises(KeyError, match="unknown D4 subgroup 'C3'"):
         make_layer("gconv", 1, 1, spatial=(2, 2), group="C3")

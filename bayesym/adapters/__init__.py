@@ -12,6 +12,7 @@ SparseConv2d (S-CONV)                   ``B ⊗ (I⊗Φ) A (I⊗Φ)ᵀ``, RBF ta
 FactoredLinear (F-FC)                   ``A_1 ⊗ B_1``, ``B_2 ⊗ A_2`` (block-diagonal A)
 SparseFactoredLinear (S-FC)             projected F-FC factors, RBF tangents, bias
 LiftingConv2d, GroupConv2d (GCONV)      ``B ⊗ A`` shared over (group element, position)
+PointwiseGroupConv2d (paper's GCONV)    ``B ⊗ A`` shared over (copy, position), bias
 MixedLiftingConv2d, MixedGroupConv2d    one block per component, logits (exact), bias
 OrbitSharedLinear (AEN)                 exact dense blocks of orbit weights / biases
 HomotopicLayer (ACE)                    exact dense block of ``γ`` (paths: their own)
@@ -30,6 +31,7 @@ from bayesym.adapters.convolutions import (
 from bayesym.adapters.dense import OrbitSharedLinearAdapter, SpatialLinearAdapter
 from bayesym.adapters.factored import FactoredLinearAdapter
 from bayesym.adapters.gathered import GatherStructure, gather_structure
+from bayesym.adapters.pointwise_group_conv import PointwiseGroupConvAdapter
 from bayesym.adapters.scalars import GroupBatchNormAdapter, HomotopicAdapter
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
@@ -38,6 +40,7 @@ from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.group_norm import GroupBatchNorm
 from bayesym.layers.homotopic import HomotopicLayer
 from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
+from bayesym.layers.pointwise_group_conv import PointwiseGroupConv2d
 from bayesym.layers.shared import OrbitSharedLinear
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 from curvature import ModuleAdapter, register_adapter
@@ -52,6 +55,7 @@ __all__ = [
     "HomotopicAdapter",
     "MixedConvAdapter",
     "OrbitSharedLinearAdapter",
+    "PointwiseGroupConvAdapter",
     "SparseConvAdapter",
     "SpatialConvAdapter",
     "SpatialLinearAdapter",
@@ -70,6 +74,7 @@ BAYESYM_ADAPTERS: dict[type[nn.Module], ModuleAdapter] = {
     SparseFactoredLinear: _factored,
     LiftingConv2d: _group,
     GroupConv2d: _group,
+    PointwiseGroupConv2d: PointwiseGroupConvAdapter(),
     MixedLiftingConv2d: _mixed,
     MixedGroupConv2d: _mixed,
     OrbitSharedLinear: OrbitSharedLinearAdapter(),

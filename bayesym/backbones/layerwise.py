@@ -29,8 +29,10 @@ Group kinds (registry entries with ``group_axis=True``, e.g. ``"ffc+conv+gconv"`
 ``[N, a, |G|, H, W]`` (``lifting=True``), the following blocks keep the group axis (widths
 count channels *per group element*), APS uses one phase for all group channels (which
 commutes with rotations and flips of square grids of even size), and the features are
-averaged over the group axis as well as the grid before the head (group pooling). With only
-the GCONV paths switched on the logits are then invariant to ``G`` and to cyclic shifts.
+pooled over the group axis (group pooling: the mean, or the maximum as in the layer-wise
+paper's model; ``group_pooling``, by default the kind's) and averaged over the grid before
+the head. With only the GCONV paths switched on the logits are then invariant to ``G`` and
+to cyclic shifts.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from torch import nn
 from bayesym.backbones.initialisation import scale_layer
 from bayesym.layers._checks import check_feature_map, check_positive_int, check_spatial
 from bayesym.layers.conv import SpatialConv2d
-from bayesym.layers.registry import LAYER_KINDS, layer_kind, make_layer
+from bayesym.layers.registry import GROUP_POOLINGS, LAYER_KINDS, layer_kind, make_layer
 from bayesym.layers.subsampling import PolyphaseSubsample2d
 
 __all__ = [
@@ -116,6 +118,9 @@ class LayerwiseBackboneConfig:
         unit_variance_init: rescale the initial weights so every layer outputs unit second
             moment on a Gaussian probe (LSUV; :mod:`bayesym.backbones.initialisation`). Without
             it the 8 ReLU blocks shrink the signal ~6x each and training stalls.
+        group_pooling: ``"mean"`` or ``"max"`` over the group axis before the head (group
+            kinds only); ``None``: the layer kind's default
+            (:attr:`~bayesym.layers.registry.LayerKind.group_pooling`).
 
     Raises:
         ValueError: for an unknown layer kind or non-positive sizes.
@@ -129,6 +134,7 @@ class LayerwiseBackboneConfig:
     kernel_size: int = 3
     layer_options: Mapping[str, Any] = field(default_factory=dict)
     unit_variance_init: bool = True
+    group_pooling: str | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -140,6 +146,11 @@ class LayerwiseBackboneConfig:
         check_positive_int(self.in_channels, name="in_channels", owner=owner)
         check_positive_int(self.num_classes, name="num_classes", owner=owner)
         check_positive_int(self.kernel_size, name="kernel_size", owner=owner)
+        if self.group_pooling is not None and self.group_pooling not in GROUP_POOLINGS:
+            raise ValueError(
+                f"{owner}: group_pooling must be None or one of {GROUP_POOLINGS}, "
+                f"got {self.group_pooling!r}"
+            )
         object.__setattr__(self, "input_size", check_spatial(self.input_size, owner=owner))
         object.__setattr__(self, "layer_options", MappingProxyType(dict(self.layer_options)))
 
@@ -164,6 +175,7 @@ class LayerwiseBackboneConfig:
                 self.kernel_size,
                 options,
                 self.unit_variance_init,
+                self.group_pooling,
             )
         )
 
@@ -222,7 +234,9 @@ class LayerwiseBackbone(nn.Module):
         channels = config.in_channels
         blocks = []
         plan = block_plan(config.input_size)
-        self.group_axis = layer_kind(config.layer_kind).group_axis
+        kind = layer_kind(config.layer_kind)
+        self.group_axis = kind.group_axis
+        self.group_pooling = config.group_pooling or kind.group_pooling
         for k, (multiplier, (stride, spatial)) in enumerate(zip(BLOCK_WIDTHS, plan, strict=True)):
             options = dict(config.layer_options)
             if self.group_axis:
@@ -261,7 +275,7 @@ class LayerwiseBackbone(nn.Module):
         for block in self.blocks:
             scale_layer(block.layer, x)
             x = block(x)
-        x = x.mean(dim=tuple(range(2, x.dim()))).view(x.shape[0], -1, 1, 1)
+        x = self._pool(x)
         for module in self.head:
             if isinstance(module, SpatialConv2d):
                 scale_layer(module, x)
@@ -272,8 +286,20 @@ class LayerwiseBackbone(nn.Module):
         """The 8 block layers (the ones a layer kind builds), with qualified names, in order."""
         return [(f"blocks.{k}.layer", block.layer) for k, block in enumerate(self.blocks)]
 
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, (|G|,) H, W] -> [N, C, 1, 1]``: the mean over the grid and group pooling.
+
+        ``"max"`` takes the maximum over the group axis of the grid means (the same in every
+        copy's frame, so it equals the paper's max over its rotated copies).
+        """
+        if x.dim() == 5 and self.group_pooling == "max":
+            pooled = x.mean(dim=(3, 4)).amax(dim=2)
+        else:
+            pooled = x.mean(dim=tuple(range(2, x.dim())))  # over the group axis and grid
+        return pooled.view(*pooled.shape, 1, 1)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Output of the 8 blocks averaged over the grid (and group axis): ``[N, 16a, 1, 1]``."""
+        """Output of the 8 blocks pooled over the group axis and the grid: ``[N, 16a, 1, 1]``."""
         check_feature_map(
             x,
             owner=self._describe(),
@@ -282,8 +308,7 @@ class LayerwiseBackbone(nn.Module):
         )
         for block in self.blocks:
             x = block(x)
-        pooled = x.mean(dim=tuple(range(2, x.dim())))
-        return pooled.view(*pooled.shape, 1, 1)
+        return self._pool(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]`` for images ``x: [N, in_channels, H, W]``."""

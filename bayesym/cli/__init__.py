@@ -2,8 +2,9 @@
 
 Subcommands register themselves: each module under :mod:`bayesym.cli` exposes
 ``register(subparsers)``, which adds its parser and sets a ``handler(args) -> int``
-default; :data:`SUBCOMMANDS` lists those functions. Adding a command (``fit``, ``demo``,
-``report``, ``compare``) means adding one module and one entry there.
+default; :data:`SUBCOMMANDS` lists those functions. The commands are ``data``, ``fit``,
+``report``, ``demo`` (:mod:`bayesym.cli.fit`) and ``compare`` (:mod:`bayesym.cli.compare`);
+adding one means adding one module and one entry there.
 
 User errors (bad arguments, unknown task names, missing data files) are printed as one
 line ``bayesym: error: ...`` on stderr with a non-zero exit status and no traceback:
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from bayesym import __version__
-from bayesym.cli import data, fit
+from bayesym.cli import compare, data, fit
 from bayesym.cli.errors import CliError
 from bayesym.data.errors import DataError, UnknownTaskError
 
@@ -28,7 +29,7 @@ __all__ = ["SUBCOMMANDS", "CliError", "build_parser", "main"]
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-SUBCOMMANDS: tuple[Register, ...] = (data.register, fit.register)
+SUBCOMMANDS: tuple[Register, ...] = (data.register, fit.register, compare.register)
 """One ``register(subparsers)`` per subcommand module, in the order shown by ``--help``."""
 
 

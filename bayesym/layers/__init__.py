@@ -12,7 +12,13 @@ from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.group_norm import GroupBatchNorm
-from bayesym.layers.group_paths import conv_plus_gconv, ffc_plus_conv_plus_gconv, group_path_sum
+from bayesym.layers.group_paths import (
+    conv_plus_gconv,
+    conv_plus_pgconv,
+    ffc_plus_conv_plus_gconv,
+    ffc_plus_conv_plus_pgconv,
+    group_path_sum,
+)
 from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
 from bayesym.layers.homotopic import HomotopicLayer, homotopy_parameters
 from bayesym.layers.mixed import (
@@ -24,6 +30,7 @@ from bayesym.layers.mixed import (
 )
 from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_linear
 from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
+from bayesym.layers.pointwise_group_conv import PointwiseGroupConv2d
 from bayesym.layers.registry import (
     LAYER_KINDS,
     LayerKind,
@@ -58,9 +65,11 @@ __all__ += [
     "PathSum",
     "conv_plus_fc",
     "conv_plus_gconv",
+    "conv_plus_pgconv",
     "fc_plus_conv",
     "ffc_plus_conv",
     "ffc_plus_conv_plus_gconv",
+    "ffc_plus_conv_plus_pgconv",
     "group_path_sum",
     "homotopy_parameters",
     "sfc_plus_sconv",
@@ -80,7 +89,14 @@ __all__ += [
 ]
 
 # Group convolutions over subgroups of D4 on [N, C, |G|, H, W] feature maps.
-__all__ += ["GroupBatchNorm", "GroupConv2d", "GroupPool", "LiftingConv2d", "SymmetricAvgPool2d"]
+__all__ += [
+    "GroupBatchNorm",
+    "GroupConv2d",
+    "GroupPool",
+    "LiftingConv2d",
+    "PointwiseGroupConv2d",
+    "SymmetricAvgPool2d",
+]
 
 # [G]-mixed layers (EquiNAS_D) and the split of their parameters.
 __all__ += [

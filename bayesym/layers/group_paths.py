@@ -9,6 +9,10 @@ or, as the *lifting* first layer of a network, images ``[N, C_in, H, W]`` to
   :class:`~bayesym.layers.group_conv.LiftingConv2d` when lifting) sees the group feature
   maps as they are and is exactly equivariant to ``G`` (rotations/flips acting on the grid
   and, by the regular representation, on the group axis) and to every cyclic shift;
+* the ``"pgconv"`` path is the layer-wise paper's own GCONV, one ordinary convolution shared
+  over the rotated copies (:class:`~bayesym.layers.pointwise_group_conv.PointwiseGroupConv2d`,
+  ``|G|`` times fewer parameters than ``"gconv"``; when lifting it is ``LiftingConv2d`` too),
+  with the same symmetry;
 * the plain paths (``"fc"``, ``"ffc"``, ``"sfc"``, ``"conv"``, ``"sconv"``) see the channel
   and group axes merged, ``[N, C_in |G|, H, W] -> [N, C_out |G|, H, W]`` with merged channel
   ``c |G| + g``. ``"conv"``/``"sconv"`` commute with cyclic shifts but not with ``G``;
@@ -17,7 +21,7 @@ or, as the *lifting* first layer of a network, images ``[N, C_in, H, W]`` to
 So with the FC path zero the layer is translation-equivariant; with the FC and CONV paths
 zero it is exactly ``G``-and-translation equivariant (Eq. (11) with the groups
 ``{e}``, ``Z^2``, ``Z^2 x G``). The per-channel bias (shared over the group axis) sits in the
-``"gconv"`` path.
+first group path (``"gconv"`` or ``"pgconv"``).
 """
 
 from __future__ import annotations
@@ -34,19 +38,27 @@ from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.paths import PathSum
+from bayesym.layers.pointwise_group_conv import PointwiseGroupConv2d
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 
 __all__ = [
     "GROUP_PATH_KINDS",
+    "GROUP_PATHS",
     "conv_plus_gconv",
+    "conv_plus_pgconv",
     "ffc_plus_conv_plus_gconv",
+    "ffc_plus_conv_plus_pgconv",
     "group_conv_layer",
     "group_path_sum",
+    "pointwise_group_conv_layer",
     "resolve_group",
 ]
 
-GROUP_PATH_KINDS: tuple[str, ...] = ("fc", "ffc", "sfc", "conv", "sconv", "gconv")
+GROUP_PATH_KINDS: tuple[str, ...] = ("fc", "ffc", "sfc", "conv", "sconv", "gconv", "pgconv")
 """Path kinds :func:`group_path_sum` can combine."""
+
+GROUP_PATHS: tuple[str, ...] = ("gconv", "pgconv")
+"""The path kinds on group feature maps (full and pointwise group convolution)."""
 
 
 def resolve_group(group: FiniteGroup | str) -> FiniteGroup:
@@ -82,6 +94,37 @@ def group_conv_layer(
     )
 
 
+def pointwise_group_conv_layer(
+    in_channels: int,
+    out_channels: int,
+    *,
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "C4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> nn.Module:
+    """The paper's GCONV: :class:`PointwiseGroupConv2d` (:class:`LiftingConv2d` if ``lifting``).
+
+    Lifting, the paper's model stacks the rotated copies of the image and applies one
+    convolution to each: that is :class:`LiftingConv2d` (see
+    :mod:`~bayesym.layers.pointwise_group_conv`).
+    """
+    if lifting:
+        return group_conv_layer(
+            in_channels, out_channels, kernel_size=kernel_size, group=group, lifting=True,
+            padding_mode=padding_mode, bias=bias,
+        )  # fmt: skip
+    return PointwiseGroupConv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        resolve_group(group),
+        padding_mode=padding_mode,
+        bias=bias,
+    )
+
+
 def group_path_sum(
     paths: Sequence[str],
     in_channels: int,
@@ -97,8 +140,8 @@ def group_path_sum(
     """A relaxed layer on group feature maps from path kinds (see the module docstring).
 
     Args:
-        paths: path kinds from :data:`GROUP_PATH_KINDS`, including ``"gconv"``; they become
-            the keys of ``layer.paths`` in this order.
+        paths: path kinds from :data:`GROUP_PATH_KINDS`, including at least one of
+            :data:`GROUP_PATHS`; they become the keys of ``layer.paths`` in this order.
         in_channels: ``C_in`` per group element (image channels when ``lifting``).
         out_channels: ``C_out`` per group element.
         spatial: ``(H, W)``.
@@ -106,13 +149,13 @@ def group_path_sum(
         group: ``G <= D4`` or its name.
         lifting: the input is an image ``[N, C_in, H, W]`` (first layer of a network).
         padding_mode: padding of every convolutional path.
-        bias: per-output-channel bias in the ``"gconv"`` path (shared over the group axis).
+        bias: per-output-channel bias in the first group path (shared over the group axis).
 
     Returns:
-        A :class:`PathSum` with ``group_paths=("gconv",)``.
+        A :class:`PathSum` whose ``group_paths`` are its ``"gconv"``/``"pgconv"`` paths.
 
     Raises:
-        ValueError: for unknown or repeated path kinds, or no ``"gconv"`` path.
+        ValueError: for unknown or repeated path kinds, or no group path.
 
     Example:
         >>> layer = group_path_sum(["ffc", "conv", "gconv"], 2, 3, spatial=(4, 4))
@@ -121,10 +164,11 @@ def group_path_sum(
     """
     owner = "group_path_sum"
     unknown = [p for p in paths if p not in GROUP_PATH_KINDS]
-    if unknown or len(set(paths)) != len(paths) or "gconv" not in paths:
+    group_paths = [p for p in paths if p in GROUP_PATHS]
+    if unknown or len(set(paths)) != len(paths) or not group_paths:
         raise ValueError(
-            f"{owner}: paths must be distinct kinds from {GROUP_PATH_KINDS} including 'gconv', "
-            f"got {list(paths)}"
+            f"{owner}: paths must be distinct kinds from {GROUP_PATH_KINDS} including one of "
+            f"{GROUP_PATHS}, got {list(paths)}"
         )
     check_positive_int(in_channels, name="in_channels", owner=owner)
     check_positive_int(out_channels, name="out_channels", owner=owner)
@@ -149,12 +193,21 @@ def group_path_sum(
             group=g,
             lifting=lifting,
             padding_mode=padding_mode,
-            bias=bias,
+            bias=bias and group_paths[0] == "gconv",
+        ),
+        "pgconv": lambda: pointwise_group_conv_layer(
+            in_channels,
+            out_channels,
+            kernel_size=kernel_size,
+            group=g,
+            lifting=lifting,
+            padding_mode=padding_mode,
+            bias=bias and group_paths[0] == "pgconv",
         ),
     }
     return PathSum(
         {name: builders[name]() for name in paths},
-        group_paths=("gconv",),
+        group_paths=group_paths,
         in_group_size=None if lifting else size,
         out_group_size=size,
     )
@@ -205,6 +258,60 @@ def conv_plus_gconv(
     """
     return group_path_sum(
         ("conv", "gconv"),
+        in_channels,
+        out_channels,
+        spatial=spatial,
+        kernel_size=kernel_size,
+        group=group,
+        lifting=lifting,
+        padding_mode=padding_mode,
+        bias=bias,
+    )
+
+
+def ffc_plus_conv_plus_pgconv(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "C4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> PathSum:
+    """F-FC + CONV + the paper's GCONV (Sec. 6.3 as in its public model).
+
+    Paths ``"ffc"``, ``"conv"``, ``"pgconv"``. Weights (non-lifting):
+    ``2 (C' |G|)(C |G|) XY + (C' |G|)(C |G|) S^2 + C' C S^2`` (CONV : GCONV = ``|G|²`` : 1).
+    """
+    return group_path_sum(
+        ("ffc", "conv", "pgconv"),
+        in_channels,
+        out_channels,
+        spatial=spatial,
+        kernel_size=kernel_size,
+        group=group,
+        lifting=lifting,
+        padding_mode=padding_mode,
+        bias=bias,
+    )
+
+
+def conv_plus_pgconv(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group: FiniteGroup | str = "C4",
+    lifting: bool = False,
+    padding_mode: PaddingMode = "circular",
+    bias: bool = True,
+) -> PathSum:
+    """CONV + the paper's GCONV: paths ``"conv"`` and ``"pgconv"``."""
+    return group_path_sum(
+        ("conv", "pgconv"),
         in_channels,
         out_channels,
         spatial=spatial,

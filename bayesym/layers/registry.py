@@ -23,25 +23,37 @@ Kinds:
   and accepting ``group`` (a D4 subgroup or its name, default ``"C4"``):
   ``"gconv"`` (:class:`~bayesym.layers.group_conv.GroupConv2d` /
   :class:`~bayesym.layers.group_conv.LiftingConv2d`), ``"conv+gconv"`` and
-  ``"ffc+conv+gconv"`` from :mod:`bayesym.layers.group_paths`.
+  ``"ffc+conv+gconv"`` from :mod:`bayesym.layers.group_paths`; and with the layer-wise
+  paper's own GCONV (one convolution shared over the rotated copies,
+  :class:`~bayesym.layers.pointwise_group_conv.PointwiseGroupConv2d`) ``"pgconv"``,
+  ``"conv+pgconv"`` and ``"ffc+conv+pgconv"``, whose networks max-pool over the group axis
+  before the head as the paper's model does (``group_pooling="max"``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from torch import nn
 
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
-from bayesym.layers.group_paths import conv_plus_gconv, ffc_plus_conv_plus_gconv, group_conv_layer
+from bayesym.layers.group_paths import (
+    conv_plus_gconv,
+    conv_plus_pgconv,
+    ffc_plus_conv_plus_gconv,
+    ffc_plus_conv_plus_pgconv,
+    group_conv_layer,
+    pointwise_group_conv_layer,
+)
 from bayesym.layers.homotopic import homotopic_conv_ffc
 from bayesym.layers.paths import conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 
 __all__ = [
+    "GROUP_POOLINGS",
     "LAYER_KINDS",
     "LayerFactory",
     "LayerKind",
@@ -92,6 +104,15 @@ def _gconv(in_channels, out_channels, *, spatial, kernel_size, **options):
     return group_conv_layer(in_channels, out_channels, kernel_size=kernel_size, **options)
 
 
+def _pgconv(in_channels, out_channels, *, spatial, kernel_size, **options):
+    return pointwise_group_conv_layer(in_channels, out_channels, kernel_size=kernel_size, **options)
+
+
+GroupPooling = Literal["mean", "max"]
+GROUP_POOLINGS: tuple[str, ...] = ("mean", "max")
+"""How a network of a group kind pools its last feature maps over the group axis."""
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """One registry entry.
@@ -101,16 +122,25 @@ class LayerKind:
         group_axis: the layer maps group feature maps ``[N, C, |G|, H, W]`` (``C`` channels
             per group element); its factory accepts ``group`` and ``lifting`` (``True`` for the
             first layer of a network, whose input is an image).
+        group_pooling: how a network of this kind pools over the group axis before its head
+            by default (``"mean"``, or ``"max"`` as the layer-wise paper's model); only
+            meaningful with ``group_axis``.
     """
 
     factory: LayerFactory
     group_axis: bool = False
+    group_pooling: GroupPooling = "mean"
 
     def __post_init__(self) -> None:
         if not callable(self.factory):
             raise TypeError(f"LayerKind: factory must be callable, got {self.factory!r}")
         if not isinstance(self.group_axis, bool):
             raise TypeError(f"LayerKind: group_axis must be a bool, got {self.group_axis!r}")
+        if self.group_pooling not in GROUP_POOLINGS:
+            raise ValueError(
+                f"LayerKind: group_pooling must be one of {GROUP_POOLINGS}, "
+                f"got {self.group_pooling!r}"
+            )
 
 
 LAYER_KINDS: dict[str, LayerKind] = {
@@ -127,6 +157,9 @@ LAYER_KINDS: dict[str, LayerKind] = {
     "gconv": LayerKind(_gconv, group_axis=True),
     "conv+gconv": LayerKind(conv_plus_gconv, group_axis=True),
     "ffc+conv+gconv": LayerKind(ffc_plus_conv_plus_gconv, group_axis=True),
+    "pgconv": LayerKind(_pgconv, group_axis=True, group_pooling="max"),
+    "conv+pgconv": LayerKind(conv_plus_pgconv, group_axis=True, group_pooling="max"),
+    "ffc+conv+pgconv": LayerKind(ffc_plus_conv_plus_pgconv, group_axis=True, group_pooling="max"),
 }
 """The registry: layer kind -> :class:`LayerKind` (factory and feature-map layout)."""
 
@@ -149,7 +182,12 @@ def layer_kind(kind: str) -> LayerKind:
 
 
 def register_layer_kind(
-    kind: str, factory: LayerFactory, *, group_axis: bool = False, replace: bool = False
+    kind: str,
+    factory: LayerFactory,
+    *,
+    group_axis: bool = False,
+    replace: bool = False,
+    group_pooling: GroupPooling = "mean",
 ) -> None:
     """Add ``kind`` to :data:`LAYER_KINDS`.
 
@@ -158,6 +196,7 @@ def register_layer_kind(
         factory: callable with the :class:`LayerFactory` signature.
         group_axis: see :class:`LayerKind`.
         replace: allow overwriting an existing kind.
+        group_pooling: see :class:`LayerKind`.
 
     Raises:
         ValueError: if ``kind`` exists and ``replace`` is False, or is not a non-empty string.
@@ -169,7 +208,7 @@ def register_layer_kind(
         raise TypeError(f"register_layer_kind: factory for {kind!r} is not callable")
     if kind in LAYER_KINDS and not replace:
         raise ValueError(f"register_layer_kind: kind {kind!r} already exists (pass replace=True)")
-    LAYER_KINDS[kind] = LayerKind(factory, group_axis=group_axis)
+    LAYER_KINDS[kind] = LayerKind(factory, group_axis=group_axis, group_pooling=group_pooling)
 
 
 def make_layer(

@@ -144,8 +144,16 @@ class MarglikTrainer:
         config: :class:`MarglikConfig`.
         run_dir: where checkpoints and ``history.json`` go; an existing checkpoint is resumed.
         augment: optional ``x -> x`` applied to MAP batches only (never to the curvature data).
-        exclude: parameter/module names without curvature (passed to ``compute_kfac``).
+        exclude: parameter/module names without curvature (passed to ``compute_kfac``);
+            the parameters without prior (``prior.excluded``: mixing logits, homotopy
+            coefficients) are always left out of the curvature as well.
         progress: show a progress bar over the epochs.
+        progress_label: description of the progress bar (default ``"marglik"`` or ``"MAP"``).
+        charge: called as ``charge(kind, images)`` *before* training images are passed
+            through the network: ``("map", batch size)`` before every MAP step and
+            ``("curvature", images)`` before every hyper step's curvature pass. A budget
+            meter uses it to count and stop the work (an exception raised by ``charge``
+            stops :meth:`fit` before that work; the last checkpoint stays as it was).
 
     Example:
         >>> import torch
@@ -170,6 +178,8 @@ class MarglikTrainer:
         augment: Callable[[Tensor], Tensor] | None = None,
         exclude: tuple[str, ...] = (),
         progress: bool = True,
+        progress_label: str | None = None,
+        charge: Callable[[str, int], None] | None = None,
     ) -> None:
         if likelihood not in ("classification", "regression"):
             raise ValueError(
@@ -183,6 +193,8 @@ class MarglikTrainer:
         self.augment = augment
         self.exclude = exclude
         self.progress = progress
+        self.progress_label = progress_label
+        self.charge = charge
         ref = next(p for p in model.parameters() if p.requires_grad)
         self.log_sigma = nn.Parameter(
             torch.tensor(math.log(self.config.sigma), dtype=ref.dtype, device=ref.device)
@@ -235,6 +247,10 @@ class MarglikTrainer:
             return max(self.config.batch_size, GPU_CURVATURE_BATCH)
         return self.config.batch_size
 
+    def curvature_exclude(self) -> tuple[str, ...]:
+        """What the curvature leaves out: ``exclude`` and the parameters without prior."""
+        return tuple(self.exclude) + tuple(p for p in self.prior.excluded if p not in self.exclude)
+
     # -------------------------------------------------------------------------- hyper step
     def _hyper_step(self, x: Tensor, y: Tensor, epoch: int) -> dict[str, Any]:
         config = self.config
@@ -249,6 +265,8 @@ class MarglikTrainer:
         kfac_config = dataclasses.replace(config.kfac, seed=config.seed * 100003 + epoch)
         size = self.curvature_batch_size()
         device = self._device()
+        if self.charge is not None:
+            self.charge("curvature", xs.shape[0])
         self.model.eval()
         try:
             kfac = compute_kfac(
@@ -257,7 +275,7 @@ class MarglikTrainer:
                 self.likelihood,
                 kfac_config,
                 sigma=float(self.log_sigma.detach().exp()),
-                exclude=self.exclude,
+                exclude=self.curvature_exclude(),
             )
         finally:
             self.model.train()
@@ -375,7 +393,7 @@ class MarglikTrainer:
             range(self.epoch, config.epochs),
             initial=self.epoch,
             total=config.epochs,
-            desc="marglik" if config.learn_prior else "MAP",
+            desc=self.progress_label or ("marglik" if config.learn_prior else "MAP"),
             disable=not self.progress,
         )
         for epoch in bar:
@@ -403,6 +421,8 @@ class MarglikTrainer:
         # read once per epoch: a read per step would wait for the GPU at every step.
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
         for xb, yb in tensor_batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
+            if self.charge is not None:
+                self.charge("map", xb.shape[0])
             xb, yb = xb.to(device), yb.to(device)
             if self.augment is not None:
                 xb = self.augment(xb)

@@ -3,19 +3,24 @@
 from bayesym.report.effective import (
     EffectiveParameterReport,
     PathStatistics,
+    count_only_shares,
     effective_parameter_report,
+    log10_precision_ratios,
     report_from_history,
     report_from_record,
 )
-from bayesym.report.plots import plot_history
+from bayesym.report.plots import history_figure, plot_history
 
 __all__ = [
     # tables
     "EffectiveParameterReport",
     "PathStatistics",
+    "count_only_shares",
     "effective_parameter_report",
+    "log10_precision_ratios",
     "report_from_history",
     "report_from_record",
     # figures
+    "history_figure",
     "plot_history",
 ]

@@ -9,6 +9,15 @@ and the *relative* effective number :math:`(\gamma_g/P_g) / \sum_{g'} (\gamma_{g
 (Table 4 of the paper). The *effective layer type* is the path with the largest relative
 effective number.
 
+Reading the relative share needs two more columns. While the precisions of a layer's paths are
+close, their effective numbers are close too, and the relative share is then set by the
+parameter counts alone: with equal :math:`\gamma` it is the *count-only share*
+:math:`(1/P_g) / \sum_{g'} (1/P_{g'})`, whatever the data (a path with a quarter of another's
+parameters gets 80 % of a two-path layer). The marginal likelihood has chosen between paths
+only where their precisions have separated, which the *precision ratio*
+:math:`\log_{10}(\delta_g / \min_{g'} \delta_{g'})` shows (0 for the layer's least
+regularised path; ``> 2``: a path held a hundred times more tightly at zero, i.e. switched off).
+
 Example:
     >>> rows = [
     ...     PathStatistics("l0", "ffc", 1e6, 0.0, 100, 0.01),
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,10 +49,55 @@ from curvature import KFAC
 __all__ = [
     "EffectiveParameterReport",
     "PathStatistics",
+    "count_only_shares",
     "effective_parameter_report",
+    "log10_precision_ratios",
     "report_from_history",
     "report_from_record",
 ]
+
+
+def count_only_shares(numels: Sequence[int]) -> list[float]:
+    r"""The relative shares the paths of one layer would have with equal :math:`\gamma`.
+
+    :math:`(1/P_g) / \sum_{g'} (1/P_{g'})`: the relative effective number
+    :math:`(\gamma_g/P_g) / \sum_{g'} (\gamma_{g'}/P_{g'})` when every path has the same
+    effective number of parameters, as it has (approximately) while the marginal likelihood
+    has not yet separated the paths' precisions.
+
+    Args:
+        numels: :math:`P_g` of every path of the layer (positive).
+
+    Raises:
+        ValueError: if a count is not positive.
+
+    Example:
+        >>> count_only_shares([400, 100])  # CONV with 4x the parameters of GCONV
+        [0.2, 0.8]
+    """
+    if any(n <= 0 for n in numels):
+        raise ValueError(f"count_only_shares: parameter counts must be positive, got {numels}")
+    total = sum(1.0 / n for n in numels)
+    return [(1.0 / n) / total for n in numels]
+
+
+def log10_precision_ratios(precisions: Sequence[float]) -> list[float]:
+    r""":math:`\log_{10}(\delta_g / \min_{g'} \delta_{g'})` for the paths of one layer.
+
+    0 for the layer's least regularised path; a path whose ratio exceeds 2 is held a hundred
+    times more tightly at zero than the layer's preferred path (switched off).
+
+    Raises:
+        ValueError: if a precision is not positive.
+
+    Example:
+        >>> log10_precision_ratios([1e6, 10.0, 1.0])
+        [6.0, 1.0, 0.0]
+    """
+    if any(not d > 0 for d in precisions):
+        raise ValueError(f"log10_precision_ratios: precisions must be positive, got {precisions}")
+    smallest = min(precisions)
+    return [math.log10(d / smallest) for d in precisions]
 
 
 @dataclass(frozen=True)
@@ -72,11 +127,18 @@ class PathStatistics:
 
 
 class EffectiveParameterReport:
-    """Per-layer, per-path effective parameters with the App. D derived quantities."""
+    """Per-layer, per-path effective parameters with the App. D derived quantities.
+
+    Besides App. D's columns, every row has ``count_only`` (:func:`count_only_shares`: the
+    ``relative`` value the row would have with equal effective numbers in its layer) and
+    ``log10_precision_ratio`` (:func:`log10_precision_ratios`): compare ``relative`` with
+    ``count_only`` only where the ratios show that the precisions have separated.
+    """
 
     columns = (
         "layer", "path", "prior_precision", "squared_norm", "numel", "effective_parameters",
-        "normalised", "share", "relative", "effective_type",
+        "normalised", "share", "relative", "effective_type", "count_only",
+        "log10_precision_ratio",
     )  # fmt: skip
 
     def __init__(self, rows: Sequence[PathStatistics]) -> None:
@@ -103,7 +165,9 @@ class EffectiveParameterReport:
         for layer, paths in self.layers().items():
             total = sum(r.effective_parameters for r in paths)
             total_normalised = sum(r.normalised for r in paths)
-            for r in paths:
+            counts = count_only_shares([r.numel for r in paths])
+            ratios = log10_precision_ratios([r.prior_precision for r in paths])
+            for r, count_only, ratio in zip(paths, counts, ratios, strict=True):
                 out.append(
                     {
                         **asdict(r),
@@ -113,15 +177,17 @@ class EffectiveParameterReport:
                         if total_normalised > 0
                         else float("nan"),
                         "effective_type": types[layer],
+                        "count_only": count_only,
+                        "log10_precision_ratio": ratio,
                     }
                 )
         return out
 
     def to_table(self) -> str:
-        """A fixed-width text table (what ``bayesym report`` prints)."""
+        """A fixed-width text table (what ``bayesym report`` prints), with a legend."""
         header = (
             f"{'layer':<28} {'path':<10} {'precision':>10} {'|θ|²':>10} {'P':>9} {'γ':>10} "
-            f"{'γ/P':>8} {'relative':>9}  type"
+            f"{'γ/P':>8} {'relative':>9} {'count-only':>10} {'lg δ/δmin':>9}  type"
         )
         lines = [header, "-" * len(header)]
         for rec in self.records():
@@ -129,8 +195,15 @@ class EffectiveParameterReport:
                 f"{rec['layer']:<28.28} {rec['path']:<10.10} {rec['prior_precision']:>10.3g} "
                 f"{rec['squared_norm']:>10.3g} {rec['numel']:>9d} "
                 f"{rec['effective_parameters']:>10.3g} "
-                f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f}  {rec['effective_type']}"
+                f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f} {rec['count_only']:>10.3f} "
+                f"{rec['log10_precision_ratio']:>9.2f}  {rec['effective_type']}"
             )
+        lines += [
+            "count-only: the relative share with equal γ in the layer (set by the parameter "
+            "counts alone); lg δ/δmin: log10 of",
+            "the path's precision over the layer's smallest (> 2: switched off). A relative "
+            "share near count-only with ratios near 0 is no choice.",
+        ]
         return "\n".join(lines)
 
     def to_csv(self, path: str | Path) -> None:

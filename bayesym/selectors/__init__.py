@@ -4,12 +4,15 @@ Every selector implements :class:`Selector` (``fit(train, valid, *, space, budge
 :class:`SelectionResult`), is configured by a frozen dataclass and is registered by name in
 :data:`SELECTORS`. Budgets count training image passes (:class:`Budget`, :class:`BudgetMeter`);
 independent candidates run through a :class:`CandidateExecutor`; :func:`selection_split` carves
-validation data out of the training file so that no selector ever sees the test split.
+validation data out of the training file so that no selector ever sees the test split;
+:func:`bayesym.selectors.compare.compare` runs selectors side by side and scores the test
+split once per selection.
 """
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
+from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.registry import (
     SELECTORS,
     SPACES,
@@ -18,8 +21,10 @@ from bayesym.selectors.registry import (
     selector_names,
     space_names,
 )
+from bayesym.selectors.rpp import RPPConfig, RPPSelector
 from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
+from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
     OptimizerSettings,
     TrainingStats,
@@ -36,6 +41,16 @@ __all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"
 
 # Candidates.
 __all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
+
+# The selectors of this package.
+__all__ += [
+    "MarglikSelector",
+    "MarglikSelectorConfig",
+    "RPPConfig",
+    "RPPSelector",
+    "StaticConfig",
+    "StaticSelector",
+]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]

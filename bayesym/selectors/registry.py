@@ -11,12 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from bayesym.selectors.base import Selector
+from bayesym.selectors.marglik import MarglikSelector
+from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
+from bayesym.selectors.static import StaticSelector
 
 __all__ = ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
 
-SELECTORS: dict[str, type[Selector]] = {}
+SELECTORS: dict[str, type[Selector]] = {
+    StaticSelector.name: StaticSelector,
+    MarglikSelector.name: MarglikSelector,
+    RPPSelector.name: RPPSelector,
+}
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 
 SPACES: dict[str, type[SearchSpace]] = {
