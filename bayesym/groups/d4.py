@@ -1,6 +1,6 @@
 """The dihedral group D4 of the square and its named subgroups C1, C2, C4, D1, D2, D4.
 
-Project convention (REFERENCE.md §1): the element ``(f, r)`` with ``f ∈ {0, 1}`` and
+Project convention (the same for data and layers): the element ``(f, r)`` with ``f ∈ {0, 1}`` and
 ``r ∈ {0, 1, 2, 3}`` is ``g = R^r F^f``, where ``F`` flips the row axis (dim -2) and ``R``
 is ``torch.rot90`` on dims (-2, -1); its flat index is ``4 f + r``. Since
 ``F R F = R^-1``, the product is

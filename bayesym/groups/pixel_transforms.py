@@ -532,7 +532,7 @@ def d4_image_action(f: int, r: int, images: Tensor) -> Tensor:
 
     ``g . x = R^r(F^f(x))`` with ``F = x.flip(-2)`` and ``R = torch.rot90(x, 1, (-2, -1))``.
     This is a left action: ``act(g1, act(g2, x)) == act(g1 g2, x)`` with the product
-    ``(f1, r1)(f2, r2) = (f1 xor f2, r1 + (-1)^f1 r2 mod 4)`` (REFERENCE.md §1). It is an
+    ``(f1, r1)(f2, r2) = (f1 xor f2, r1 + (-1)^f1 r2 mod 4)``. It is an
     exact pixel permutation.
 
     Args:

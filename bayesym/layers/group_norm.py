@@ -8,7 +8,7 @@ number per channel. Since the regular action only permutes entries within
 Per-group-channel statistics (``BatchNorm2d`` on ``[N, C·|G|, H, W]``, as in public
 reference code) are equivariant in train mode (the batch statistics permute with the
 channels) but not in eval mode: the running mean of channel ``(c, g)`` stays attached to
-``g`` when the input is transformed (REFERENCE.md §1).
+``g`` when the input is transformed.
 
 Relaxed layers (:mod:`bayesym.layers.morphism`) produce channels ``(c, s)`` (channel-major,
 ``s`` a coset representative); ``shared_copies = [G:H]`` makes the normalisation share

@@ -3,7 +3,7 @@
 * :class:`GroupPool` — mean or max over the group axis,
   ``[N, C, |G|, H, W] -> [N, C, H, W]``. If the input transforms by the regular action,
   the output transforms by the image action only: the channels are G-invariant. A head
-  that skips this step is not invariant (REFERENCE.md §1).
+  that skips this step is not invariant.
 * :class:`SymmetricAvgPool2d` — stride-2 average pooling whose sampling grid is mapped to
   itself by every rotation/flip of the square: ``2 x 2`` windows on even sizes, ``3 x 3``
   windows with zero padding 1 on odd sizes (window centres at the even positions

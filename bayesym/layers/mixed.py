@@ -1,4 +1,4 @@
-"""[G]-mixed equivariant layers (EquiNAS Sec. 4.2, Eq. 10-11; REFERENCE.md §2).
+"""[G]-mixed equivariant layers (EquiNAS Sec. 4.2, Eq. 10-11).
 
 A [G]-mixed layer holds one kernel per component group ``K`` of a list ``[G]`` (all
 subgroups of a *layout group* ``G``, by default the six named subgroups of D4) and computes

@@ -1,4 +1,4 @@
-"""The equivariance relaxation morphism (EquiNAS Sec. 4.1, Eq. 3-9; REFERENCE.md §2).
+"""The equivariance relaxation morphism (EquiNAS Sec. 4.1, Eq. 3-9).
 
 :func:`relax` turns a G-layer into a function-identical H-layer for a subgroup ``H <= G``.
 With right-coset representatives ``R = (s_0 = e, s_1, ...)`` of ``H`` in ``G`` and the

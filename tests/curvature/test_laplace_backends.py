@@ -95,7 +95,7 @@ def test_log_marginal_likelihood_agrees_with_laplace_backends(float64, other, li
 
 
 def test_circular_conv_agrees_with_the_exact_ggn_where_asdl_does_not(float64):
-    """ASDL builds conv patches with zero padding even for circular convs (REFERENCE.md 4)."""
+    """ASDL builds conv patches with zero padding even for circular convs."""
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"),
         nn.Tanh(),
