@@ -74,9 +74,8 @@ class KFACConfig:
             per direction (to the module outputs only), ``"vmap"``, all directions of a chunk
             in one vectorised pass (``is_grads_batched``), or ``"auto"`` (default): ``"vmap"``
             when every module of the model is one of :data:`VMAP_FRIENDLY_MODULES` (MLPs),
-            else ``"loop"``. Measured on CPU (docs/benchmarks.md): vmap is 1.4x faster than
-            the loop for an MLP but 1.3x slower for a CNN with average pooling and 1.6x slower
-            with max pooling (whose backward has no batching rule and falls back to a loop).
+            else ``"loop"``: vmap is faster for MLPs but slower for CNNs, whose pooling
+            backward has no batching rule and falls back to a loop (docs/benchmarks.md).
     """
 
     ggn_type: GGNType = "exact"
@@ -408,8 +407,7 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
                 if acc.keep:
                     acc.add_output(stat)
         # Free this chunk's gradients before the next backward pass allocates its own: held
-        # across the pass, they double the live memory and the next pass writes to fresh
-        # pages (measured: the CNN's exact pass 15 % slower, all in the backward kernels).
+        # across the pass, they double the live memory and the next pass writes to fresh pages.
         del grads_per_output, grads
 
 

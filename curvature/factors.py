@@ -50,7 +50,7 @@ class Factor(ABC):
         """The eigenvalues of :meth:`eigh` (same order, clamped) without the eigenvectors.
 
         What log-determinants and effective parameters need; LAPACK skips the back
-        transformation, measured 2.3x faster than :meth:`eigh` for a 1568x1568 factor.
+        transformation, the larger part of the work for wide factors.
         """
         values, _ = _symmetric_eigh(self.data, dtype, vectors=False)
         return values.reshape(-1)
@@ -218,10 +218,10 @@ def _symmetric_eigh(
     round-off and would make ``log(λ_A λ_B + δ)`` undefined for small ``δ``.
 
     The decomposition runs in ``dtype`` if given, else in the factor's dtype. float32 LAPACK
-    ``syevd`` was seen here to return NaN (or fail to converge) on KFAC factors with many zero
-    rows (dead ReLU channels, 1x1 maps under circular padding), so a result that is not finite,
-    or whose eigenvalues do not sum to the trace, is recomputed in float64 with a relative
-    diagonal jitter of 1e-12 (float64 costs about twice the time of float32, measured).
+    ``syevd`` can return NaN (or fail to converge) on KFAC factors with many zero rows (dead
+    ReLU channels, 1x1 maps under circular padding), so a result that is not finite, or whose
+    eigenvalues do not sum to the trace, is recomputed in float64 with a relative diagonal
+    jitter of 1e-12 (float64 only then: it costs about twice the time of float32).
     With ``vectors=False`` only the eigenvalues are computed (``eigvalsh``; ``None`` vectors).
     """
     out_dtype = dtype or matrix.dtype
@@ -249,11 +249,10 @@ def _symmetric_eigh(
 def _eigh(matrix: Tensor, vectors: bool = True) -> tuple[Tensor, Tensor | None]:
     """``torch.linalg.eigh`` (or ``eigvalsh``) with one intra-op thread on CPU.
 
-    MKL's multi-threaded ``syevd`` was measured here to be 30-100x *slower* than the
-    single-threaded one on KFAC-sized matrices (256-1568) whenever another process shares the
-    cores (e.g. a 256x256 factor: 2-5 s instead of 4 ms), which stalled marglik hyper steps.
-    Single-threaded it costs 4 ms / 40 ms / 0.28 s for sides 256 / 784 / 1568 (eigenvalues
-    only: 2 ms / 25 ms / 0.13 s).
+    MKL's multi-threaded ``syevd`` collapses on KFAC-sized matrices (sides 256-1568) whenever
+    another process shares the cores, many times slower than the single-threaded routine,
+    which stalled marglik hyper steps (docs/benchmarks.md, "Design choices of the curvature
+    engine").
     """
 
     def run() -> tuple[Tensor, Tensor | None]:

@@ -4,11 +4,10 @@ A Gram matrix is symmetric, so half of a general product ``Rᵀ R`` (``R: [M, d]
 multiply-adds) is redundant. torch has no symmetric rank-k product; on the CPU, for wide
 factors, :func:`gram_update_` calls BLAS ``syrk`` (through SciPy, on the same memory, no copy),
 which writes only the lower triangle; the caller mirrors it once at the end
-(:func:`mirror_lower_`). Measured on one core (float32, ``M = 128``, BLAS call alone): ``d = 256``
-1.4x, ``784`` 1.6x, ``1568`` 1.8x faster than ``addmm``; below ``d = 256`` ``addmm`` wins
-(0.7-1.0x), and so it does for small products, where the fixed cost of the call dominates
-(:data:`SYRK_MIN_WORK`). Narrow factors, small products, other devices and dtypes keep the
-general product.
+(:func:`mirror_lower_`). ``syrk`` pays for wide factors only: for narrow ones, and for small
+products, the fixed cost of the call dominates (:data:`SYRK_MIN_DIM`, :data:`SYRK_MIN_WORK`;
+the crossover is measured in ``docs/benchmarks.md``, "Design choices of the curvature
+engine"). Narrow factors, small products, other devices and dtypes keep the general product.
 
 SciPy's BLAS has its own thread pool; each call runs it with torch's thread count
 (``torch.get_num_threads()``) and restores the previous setting. The update is a torch operator
@@ -28,11 +27,11 @@ from torch.utils.flop_counter import register_flop_formula
 __all__ = ["SYRK_MIN_DIM", "SYRK_MIN_WORK", "gram_sum", "gram_update_", "mirror_lower_"]
 
 SYRK_MIN_DIM = 256
-"""Smallest factor side for which the symmetric product is used (measured crossover)."""
+"""Smallest factor side for which the symmetric product is used (the measured crossover)."""
 
 SYRK_MIN_WORK = 1 << 25
-"""Smallest ``M d²`` for which it is used: below, the operator's fixed cost (40-60 µs)
-outweighs the saving (``M = 128, d = 256``: 0.12 ms against 0.10 ms for ``addmm``)."""
+"""Smallest ``M d²`` for which it is used: below, the operator's fixed cost outweighs the
+saving of half the multiply-adds."""
 
 
 @cache
@@ -115,8 +114,8 @@ def gram_update_(matrix: Tensor, rows: Tensor) -> bool:
 def mirror_lower_(matrix: Tensor, tile: int = 128) -> Tensor:
     """Copy the strict lower triangle of ``matrix [d, d]`` onto its upper one, in place.
 
-    Tile by tile (a transposed read of a whole large matrix is cache-hostile): 1.8 ms for
-    ``d = 1568`` on one core, against 8 ms for ``tril + tril(-1)ᵀ``.
+    Tile by tile: a transposed read of a whole large matrix is cache-hostile, and the tiled
+    copy also avoids the two ``[d, d]`` temporaries of ``tril + tril(-1)ᵀ``.
     """
     d = matrix.shape[0]
     for i in range(0, d, tile):

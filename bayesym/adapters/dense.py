@@ -99,9 +99,8 @@ class OrbitSharedLinearAdapter(ModuleAdapter):
 
         The rows ``j`` are formed one direction at a time (the outer products ``g xᵀ`` are the
         large temporaries) and multiplied into the ``[K, K]`` sum in chunks of about 64 MiB of
-        rows by :func:`curvature.gram_sum` (a symmetric product for thousands of orbits).
-        Measured for 3,675 orbits, batch 64, one thread: the exact-GGN KFAC of a small AEN
-        model 0.77 -> 0.65 s, MC-1 0.104 -> 0.097 s, against one general product per direction.
+        rows by :func:`curvature.adapters.gram_sum` (a symmetric product for thousands of
+        orbits), instead of one general product per direction.
         """
         layer = cast(OrbitSharedLinear, module)
         x = state  # [N, n_in]

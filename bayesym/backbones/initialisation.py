@@ -2,8 +2,8 @@
 
 The paper's 8-block network has no normalisation. With PyTorch's default (``nn.Linear``-style)
 initialisation every ReLU block shrinks the second moment of the activations by ~6x, so after
-8 blocks the logits barely depend on the input and training stalls for hundreds of steps
-(measured: logit std 1e-4 at init on the digits quadrant task). Following LSUV (Mishkin & Matas
+8 blocks the logits barely depend on the input and training stalls for hundreds of steps.
+Following LSUV (Mishkin & Matas
 2016), each layer's weights are rescaled, layer by layer on a fixed Gaussian probe batch, until
 its output has unit second moment; in a relaxed layer each of its ``K`` paths gets ``1/K`` of it,
 so the sum of paths is unit too. Only weight-like parameters are scaled (not biases, RBF

@@ -49,7 +49,7 @@ def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
 def _circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     height, width = x.shape[-2:]
     if pad <= height and pad <= width:
-        # Two concatenations (measured ~1.3x faster forward+backward than index_select).
+        # Two concatenations: cheaper forward and backward than an index_select.
         x = torch.cat([x[..., height - pad :, :], x, x[..., :pad, :]], dim=-2)
         return torch.cat([x[..., width - pad :], x, x[..., :pad]], dim=-1)
     # Index arithmetic when the padding wraps around more than once (e.g. a 3x3 filter on

@@ -155,7 +155,7 @@ class InputStatistic:
     :meth:`from_rows`): the engine then multiplies them into its running sum in place
     (:func:`curvature.gram.gram_update_`: ``addmm`` with ``out=``, or a symmetric BLAS product
     for wide factors on the CPU), which saves a ``[d, d]`` temporary and one pass over it per
-    batch (measured: 1.4 ms per batch for the 1568-wide input of a CNN's first Linear layer).
+    batch.
     """
 
     total: Factor | None
@@ -280,9 +280,8 @@ def patch_covariance(x: Tensor) -> Tensor:
     One GEMM on the transposed rows ``[B T, D]`` (a copy), except for small ``D`` with many
     positions, where a batched product summed in chunks (bounded ``[chunk, D, D]`` workspace)
     avoids the copy. The batched product writes ``B D²`` partial sums against the copy's
-    ``B T D`` entries, so it only pays when ``T`` is large: measured on one thread, ``B = 128``,
-    it is 1.4x faster at ``T = 256`` (``D`` = 9-256), even at ``T = 64``, and 1.5-33x slower at
-    ``T <= 16`` (e.g. ``D = 144, T = 1``: 1.9 ms against 0.06 ms).
+    ``B T D`` entries, so it only pays when ``T`` is large (the thresholds are the measured
+    crossover, docs/benchmarks.md, "Design choices of the curvature engine").
     """
     b, d, t = x.shape
     if d > 256 or t < 64:

@@ -76,20 +76,17 @@ def _offset_plan(
 
 
 def _route(channels: int, kh: int, kw: int, dw: int, positions: int) -> str:
-    """Which computation is fastest (measured on CPU, batch 128, 3x3 kernel, one thread).
+    """Which computation is fastest for the shape.
+
+    The thresholds are the CPU crossovers of docs/benchmarks.md ("Design choices of the
+    curvature engine"):
 
     * ``"unfold"``: ``1 x 1`` kernels (no repeated products), 1-2 channels with horizontal
       dilation, and few output positions (``positions`` = ``Ho Wo``): one position, or at most
-      4 with 8 or more channels, where the shifted routes' fixed cost per offset dominates
-      (1 position: 2.7-4x faster than offsets for 8-64 channels, 1.3x faster than rows for 3-6;
-      4 positions: 1.2-1.8x faster than offsets; 9: between 1.5x faster and 1.25x slower);
+      4 with 8 or more channels, where the shifted routes' fixed cost per offset dominates;
     * ``"rows"``: fewer than 8 channels without horizontal dilation: the maps of all column
-      offsets of one row offset in one batched product (module docstring): 0.35 / 0.6 / 1.05
-      / 1.5 ms for 1 / 2 / 3 / 4 channels on 30x30 padded images, against 1.5 / 7.8 / 5.7 /
-      8.2 ms unfolding; 1.3 against 1.7 ms (offsets) for 6 channels on 16x16;
-    * ``"offsets"``: one batched product per offset (8-64 channels: 2-4x faster than
-      unfolding; at 8 channels both shifted routes tie, at 12 and 16 this one is 1.1x and
-      1.35x faster). Measured 2026-11-27 with another job on the second core.
+      offsets of one row offset in one batched product (module docstring);
+    * ``"offsets"``: one batched product per offset (8 or more channels).
     """
     if kh * kw == 1 or positions == 1 or (positions <= 4 and channels >= 8):
         return "unfold"
@@ -144,7 +141,7 @@ def _offset_table(
     n, c, hp, wp = x.shape
     dh, dw = dilation
     length = hp * wp
-    # [L, N, C] through channels-last (measured 3x faster than permuting to it directly)
+    # [L, N, C] through channels-last: a cheaper copy than permuting to it directly
     pixels = x.contiguous(memory_format=torch.channels_last).permute(2, 3, 0, 1)
     pixels = pixels.reshape(length, n, c).contiguous()
     product = x.new_empty(length, c, c)  # offset (0, 0) comes first and fills all of it
