@@ -29,7 +29,16 @@ from bayesym.layers.mixed import (
     weight_parameters,
 )
 from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_linear
-from bayesym.layers.paths import PathSum, conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
+from bayesym.layers.paths import (
+    PLAIN_PATH_KINDS,
+    PathSum,
+    conv_plus_fc,
+    fc_plus_conv,
+    ffc_plus_conv,
+    path_sum,
+    plain_path,
+    sfc_plus_sconv,
+)
 from bayesym.layers.pointwise_group_conv import PointwiseGroupConv2d
 from bayesym.layers.registry import (
     LAYER_KINDS,
@@ -71,6 +80,9 @@ __all__ += [
     "ffc_plus_conv_plus_gconv",
     "ffc_plus_conv_plus_pgconv",
     "group_path_sum",
+    "PLAIN_PATH_KINDS",
+    "path_sum",
+    "plain_path",
     "homotopy_parameters",
     "sfc_plus_sconv",
 ]

@@ -27,19 +27,17 @@ first group path (``"gconv"`` or ``"pgconv"``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
 from bayesym.groups.d4 import d4_subgroup
 from bayesym.groups.finite import FiniteGroup
 from bayesym.layers._checks import check_positive_int
-from bayesym.layers.conv import PaddingMode, SpatialConv2d
-from bayesym.layers.dense import SpatialLinear
-from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.conv import PaddingMode
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
-from bayesym.layers.paths import PathSum
+from bayesym.layers.paths import PathSum, plain_path
 from bayesym.layers.pointwise_group_conv import PointwiseGroupConv2d
-from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 
 __all__ = [
     "GROUP_PATH_KINDS",
@@ -175,149 +173,52 @@ def group_path_sum(
     g = resolve_group(group)
     size = g.order
     plain_in = in_channels if lifting else in_channels * size
-    plain_out = out_channels * size
-    builders = {
-        "fc": lambda: SpatialLinear(plain_in, plain_out, spatial=spatial, bias=False),
-        "ffc": lambda: FactoredLinear(plain_in, plain_out, spatial=spatial, bias=False),
-        "sfc": lambda: SparseFactoredLinear(plain_in, plain_out, spatial=spatial, bias=False),
-        "conv": lambda: SpatialConv2d(
-            plain_in, plain_out, kernel_size, padding_mode=padding_mode, bias=False
-        ),
-        "sconv": lambda: SparseConv2d(
-            plain_in, plain_out, kernel_size, padding_mode=padding_mode, bias=False
-        ),
-        "gconv": lambda: group_conv_layer(
-            in_channels,
-            out_channels,
-            kernel_size=kernel_size,
-            group=g,
-            lifting=lifting,
+    group_layers = {"gconv": group_conv_layer, "pgconv": pointwise_group_conv_layer}
+
+    def build(kind: str) -> nn.Module:
+        if kind in group_layers:
+            return group_layers[kind](
+                in_channels, out_channels, kernel_size=kernel_size, group=g, lifting=lifting,
+                padding_mode=padding_mode, bias=bias and kind == group_paths[0],
+            )  # fmt: skip
+        return plain_path(
+            kind, plain_in, out_channels * size, spatial=spatial, kernel_size=kernel_size,
             padding_mode=padding_mode,
-            bias=bias and group_paths[0] == "gconv",
-        ),
-        "pgconv": lambda: pointwise_group_conv_layer(
-            in_channels,
-            out_channels,
-            kernel_size=kernel_size,
-            group=g,
-            lifting=lifting,
-            padding_mode=padding_mode,
-            bias=bias and group_paths[0] == "pgconv",
-        ),
-    }
+        )  # fmt: skip
+
     return PathSum(
-        {name: builders[name]() for name in paths},
+        {name: build(name) for name in paths},
         group_paths=group_paths,
         in_group_size=None if lifting else size,
         out_group_size=size,
     )
 
 
-def ffc_plus_conv_plus_gconv(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    group: FiniteGroup | str = "C4",
-    lifting: bool = False,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
-    """F-FC + CONV + GCONV (Sec. 6.3): paths ``"ffc"``, ``"conv"``, ``"gconv"``.
+def ffc_plus_conv_plus_gconv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """F-FC + CONV + GCONV (Sec. 6.3): :func:`group_path_sum` of ``ffc``, ``conv``, ``gconv``.
 
     Weights (non-lifting): ``2 (C' |G|)(C |G|) XY + (C' |G|)(C |G|) S^2 + C' C |G| S^2``.
     """
-    return group_path_sum(
-        ("ffc", "conv", "gconv"),
-        in_channels,
-        out_channels,
-        spatial=spatial,
-        kernel_size=kernel_size,
-        group=group,
-        lifting=lifting,
-        padding_mode=padding_mode,
-        bias=bias,
-    )
+    return group_path_sum(("ffc", "conv", "gconv"), in_channels, out_channels, **options)
 
 
-def conv_plus_gconv(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    group: FiniteGroup | str = "D4",
-    lifting: bool = False,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
-    """CONV + GCONV: a ``C_1`` layer in parallel with a ``G`` layer (EquiNAS's RPP baseline).
+def conv_plus_gconv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """CONV + GCONV, a ``C_1`` layer beside a ``G`` layer (EquiNAS's RPP baseline with ``D4``).
 
-    Paths ``"conv"`` (on the merged channel/group axes) and ``"gconv"``.
+    :func:`group_path_sum` of ``conv`` (on the merged channel/group axes) and ``gconv``.
     """
-    return group_path_sum(
-        ("conv", "gconv"),
-        in_channels,
-        out_channels,
-        spatial=spatial,
-        kernel_size=kernel_size,
-        group=group,
-        lifting=lifting,
-        padding_mode=padding_mode,
-        bias=bias,
-    )
+    return group_path_sum(("conv", "gconv"), in_channels, out_channels, **options)
 
 
-def ffc_plus_conv_plus_pgconv(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    group: FiniteGroup | str = "C4",
-    lifting: bool = False,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
+def ffc_plus_conv_plus_pgconv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
     """F-FC + CONV + the paper's GCONV (Sec. 6.3 as in its public model).
 
-    Paths ``"ffc"``, ``"conv"``, ``"pgconv"``. Weights (non-lifting):
+    :func:`group_path_sum` of ``ffc``, ``conv``, ``pgconv``. Weights (non-lifting):
     ``2 (C' |G|)(C |G|) XY + (C' |G|)(C |G|) S^2 + C' C S^2`` (CONV : GCONV = ``|G|²`` : 1).
     """
-    return group_path_sum(
-        ("ffc", "conv", "pgconv"),
-        in_channels,
-        out_channels,
-        spatial=spatial,
-        kernel_size=kernel_size,
-        group=group,
-        lifting=lifting,
-        padding_mode=padding_mode,
-        bias=bias,
-    )
+    return group_path_sum(("ffc", "conv", "pgconv"), in_channels, out_channels, **options)
 
 
-def conv_plus_pgconv(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    group: FiniteGroup | str = "C4",
-    lifting: bool = False,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
-    """CONV + the paper's GCONV: paths ``"conv"`` and ``"pgconv"``."""
-    return group_path_sum(
-        ("conv", "pgconv"),
-        in_channels,
-        out_channels,
-        spatial=spatial,
-        kernel_size=kernel_size,
-        group=group,
-        lifting=lifting,
-        padding_mode=padding_mode,
-        bias=bias,
-    )
+def conv_plus_pgconv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """CONV + the paper's GCONV: :func:`group_path_sum` of ``conv`` and ``pgconv``."""
+    return group_path_sum(("conv", "pgconv"), in_channels, out_channels, **options)

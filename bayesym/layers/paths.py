@@ -17,7 +17,8 @@ as they are, while *plain paths* (FC, F-FC, CONV, ...) see the channel and group
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -30,11 +31,14 @@ from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry, meet_symmetries
 
 __all__ = [
+    "PLAIN_PATH_KINDS",
     "PathSum",
     "conv_plus_fc",
     "fc_plus_conv",
     "ffc_plus_conv",
+    "path_sum",
     "path_symmetry",
+    "plain_path",
     "sfc_plus_sconv",
 ]
 
@@ -229,132 +233,139 @@ class PathSum(nn.Module):
         )
 
 
-def fc_plus_conv(
+PLAIN_PATH_KINDS: tuple[str, ...] = ("fc", "ffc", "sfc", "conv", "sconv")
+"""Path kinds without a group axis; ``conv`` and ``sconv`` are translation-equivariant."""
+
+_EQUIVARIANT_KINDS = ("conv", "sconv")
+
+
+def plain_path(
+    kind: str,
     in_channels: int,
     out_channels: int,
     *,
     spatial: tuple[int, int],
     kernel_size: int = 3,
     padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
-    """FC + CONV residual pathways (Eq. (4)): paths ``"fc"`` (bias-free) and ``"conv"``.
-
-    ``C'C X^2 Y^2 + C'C S^2`` weights; the per-channel bias sits in the CONV path, so the
-    layer is exactly translation-equivariant when the FC path is zero.
-    """
-    return PathSum(
-        {
-            "fc": SpatialLinear(in_channels, out_channels, spatial=spatial, bias=False),
-            "conv": SpatialConv2d(
-                in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bias
-            ),
-        }
-    )
-
-
-def conv_plus_fc(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
-    """CONV + FC as residual pathway priors (Finzi et al., 2021) use it: paths ``"conv"``, ``"fc"``.
-
-    Unlike :func:`fc_plus_conv`, the FC path is a complete ``nn.Linear`` on the flattened map,
-    *with its own per-unit bias* (``C_out H W``), so the non-equivariant path's prior also
-    covers a position-dependent offset; the CONV path keeps a per-channel bias.
-    """
-    return PathSum(
-        {
-            "conv": SpatialConv2d(
-                in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bias
-            ),
-            "fc": SpatialLinear(
-                in_channels, out_channels, spatial=spatial, bias="unit" if bias else False
-            ),
-        }
-    )
-
-
-def ffc_plus_conv(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> PathSum:
-    """F-FC + CONV (the paper's proposed relaxation): paths ``"ffc"`` (bias-free), ``"conv"``.
-
-    ``2 C'C XY + C'C S^2`` weights.
-    """
-    return PathSum(
-        {
-            "ffc": FactoredLinear(in_channels, out_channels, spatial=spatial, bias=False),
-            "conv": SpatialConv2d(
-                in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bias
-            ),
-        }
-    )
-
-
-def sfc_plus_sconv(
-    in_channels: int,
-    out_channels: int,
-    *,
-    spatial: tuple[int, int],
-    kernel_size: int = 3,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
+    bias: bool | Literal["unit"] = False,
     num_anchors_fc: int | None = None,
     num_anchors_conv: int | None = None,
     omega: float = 1.0,
     learnable_anchors: bool = False,
     learnable_omega: bool = False,
+) -> nn.Module:
+    """One path of kind ``kind`` (:data:`PLAIN_PATH_KINDS`) on ``[N, C, H, W]`` feature maps.
+
+    ``bias``: ``True`` for a per-output-channel bias, ``"unit"`` (``"fc"`` only) for one per
+    output unit. The anchor options apply to ``"sfc"`` (``num_anchors_fc``) and ``"sconv"``
+    (``num_anchors_conv``); ``padding_mode`` and ``kernel_size`` to the convolutions.
+
+    Raises:
+        ValueError: for an unknown kind (listing :data:`PLAIN_PATH_KINDS`).
+    """
+    anchors = dict(
+        omega=omega, learnable_anchors=learnable_anchors, learnable_omega=learnable_omega
+    )
+    if kind == "fc":
+        return SpatialLinear(in_channels, out_channels, spatial=spatial, bias=bias)
+    if kind == "ffc":
+        return FactoredLinear(in_channels, out_channels, spatial=spatial, bias=bool(bias))
+    if kind == "sfc":
+        return SparseFactoredLinear(
+            in_channels, out_channels, spatial=spatial, num_anchors=num_anchors_fc,
+            bias=bool(bias), **anchors,
+        )  # fmt: skip
+    if kind == "conv":
+        return SpatialConv2d(
+            in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bool(bias)
+        )
+    if kind == "sconv":
+        return SparseConv2d(
+            in_channels, out_channels, kernel_size, num_anchors=num_anchors_conv,
+            padding_mode=padding_mode, bias=bool(bias), **anchors,
+        )  # fmt: skip
+    raise ValueError(f"unknown path kind {kind!r}; plain path kinds: {list(PLAIN_PATH_KINDS)}")
+
+
+def path_sum(
+    paths: Sequence[str],
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    bias: bool = True,
+    fc_bias: Literal["none", "unit"] = "none",
+    **options: Any,
 ) -> PathSum:
-    """S-FC + S-CONV: paths ``"sfc"`` (bias-free) and ``"sconv"``.
+    r"""A relaxed layer ``Σ_k f_k(x)`` from path kinds (Eq. (4), (10) of the layer-wise paper).
+
+    The per-output-channel bias (``bias=True``) sits in the first translation-equivariant
+    path (``"conv"``/``"sconv"``; the first path if there is none), so that the layer is
+    exactly as equivariant as its remaining paths when the others are zero. ``fc_bias="unit"``
+    gives an ``"fc"`` path its own per-unit bias (``C_out H W``), as residual pathway priors
+    use it: the unconstrained path's prior then also covers a position-dependent offset.
+
+    Weights per path for ``C`` in, ``C'`` out channels on an ``X x Y`` map with ``S x S``
+    filters: FC ``C'C X^2 Y^2``, F-FC ``2 C'C XY``, CONV ``C'C S^2``; S-FC and S-CONV
+    interpolate their weights from anchors.
 
     Args:
-        in_channels: ``C_in``.
-        out_channels: ``C_out``.
-        spatial: ``(H, W)``.
-        kernel_size: S-CONV filter size.
-        padding_mode: S-CONV padding.
-        bias: per-channel bias (in the S-CONV path).
-        num_anchors_fc: anchors per S-FC factor (default ``ceil(H W / 2)``).
-        num_anchors_conv: S-CONV anchors (default ``ceil(S^2 / 2)``).
-        omega: initial inverse lengthscale of every basis.
-        learnable_anchors: learn anchor locations in both paths.
-        learnable_omega: learn ``omega`` in both paths.
+        paths: distinct kinds of :data:`PLAIN_PATH_KINDS`; the keys of ``layer.paths``.
+        in_channels: ``C``.
+        out_channels: ``C'``.
+        spatial: ``(X, Y)``.
+        bias: per-output-channel bias (see above).
+        fc_bias: ``"unit"``: the ``"fc"`` path's own per-unit bias.
+        **options: :func:`plain_path` options (``kernel_size``, ``padding_mode``, anchors).
+
+    Raises:
+        ValueError: for unknown or repeated kinds.
+
+    Example:
+        >>> layer = path_sum(("ffc", "conv"), 2, 3, spatial=(4, 4))
+        >>> list(layer.paths), layer.paths["conv"].bias is not None
+        (['ffc', 'conv'], True)
     """
-    shared: dict[str, object] = {
-        "omega": omega,
-        "learnable_anchors": learnable_anchors,
-        "learnable_omega": learnable_omega,
-    }
+    unknown = [p for p in paths if p not in PLAIN_PATH_KINDS]
+    if unknown or not paths or len(set(paths)) != len(paths):
+        raise ValueError(
+            f"path_sum: paths must be distinct kinds of {list(PLAIN_PATH_KINDS)}, got {list(paths)}"
+        )
+    carrier = next((p for p in paths if p in _EQUIVARIANT_KINDS), paths[0])
+
+    def path_bias(kind: str) -> bool | Literal["unit"]:
+        if kind == "fc" and fc_bias == "unit":
+            return "unit" if bias else False
+        return bias and kind == carrier
+
     return PathSum(
         {
-            "sfc": SparseFactoredLinear(
-                in_channels,
-                out_channels,
-                spatial=spatial,
-                num_anchors=num_anchors_fc,
-                bias=False,
-                **shared,
-            ),
-            "sconv": SparseConv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                num_anchors=num_anchors_conv,
-                padding_mode=padding_mode,
-                bias=bias,
-                **shared,
-            ),
+            kind: plain_path(
+                kind, in_channels, out_channels, spatial=spatial, bias=path_bias(kind), **options
+            )
+            for kind in paths
         }
     )
+
+
+def fc_plus_conv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """FC + CONV residual pathways (Eq. (4)): :func:`path_sum` of ``"fc"`` and ``"conv"``."""
+    return path_sum(("fc", "conv"), in_channels, out_channels, **options)
+
+
+def conv_plus_fc(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """CONV + FC as residual pathway priors (Finzi et al., 2021) use it.
+
+    :func:`path_sum` of ``"conv"`` and ``"fc"`` with the FC path's own per-unit bias.
+    """
+    return path_sum(("conv", "fc"), in_channels, out_channels, fc_bias="unit", **options)
+
+
+def ffc_plus_conv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """F-FC + CONV, the paper's proposed relaxation: :func:`path_sum` of ``"ffc"``, ``"conv"``."""
+    return path_sum(("ffc", "conv"), in_channels, out_channels, **options)
+
+
+def sfc_plus_sconv(in_channels: int, out_channels: int, **options: Any) -> PathSum:
+    """S-FC + S-CONV: :func:`path_sum` of ``"sfc"`` and ``"sconv"`` (anchor options there)."""
+    return path_sum(("sfc", "sconv"), in_channels, out_channels, **options)
