@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -46,10 +47,17 @@ from bayesym.groups.expansion import (
     lifting_expansion_index,
 )
 from bayesym.groups.finite import FiniteGroup
+from bayesym.layers._checks import check_positive_int
 from bayesym.layers.conv import PaddingMode, check_padding_mode, same_conv2d
 from bayesym.layers.symmetry import LayerSymmetry
 
-__all__ = ["GroupConv2d", "LiftingConv2d", "check_d4_subgroup"]
+__all__ = [
+    "GroupConv2d",
+    "GroupConvBase",
+    "LiftingConv2d",
+    "check_d4_subgroup",
+    "check_group_conv_arguments",
+]
 
 
 def check_d4_subgroup(group: object, owner: str) -> FiniteGroup:
@@ -63,15 +71,28 @@ def check_d4_subgroup(group: object, owner: str) -> FiniteGroup:
     return group
 
 
-def _check_options(owner: str, kernel_size: int, padding_mode: str, **channels: int) -> None:
-    for name, value in channels.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ValueError(f"{owner}: kernel_size must be a positive int, got {kernel_size!r}")
+def check_group_conv_arguments(
+    layer: str,
+    group: object,
+    kernel_size: int,
+    padding_mode: str,
+    in_channels: int,
+    out_channels: int,
+) -> FiniteGroup:
+    """Check a group convolution's constructor arguments; returns the group.
+
+    Raises:
+        ValueError / TypeError: naming ``layer(group)`` and the bad argument.
+    """
+    owner = f"{layer}({getattr(group, 'name', group)})"
+    checked = check_d4_subgroup(group, owner)
+    check_positive_int(in_channels, name="in_channels", owner=owner)
+    check_positive_int(out_channels, name="out_channels", owner=owner)
+    check_positive_int(kernel_size, name="kernel_size", owner=owner)
     if kernel_size % 2 == 0:
         raise ValueError(f"{owner}: kernel_size must be odd (centred kernels), got {kernel_size}")
     check_padding_mode(padding_mode, owner=owner)
+    return checked
 
 
 def _on(index: Tensor, device: torch.device | str | None) -> Tensor:
@@ -90,7 +111,66 @@ def _check_input(x: Tensor, layer: nn.Module, expected: tuple, weight: Tensor) -
         raise TypeError(f"{layer._owner()}: input dtype {x.dtype} != weight dtype {weight.dtype}")
 
 
-class LiftingConv2d(nn.Module):
+class GroupConvBase(nn.Module, ABC):
+    """What the group convolutions share.
+
+    Checked sizes and group, a weight, an optional bias shared over the group axis, the
+    expansion index buffer and torch's default init. Subclasses give the weight's shape, its
+    fan-in and the expansion index (their arguments are documented on the concrete classes).
+    """
+
+    expansion_index: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: FiniteGroup,
+        *,
+        padding_mode: PaddingMode = "circular",
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.group: FiniteGroup = check_group_conv_arguments(
+            type(self).__name__, group, kernel_size, padding_mode, in_channels, out_channels
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.padding_mode = kernel_size, padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(self._weight_shape(), **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.register_buffer(
+            "expansion_index", _on(self._expansion_index(), device), persistent=False
+        )
+        self.reset_parameters()
+
+    @abstractmethod
+    def _weight_shape(self) -> tuple[int, ...]:
+        """Shape of ``weight``."""
+
+    @abstractmethod
+    def _fan_in(self) -> int:
+        """Inputs of one output unit (for the default init)."""
+
+    @abstractmethod
+    def _expansion_index(self) -> Tensor:
+        """The ``expansion_index`` buffer (on the CPU)."""
+
+    def reset_parameters(self) -> None:
+        """Uniform ``±1/sqrt(fan_in)`` init of weight and bias (torch's conv default)."""
+        bound = 1.0 / math.sqrt(self._fan_in())
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _owner(self) -> str:
+        return f"{type(self).__name__}({self.group.name})"
+
+
+class LiftingConv2d(GroupConvBase):
     """Lifting convolution ``[N, C_in, H, W] -> [N, C_out, |G|, H, W]`` (EquiNAS Eq. 2).
 
     Args:
@@ -114,47 +194,14 @@ class LiftingConv2d(nn.Module):
             call, wrong input shape or dtype (the message names the layer and shapes).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        group: FiniteGroup,
-        *,
-        padding_mode: PaddingMode = "circular",
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        owner = f"LiftingConv2d({getattr(group, 'name', group)})"
-        self.group: FiniteGroup = check_d4_subgroup(group, owner)
-        _check_options(
-            owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
-        )
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels, kernel_size, kernel_size, **factory)
-        )
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self.register_buffer(
-            "expansion_index",
-            _on(lifting_expansion_index(self.group, kernel_size), device),
-            persistent=False,
-        )
-        self.reset_parameters()
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
 
-    def reset_parameters(self) -> None:
-        """Uniform ``±1/sqrt(fan_in)`` init, ``fan_in = C_in·k²`` (torch's conv default)."""
-        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**2)
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
+    def _fan_in(self) -> int:
+        return self.in_channels * self.kernel_size**2
 
-    def _owner(self) -> str:
-        return f"LiftingConv2d({self.group.name})"
+    def _expansion_index(self) -> Tensor:
+        return lifting_expansion_index(self.group, self.kernel_size)
 
     def expanded_kernel(self) -> Tensor:
         """``[C_out·|G|, C_in, k, k]``: row ``d·|G| + g`` is ``T_g ψ[d]``.
@@ -189,7 +236,7 @@ class LiftingConv2d(nn.Module):
         )
 
 
-class GroupConv2d(nn.Module):
+class GroupConv2d(GroupConvBase):
     """Group convolution ``[N, C_in, |G|, H, W] -> [N, C_out, |G|, H, W]`` (EquiNAS Eq. 1).
 
     Args:
@@ -213,49 +260,15 @@ class GroupConv2d(nn.Module):
         ValueError / TypeError: As :class:`LiftingConv2d`.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        group: FiniteGroup,
-        *,
-        padding_mode: PaddingMode = "circular",
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        owner = f"GroupConv2d({getattr(group, 'name', group)})"
-        self.group: FiniteGroup = check_d4_subgroup(group, owner)
-        _check_options(
-            owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
-        )
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        factory = {"device": device, "dtype": dtype}
-        n = self.group.order
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels, n, kernel_size, kernel_size, **factory)
-        )
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self.register_buffer(
-            "expansion_index",
-            _on(group_conv_expansion_index(self.group, kernel_size), device),
-            persistent=False,
-        )
-        self.reset_parameters()
+    def _weight_shape(self) -> tuple[int, ...]:
+        n, k = self.group.order, self.kernel_size
+        return (self.out_channels, self.in_channels, n, k, k)
 
-    def reset_parameters(self) -> None:
-        """Uniform ``±1/sqrt(fan_in)`` init, ``fan_in = C_in·|G|·k²``."""
-        fan_in = self.in_channels * self.group.order * self.kernel_size**2
-        bound = 1.0 / math.sqrt(fan_in)
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
+    def _fan_in(self) -> int:
+        return self.in_channels * self.group.order * self.kernel_size**2
 
-    def _owner(self) -> str:
-        return f"GroupConv2d({self.group.name})"
+    def _expansion_index(self) -> Tensor:
+        return group_conv_expansion_index(self.group, self.kernel_size)
 
     def expanded_kernel(self) -> Tensor:
         """``[C_out·|G|, C_in·|G|, k, k]``, block ``(d·|G|+r, c·|G|+h)`` = ``T_r ψ[d, c, r^-1 h]``.

@@ -60,7 +60,7 @@ from bayesym.groups.expansion import (
 from bayesym.groups.finite import FiniteGroup, coset_index, is_subgroup
 from bayesym.groups.restriction import restriction_index
 from bayesym.layers.conv import PaddingMode, same_conv2d
-from bayesym.layers.group_conv import _check_options, check_d4_subgroup
+from bayesym.layers.group_conv import check_d4_subgroup, check_group_conv_arguments
 from bayesym.layers.symmetry import LayerSymmetry
 
 __all__ = [
@@ -112,9 +112,8 @@ class _MixedConv(nn.Module, ABC):
     ) -> None:
         super().__init__()
         owner = f"{type(self).__name__}({getattr(group, 'name', group)})"
-        self.group: FiniteGroup = check_d4_subgroup(group, owner)
-        _check_options(
-            owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
+        self.group: FiniteGroup = check_group_conv_arguments(
+            type(self).__name__, group, kernel_size, padding_mode, in_channels, out_channels
         )
         if components is None:
             components = [k for k in d4_subgroups() if is_subgroup(k, self.group)]

@@ -43,24 +43,19 @@ Example:
 
 from __future__ import annotations
 
-import math
-
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from bayesym.groups.expansion import expand_lifting_kernel, lifting_expansion_index
-from bayesym.groups.finite import FiniteGroup
-from bayesym.layers.conv import PaddingMode, pad_same
+from bayesym.layers.conv import pad_same
+from bayesym.layers.group_conv import GroupConvBase
 from bayesym.layers.group_conv import _check_input as check_group_input
-from bayesym.layers.group_conv import _check_options as check_group_options
-from bayesym.layers.group_conv import check_d4_subgroup
 from bayesym.layers.symmetry import LayerSymmetry
 
 __all__ = ["PointwiseGroupConv2d"]
 
 
-class PointwiseGroupConv2d(nn.Module):
+class PointwiseGroupConv2d(GroupConvBase):
     """GCONV pointwise in ``G``: ``[N, C_in, |G|, H, W] -> [N, C_out, |G|, H, W]`` (module doc).
 
     Args:
@@ -85,48 +80,14 @@ class PointwiseGroupConv2d(nn.Module):
             call, wrong input shape or dtype (the message names the layer and shapes).
     """
 
-    expansion_index: Tensor
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        group: FiniteGroup,
-        *,
-        padding_mode: PaddingMode = "circular",
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        owner = f"PointwiseGroupConv2d({getattr(group, 'name', group)})"
-        self.group: FiniteGroup = check_d4_subgroup(group, owner)
-        check_group_options(
-            owner, kernel_size, padding_mode, in_channels=in_channels, out_channels=out_channels
-        )
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        self.weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
-        self.bias = (
-            nn.Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
-        )
-        index = lifting_expansion_index(self.group, kernel_size)
-        self.register_buffer(
-            "expansion_index", index if device is None else index.to(device), persistent=False
-        )
-        self.reset_parameters()
+    def _fan_in(self) -> int:
+        return self.in_channels * self.kernel_size**2  # one copy's inputs
 
-    def reset_parameters(self) -> None:
-        """Uniform ``±1/sqrt(fan_in)`` init, ``fan_in = C_in·k²`` (one copy's inputs)."""
-        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**2)
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    def _owner(self) -> str:
-        return f"PointwiseGroupConv2d({self.group.name})"
+    def _expansion_index(self) -> Tensor:
+        return lifting_expansion_index(self.group, self.kernel_size)
 
     @property
     def symmetry(self) -> LayerSymmetry:
