@@ -24,6 +24,14 @@ def check_positive_int(value: object, *, name: str, owner: str) -> int:
     return value
 
 
+def check_channels(in_channels: object, out_channels: object, *, owner: str) -> tuple[int, int]:
+    """Return ``(in_channels, out_channels)`` if both are positive ints, else raise."""
+    return (
+        check_positive_int(in_channels, name="in_channels", owner=owner),
+        check_positive_int(out_channels, name="out_channels", owner=owner),
+    )
+
+
 def check_spatial(spatial: object, *, owner: str) -> tuple[int, int]:
     """Validate a spatial size ``(H, W)`` of two positive ints and return it as a tuple."""
     if not isinstance(spatial, (tuple, list)) or len(spatial) != 2:

@@ -13,10 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayesym.layers._checks import check_feature_map, check_kernel_size, check_positive_int
+from bayesym.layers._checks import (
+    check_channels,
+    check_feature_map,
+    check_kernel_size,
+)
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
 __all__ = [
+    "padding_symmetry",
     "PADDING_MODES",
     "PaddingMode",
     "SpatialConv2d",
@@ -44,6 +49,11 @@ def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
             f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
         )
     return padding_mode  # type: ignore[return-value]
+
+
+def padding_symmetry(padding_mode: PaddingMode) -> LayerSymmetry:
+    """The symmetry of a ``same`` convolution: cyclic shifts with circular padding, else none."""
+    return LayerSymmetry(translations=True) if padding_mode == "circular" else TRIVIAL_SYMMETRY
 
 
 def _circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -152,8 +162,7 @@ class SpatialConv2d(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, name="in_channels", owner=owner)
-        self.out_channels = check_positive_int(out_channels, name="out_channels", owner=owner)
+        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
         self.kernel_size = check_kernel_size(kernel_size, owner=owner)
         self.padding_mode = check_padding_mode(padding_mode, owner=owner)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
@@ -170,9 +179,7 @@ class SpatialConv2d(nn.Module):
     @property
     def symmetry(self) -> LayerSymmetry:
         """Cyclic-shift equivariance with circular padding, none otherwise."""
-        if self.padding_mode == "circular":
-            return LayerSymmetry(translations=True)
-        return TRIVIAL_SYMMETRY
+        return padding_symmetry(self.padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the convolution to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""

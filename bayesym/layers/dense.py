@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayesym.layers._checks import check_feature_map, check_positive_int, check_spatial
+from bayesym.layers._checks import (
+    check_channels,
+    check_feature_map,
+    check_spatial,
+)
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
 __all__ = ["SpatialLinear"]
@@ -64,8 +68,7 @@ class SpatialLinear(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, name="in_channels", owner=owner)
-        self.out_channels = check_positive_int(out_channels, name="out_channels", owner=owner)
+        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
         self.spatial = check_spatial(spatial, owner=owner)
         if bias not in (True, False, "unit"):
             raise ValueError(f"{owner}: bias must be True, False or 'unit', got {bias!r}")

@@ -7,7 +7,11 @@ import math
 import torch
 from torch import nn
 
-from bayesym.layers._checks import check_feature_map, check_positive_int, check_spatial
+from bayesym.layers._checks import (
+    check_channels,
+    check_feature_map,
+    check_spatial,
+)
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
 __all__ = ["FactoredLinear", "factored_linear"]
@@ -91,8 +95,7 @@ class FactoredLinear(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, name="in_channels", owner=owner)
-        self.out_channels = check_positive_int(out_channels, name="out_channels", owner=owner)
+        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
         self.spatial = check_spatial(spatial, owner=owner)
         positions = self.spatial[0] * self.spatial[1]
         self.theta1 = nn.Parameter(torch.empty(out_channels, in_channels, positions))

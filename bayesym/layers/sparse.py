@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from bayesym.layers._checks import (
+    check_channels,
     check_feature_map,
     check_kernel_size,
-    check_positive_int,
     check_spatial,
 )
 from bayesym.layers.anchors import RBFBasis
-from bayesym.layers.conv import PaddingMode, check_padding_mode, same_conv2d
+from bayesym.layers.conv import PaddingMode, check_padding_mode, padding_symmetry, same_conv2d
 from bayesym.layers.factored import factored_linear
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
@@ -81,8 +81,7 @@ class SparseConv2d(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, name="in_channels", owner=owner)
-        self.out_channels = check_positive_int(out_channels, name="out_channels", owner=owner)
+        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
         self.kernel_size = check_kernel_size(kernel_size, owner=owner)
         self.padding_mode = check_padding_mode(padding_mode, owner=owner)
         self.basis = RBFBasis(
@@ -120,9 +119,7 @@ class SparseConv2d(nn.Module):
     @property
     def symmetry(self) -> LayerSymmetry:
         """Cyclic-shift equivariance with circular padding, none otherwise."""
-        if self.padding_mode == "circular":
-            return LayerSymmetry(translations=True)
-        return TRIVIAL_SYMMETRY
+        return padding_symmetry(self.padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x: [N, C_in, H, W]`` with the interpolated filter -> ``[N, C_out, H, W]``."""
@@ -193,8 +190,7 @@ class SparseFactoredLinear(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, name="in_channels", owner=owner)
-        self.out_channels = check_positive_int(out_channels, name="out_channels", owner=owner)
+        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
         self.spatial = check_spatial(spatial, owner=owner)
         options = {
             "omega": omega,
