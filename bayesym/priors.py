@@ -168,9 +168,26 @@ def parameter_groups(
             f"sparse_prior must be 'anchor_values' or 'lengthscales', got {sparse_prior!r}"
         )
     params = _prior_parameters(model, exclude, prior_on_architecture)
+    owner = _parameter_owners(model)
+    groups: dict[str, list[str]] = {}
+    meta: dict[str, tuple[str, str]] = {}
+    for name in params:
+        group, layer, path = _group_key(name, owner[name], structure, sparse_prior)
+        groups.setdefault(group, []).append(name)
+        meta[group] = (layer, path)
+    return tuple(
+        ParameterGroup(
+            g, meta[g][0], meta[g][1], tuple(names), sum(params[n].numel() for n in names)
+        )
+        for g, names in groups.items()
+    )
 
-    # (layer, path, path-group name) of every parameter: paths of relaxed layers first, then
-    # the module owning the parameter.
+
+def _parameter_owners(model: nn.Module) -> dict[str, tuple[str, str, str]]:
+    """Parameter -> (layer, path, path-group name).
+
+    A parameter of a relaxed layer's path belongs to that path; any other to its module.
+    """
     owner: dict[str, tuple[str, str, str]] = {}
     for mname, module in model.named_modules():
         if isinstance(module, PathSum):
@@ -181,33 +198,27 @@ def parameter_groups(
     for mname, module in model.named_modules():
         for pname, _ in module.named_parameters(recurse=False):
             owner.setdefault(_join(mname, pname), (mname, type(module).__name__, mname or "model"))
+    return owner
 
-    keys: dict[str, tuple[str, str, str]] = {}  # param -> (group name, layer, path)
-    for name in params:
-        layer, path, path_group = owner[name]
-        if structure == "scalar":
-            keys[name] = ("all", "", "all")
-        elif structure == "tensor":
-            keys[name] = (name, layer, path)
-        elif structure == "layer":
-            keys[name] = (layer or "model", layer, "all")
-        else:
-            keys[name] = (path_group, layer, path)
-            attr = name.rsplit(".", 1)[-1]
-            if sparse_prior == "lengthscales" and attr in _LENGTHSCALE_PARAMETERS:
-                keys[name] = (f"{path_group}.{attr}", layer, f"{path}.{attr}")
 
-    groups: dict[str, list[str]] = {}
-    meta: dict[str, tuple[str, str]] = {}
-    for name, (group, layer, path) in keys.items():
-        groups.setdefault(group, []).append(name)
-        meta[group] = (layer, path)
-    return tuple(
-        ParameterGroup(
-            g, meta[g][0], meta[g][1], tuple(names), sum(params[n].numel() for n in names)
-        )
-        for g, names in groups.items()
-    )
+def _group_key(
+    name: str,
+    owner: tuple[str, str, str],
+    structure: PriorStructure,
+    sparse_prior: SparsePriorPlacement,
+) -> tuple[str, str, str]:
+    """(group name, layer, path) of the parameter ``name`` owned by ``owner``."""
+    layer, path, path_group = owner
+    if structure == "scalar":
+        return ("all", "", "all")
+    if structure == "tensor":
+        return (name, layer, path)
+    if structure == "layer":
+        return (layer or "model", layer, "all")
+    attr = name.rsplit(".", 1)[-1]
+    if sparse_prior == "lengthscales" and attr in _LENGTHSCALE_PARAMETERS:
+        return (f"{path_group}.{attr}", layer, f"{path}.{attr}")
+    return (path_group, layer, path)
 
 
 def _check_precision(value: float, what: str) -> None:

@@ -18,6 +18,34 @@ from torch.utils.data import Dataset
 __all__ = ["BatchLoader", "ImageDataset"]
 
 
+def _check_images_and_labels(images: Tensor, labels: Tensor, num_classes: int, name: str) -> None:
+    """Raise naming ``name`` unless the images and labels make a dataset.
+
+    Images: finite ``[N, C, H, W]`` floats; labels: ``[N]`` int64 in ``[0, num_classes)``.
+    """
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"{name}: images must be a tensor [N, C, H, W], got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"{name}: images must be floating point, got {images.dtype}")
+    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"{name}: labels must be [N={images.shape[0]}], got {shape}")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"{name}: labels must be int64, got {labels.dtype}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"{name}: labels must lie in [0, {num_classes}), got range "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    # A sum is much cheaper than an elementwise isfinite and propagates NaN and inf; the
+    # exact check only runs when the sum is not finite (or overflowed).
+    if not bool(torch.isfinite(images.sum())) and not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name}: images contain NaN or infinite values")
+
+
 class ImageDataset(Dataset):
     """Labelled images held as two tensors, torchvision-style item access.
 
@@ -51,27 +79,7 @@ class ImageDataset(Dataset):
         info: Mapping[str, object] | None = None,
         name: str = "dataset",
     ) -> None:
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"{name}: images must be a tensor [N, C, H, W], got {shape}")
-        if not images.is_floating_point():
-            raise ValueError(f"{name}: images must be floating point, got {images.dtype}")
-        if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(f"{name}: labels must be [N={images.shape[0]}], got {shape}")
-        if labels.dtype != torch.int64:
-            raise ValueError(f"{name}: labels must be int64, got {labels.dtype}")
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(
-                f"{name}: labels must lie in [0, {num_classes}), got range "
-                f"[{int(labels.min())}, {int(labels.max())}]"
-            )
-        # A sum is ~20x cheaper than an elementwise isfinite and propagates NaN and inf; the
-        # exact check only runs when the sum is not finite (or overflowed).
-        if not bool(torch.isfinite(images.sum())) and not bool(torch.isfinite(images).all()):
-            raise ValueError(f"{name}: images contain NaN or infinite values")
+        _check_images_and_labels(images, labels, num_classes, name)
         names = (
             tuple(class_names) if class_names is not None else tuple(map(str, range(num_classes)))
         )
