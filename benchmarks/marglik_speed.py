@@ -171,7 +171,7 @@ def run_laplace(train, test, args) -> dict:
             "test_accuracy": accuracy(model, test)}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=2000)
@@ -209,7 +209,51 @@ def main(argv: list[str] | None = None) -> dict:
         help="run every method untimed for one epoch with a hyper step first, so that CUDA "
         "start-up and kernel loading are charged to none (default: on for cuda, off for cpu)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    med = {k: median([r["seconds"] for r in v]) for k, v in results.items()}
+    others = [k for k in ("ours", "ours-mc", "laplace-torch") if k in med]
+    laplace = med.get("laplace-torch")
+    return {
+        "median_seconds": med,
+        "marglik_over_map": {k: med[k] / med["map"] for k in others},
+        "laplace_torch_over_ours": None if laplace is None else laplace / med["ours"],
+        "laplace_torch_over_ours_mc": None if laplace is None else laplace / med["ours-mc"],
+        "hyper_step_cost_in_epochs": {k: hyper_step_cost(results[k]) for k in ("ours", "ours-mc")},
+        "final_marglik_per_datum": {k: v[-1]["marglik"] for k, v in results.items()},
+        "test_accuracy": {k: v[-1]["test_accuracy"] for k, v in results.items()},
+    }
+
+
+def print_summary(args: argparse.Namespace, summary: dict) -> None:
+    med = summary["median_seconds"]
+    print(
+        f"{args.model}: N={args.n}, {args.epochs} epochs, burn-in {args.burn_in}, hyper step every "
+        f"{args.hyper_every} epochs x {args.hyper_steps} steps, {args.repeats} repeats"
+    )
+    print("| method | median s | x MAP | final log marglik / N | test acc |")
+    print("|---|---|---|---|---|")
+    for k in med:
+        ml = summary["final_marglik_per_datum"][k]
+        print(
+            f"| {k} | {med[k]:.1f} | {med[k] / med['map']:.2f} | "
+            f"{'-' if ml is None else f'{ml:.4f}'} | {summary['test_accuracy'][k]:.4f} |"
+        )
+    if summary["laplace_torch_over_ours"] is not None:
+        print(f"laplace-torch / ours (exact): {summary['laplace_torch_over_ours']:.2f}x")
+        print(f"laplace-torch / ours (MC): {summary['laplace_torch_over_ours_mc']:.2f}x")
+    for k, cost in summary["hyper_step_cost_in_epochs"].items():
+        if cost is not None:
+            print(
+                f"{k}: a hyper step costs {cost:.2f} epochs; paper schedule (every "
+                f"{args.hyper_every} epochs, long run) -> {1 + cost / args.hyper_every:.2f}x MAP"
+            )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     args.device = str(resolve_device(args.device))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -246,42 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.repeats):
         for name, fn in methods.items():
             results[name].append(fn())
-    med = {k: median([r["seconds"] for r in v]) for k, v in results.items()}
-    others = [k for k in ("ours", "ours-mc", "laplace-torch") if k in med]
-    summary = {
-        "median_seconds": med,
-        "marglik_over_map": {k: med[k] / med["map"] for k in others},
-        "laplace_torch_over_ours": (
-            med["laplace-torch"] / med["ours"] if "laplace-torch" in med else None
-        ),
-        "laplace_torch_over_ours_mc": (
-            med["laplace-torch"] / med["ours-mc"] if "laplace-torch" in med else None
-        ),
-        "hyper_step_cost_in_epochs": {k: hyper_step_cost(results[k]) for k in ("ours", "ours-mc")},
-        "final_marglik_per_datum": {k: v[-1]["marglik"] for k, v in results.items()},
-        "test_accuracy": {k: v[-1]["test_accuracy"] for k, v in results.items()},
-    }
-    print(
-        f"{args.model}: N={args.n}, {args.epochs} epochs, burn-in {args.burn_in}, hyper step every "
-        f"{args.hyper_every} epochs x {args.hyper_steps} steps, {args.repeats} repeats"
-    )
-    print("| method | median s | x MAP | final log marglik / N | test acc |")
-    print("|---|---|---|---|---|")
-    for k in methods:
-        ml = summary["final_marglik_per_datum"][k]
-        print(
-            f"| {k} | {med[k]:.1f} | {med[k] / med['map']:.2f} | "
-            f"{'-' if ml is None else f'{ml:.4f}'} | {summary['test_accuracy'][k]:.4f} |"
-        )
-    if "laplace-torch" in med:
-        print(f"laplace-torch / ours (exact): {summary['laplace_torch_over_ours']:.2f}x")
-        print(f"laplace-torch / ours (MC): {summary['laplace_torch_over_ours_mc']:.2f}x")
-    for k, cost in summary["hyper_step_cost_in_epochs"].items():
-        if cost is not None:
-            print(
-                f"{k}: a hyper step costs {cost:.2f} epochs; paper schedule (every "
-                f"{args.hyper_every} epochs, long run) -> {1 + cost / args.hyper_every:.2f}x MAP"
-            )
+    summary = summarise(results)
+    print_summary(args, summary)
     config = {k: v for k, v in vars(args).items() if k != "build"}
     payload = {"config": config, "environment": environment(), "runs": results,
                "summary": summary}  # fmt: skip

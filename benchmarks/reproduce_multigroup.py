@@ -437,6 +437,20 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "schedule": {k: v for k, v in dataclasses.asdict(run.schedule).items() if k != "seed"},
     }
+    cells = train_cells(args, run, seeds, variants, datasets, name, setting)
+    return summarise(cells)
+
+
+def train_cells(
+    args: argparse.Namespace,
+    run: Setup,
+    seeds: list[int],
+    variants: list[str],
+    datasets: list[str],
+    name: str,
+    setting: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Train every (variant, dataset, seed) cell; a collapsed seed is replaced by a spare one."""
     start = time.perf_counter()
     cells: list[dict[str, Any]] = []
     pending = {(v, d): list(seeds) for v in variants for d in datasets}
@@ -452,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if method == "marglik" and collapsed(cell) and spare[variant, dataset]:
                     queue.append(spare[variant, dataset].pop(0))
                 publish(name, setting, cells, time.perf_counter() - start)
-    return summarise(cells)
+    return cells
 
 
 def _train(
