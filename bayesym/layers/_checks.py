@@ -3,16 +3,43 @@
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
+from torch import nn
 
 __all__ = [
+    "PADDING_MODES",
+    "PaddingMode",
+    "check_padding_mode",
+    "check_conv_sizes",
+    "check_spatial_sizes",
     "check_feature_map",
     "check_finite_float",
     "check_kernel_size",
     "check_positive_int",
     "check_spatial",
 ]
+
+PaddingMode = Literal["circular", "zeros", "reflect", "replicate"]
+"""How a stride-1 'same' convolution extends the input beyond its border.
+
+* ``"circular"``: periodic (torus) extension, exact equivariance to cyclic shifts;
+* ``"zeros"``: zero padding (``nn.Conv2d``'s default);
+* ``"reflect"``: mirror without repeating the edge pixel (needs padding < H and < W);
+* ``"replicate"``: repeat the edge pixel.
+"""
+
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
+
+
+def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
+    """Return ``padding_mode`` if it is one of :data:`PADDING_MODES`, else raise ValueError."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
+        )
+    return padding_mode  # type: ignore[return-value]
 
 
 def check_positive_int(value: object, *, name: str, owner: str) -> int:
@@ -50,6 +77,41 @@ def check_kernel_size(kernel_size: object, *, owner: str) -> int:
             f"with the input grid), got {size}"
         )
     return size
+
+
+def check_conv_sizes(
+    layer: nn.Module,
+    in_channels: object,
+    out_channels: object,
+    kernel_size: object,
+    padding_mode: object,
+) -> tuple[int, int, int, PaddingMode]:
+    """``(in_channels, out_channels, kernel_size, padding_mode)`` of a convolution, checked.
+
+    Channels are positive ints, the kernel size an odd positive int, the padding mode one of
+    :data:`PADDING_MODES`; errors name ``layer``'s class.
+    """
+    owner = type(layer).__name__
+    return (
+        *check_channels(in_channels, out_channels, owner=owner),
+        check_kernel_size(kernel_size, owner=owner),
+        check_padding_mode(padding_mode, owner=owner),
+    )
+
+
+def check_spatial_sizes(
+    layer: nn.Module, in_channels: object, out_channels: object, spatial: object
+) -> tuple[int, int, tuple[int, int]]:
+    """``(in_channels, out_channels, spatial)`` of a layer on ``H x W`` maps, checked.
+
+    Channels are positive ints, ``spatial`` a pair ``(H, W)`` of positive ints; errors name
+    ``layer``'s class.
+    """
+    owner = type(layer).__name__
+    return (
+        *check_channels(in_channels, out_channels, owner=owner),
+        check_spatial(spatial, owner=owner),
+    )
 
 
 def check_finite_float(value: object, *, name: str, owner: str) -> float:

@@ -7,16 +7,17 @@ shift of the ``H x W`` grid; other padding modes break equivariance at the borde
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bayesym.layers._checks import (
-    check_channels,
+    PADDING_MODES,
+    PaddingMode,
+    check_conv_sizes,
     check_feature_map,
-    check_kernel_size,
+    check_padding_mode,
 )
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
@@ -29,26 +30,6 @@ __all__ = [
     "pad_same",
     "same_conv2d",
 ]
-
-PaddingMode = Literal["circular", "zeros", "reflect", "replicate"]
-"""How a stride-1 'same' convolution extends the input beyond its border.
-
-* ``"circular"``: periodic (torus) extension, exact equivariance to cyclic shifts;
-* ``"zeros"``: zero padding (``nn.Conv2d``'s default);
-* ``"reflect"``: mirror without repeating the edge pixel (needs padding < H and < W);
-* ``"replicate"``: repeat the edge pixel.
-"""
-
-PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
-
-
-def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
-    """Return ``padding_mode`` if it is one of :data:`PADDING_MODES`, else raise ValueError."""
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(
-            f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
-        )
-    return padding_mode  # type: ignore[return-value]
 
 
 def padding_symmetry(padding_mode: PaddingMode) -> LayerSymmetry:
@@ -161,10 +142,8 @@ class SpatialConv2d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
-        self.kernel_size = check_kernel_size(kernel_size, owner=owner)
-        self.padding_mode = check_padding_mode(padding_mode, owner=owner)
+        sizes = check_conv_sizes(self, in_channels, out_channels, kernel_size, padding_mode)
+        self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = sizes
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()

@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayesym.layers._checks import (
-    check_channels,
     check_feature_map,
-    check_spatial,
+    check_spatial_sizes,
 )
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
@@ -67,9 +66,9 @@ class SpatialLinear(nn.Module):
         bias: bool | Literal["unit"] = True,
     ) -> None:
         super().__init__()
+        sizes = check_spatial_sizes(self, in_channels, out_channels, spatial)
+        self.in_channels, self.out_channels, self.spatial = sizes
         owner = type(self).__name__
-        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
-        self.spatial = check_spatial(spatial, owner=owner)
         if bias not in (True, False, "unit"):
             raise ValueError(f"{owner}: bias must be True, False or 'unit', got {bias!r}")
         self.bias_per: Literal["none", "channel", "unit"] = (

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from bayesym.layers._checks import (
-    check_channels,
     check_feature_map,
-    check_spatial,
+    check_spatial_sizes,
 )
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
@@ -94,9 +93,8 @@ class FactoredLinear(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
-        self.spatial = check_spatial(spatial, owner=owner)
+        sizes = check_spatial_sizes(self, in_channels, out_channels, spatial)
+        self.in_channels, self.out_channels, self.spatial = sizes
         positions = self.spatial[0] * self.spatial[1]
         self.theta1 = nn.Parameter(torch.empty(out_channels, in_channels, positions))
         self.theta2 = nn.Parameter(torch.empty(out_channels, in_channels, positions))

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -111,12 +110,14 @@ def _check_input(x: Tensor, layer: nn.Module, expected: tuple, weight: Tensor) -
         raise TypeError(f"{layer._owner()}: input dtype {x.dtype} != weight dtype {weight.dtype}")
 
 
-class GroupConvBase(nn.Module, ABC):
+class GroupConvBase(nn.Module):
     """What the group convolutions share.
 
     Checked sizes and group, a weight, an optional bias shared over the group axis, the
-    expansion index buffer and torch's default init. Subclasses give the weight's shape, its
-    fan-in and the expansion index (their arguments are documented on the concrete classes).
+    expansion index buffer, torch's default init, the symmetry and the bias expanded over the
+    group axis. The defaults describe one filter bank applied per group element (lifting); a
+    subclass with another weight overrides ``_weight_shape``, ``_fan_in`` and
+    ``_expansion_index`` (arguments are documented on the concrete classes).
     """
 
     expansion_index: Tensor
@@ -147,17 +148,28 @@ class GroupConvBase(nn.Module, ABC):
         )
         self.reset_parameters()
 
-    @abstractmethod
     def _weight_shape(self) -> tuple[int, ...]:
-        """Shape of ``weight``."""
+        """Shape of ``weight`` (default: one filter bank ``[C_out, C_in, k, k]``)."""
+        return (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
 
-    @abstractmethod
     def _fan_in(self) -> int:
-        """Inputs of one output unit (for the default init)."""
+        """Inputs of one output unit (for the default init; default: one filter's)."""
+        return self.in_channels * self.kernel_size**2
 
-    @abstractmethod
     def _expansion_index(self) -> Tensor:
-        """The ``expansion_index`` buffer (on the CPU)."""
+        """The ``expansion_index`` buffer on the CPU (default: ``T_g`` of one filter bank)."""
+        return lifting_expansion_index(self.group, self.kernel_size)
+
+    @property
+    def symmetry(self) -> LayerSymmetry:
+        """The group ``G`` (by name), plus every cyclic shift with circular padding."""
+        return LayerSymmetry(
+            translations=self.padding_mode == "circular", point_group=self.group.name
+        )
+
+    def expanded_bias(self) -> Tensor | None:
+        """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
+        return None if self.bias is None else self.bias.repeat_interleave(self.group.order)
 
     def reset_parameters(self) -> None:
         """Uniform ``±1/sqrt(fan_in)`` init of weight and bias (torch's conv default)."""
@@ -194,32 +206,12 @@ class LiftingConv2d(GroupConvBase):
             call, wrong input shape or dtype (the message names the layer and shapes).
     """
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
-
-    def _fan_in(self) -> int:
-        return self.in_channels * self.kernel_size**2
-
-    def _expansion_index(self) -> Tensor:
-        return lifting_expansion_index(self.group, self.kernel_size)
-
     def expanded_kernel(self) -> Tensor:
         """``[C_out·|G|, C_in, k, k]``: row ``d·|G| + g`` is ``T_g ψ[d]``.
 
         ``out.flatten()[d, g, c, p] = weight[d, c].flatten()[expansion_index[g].flatten()[p]]``.
         """
         return expand_lifting_kernel(self.weight, self.group, self.expansion_index)
-
-    @property
-    def symmetry(self) -> LayerSymmetry:
-        """The group ``G`` (by name), plus every cyclic shift with circular padding."""
-        return LayerSymmetry(
-            translations=self.padding_mode == "circular", point_group=self.group.name
-        )
-
-    def expanded_bias(self) -> Tensor | None:
-        """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
-        return None if self.bias is None else self.bias.repeat_interleave(self.group.order)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
@@ -278,17 +270,6 @@ class GroupConv2d(GroupConvBase):
         ``M = expansion_index``.
         """
         return expand_group_kernel(self.weight, self.group, self.expansion_index)
-
-    @property
-    def symmetry(self) -> LayerSymmetry:
-        """The group ``G`` (by name), plus every cyclic shift with circular padding."""
-        return LayerSymmetry(
-            translations=self.padding_mode == "circular", point_group=self.group.name
-        )
-
-    def expanded_bias(self) -> Tensor | None:
-        """``[C_out·|G|]``: the bias repeated over the group axis, or ``None``."""
-        return None if self.bias is None else self.bias.repeat_interleave(self.group.order)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, |G|, H, W]`` -> ``[N, C_out, |G|, H, W]``."""

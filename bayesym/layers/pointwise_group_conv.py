@@ -46,11 +46,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from bayesym.groups.expansion import expand_lifting_kernel, lifting_expansion_index
+from bayesym.groups.expansion import expand_lifting_kernel
 from bayesym.layers.conv import pad_same
 from bayesym.layers.group_conv import GroupConvBase
 from bayesym.layers.group_conv import _check_input as check_group_input
-from bayesym.layers.symmetry import LayerSymmetry
 
 __all__ = ["PointwiseGroupConv2d"]
 
@@ -79,22 +78,6 @@ class PointwiseGroupConv2d(GroupConvBase):
         ValueError / TypeError: Bad sizes, even kernel, unknown padding, non-D4 group; on
             call, wrong input shape or dtype (the message names the layer and shapes).
     """
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
-
-    def _fan_in(self) -> int:
-        return self.in_channels * self.kernel_size**2  # one copy's inputs
-
-    def _expansion_index(self) -> Tensor:
-        return lifting_expansion_index(self.group, self.kernel_size)
-
-    @property
-    def symmetry(self) -> LayerSymmetry:
-        """The group ``G`` (by name), plus every cyclic shift with circular padding."""
-        return LayerSymmetry(
-            translations=self.padding_mode == "circular", point_group=self.group.name
-        )
 
     def copy_kernels(self) -> Tensor:
         """``[|G|, C_out, C_in, k, k]``: the filters ``T_g ψ`` applied to copy ``g``."""

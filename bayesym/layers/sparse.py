@@ -8,17 +8,18 @@ pull dense Kronecker factors back (``A_u = Psi A Psi^T``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from bayesym.layers._checks import (
-    check_channels,
+    check_conv_sizes,
     check_feature_map,
-    check_kernel_size,
-    check_spatial,
+    check_spatial_sizes,
 )
 from bayesym.layers.anchors import RBFBasis
-from bayesym.layers.conv import PaddingMode, check_padding_mode, padding_symmetry, same_conv2d
+from bayesym.layers.conv import PaddingMode, padding_symmetry, same_conv2d
 from bayesym.layers.factored import factored_linear
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
@@ -80,10 +81,8 @@ class SparseConv2d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
-        self.kernel_size = check_kernel_size(kernel_size, owner=owner)
-        self.padding_mode = check_padding_mode(padding_mode, owner=owner)
+        sizes = check_conv_sizes(self, in_channels, out_channels, kernel_size, padding_mode)
+        self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = sizes
         self.basis = RBFBasis(
             (kernel_size, kernel_size),
             num_anchors,
@@ -189,16 +188,17 @@ class SparseFactoredLinear(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.in_channels, self.out_channels = check_channels(in_channels, out_channels, owner=owner)
-        self.spatial = check_spatial(spatial, owner=owner)
-        options = {
-            "omega": omega,
-            "learnable_anchors": learnable_anchors,
-            "learnable_omega": learnable_omega,
-        }
-        self.basis_out = RBFBasis(self.spatial, num_anchors, **options)
-        self.basis_in = RBFBasis(self.spatial, num_anchors, **options)
+        sizes = check_spatial_sizes(self, in_channels, out_channels, spatial)
+        self.in_channels, self.out_channels, self.spatial = sizes
+        basis = functools.partial(
+            RBFBasis,
+            self.spatial,
+            num_anchors,
+            omega=omega,
+            learnable_anchors=learnable_anchors,
+            learnable_omega=learnable_omega,
+        )
+        self.basis_out, self.basis_in = basis(), basis()
         self.anchor_values_out = nn.Parameter(
             torch.empty(out_channels, in_channels, self.basis_out.num_anchors)
         )
