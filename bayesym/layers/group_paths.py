@@ -48,7 +48,6 @@ __all__ = [
     "ffc_plus_conv_plus_pgconv",
     "group_conv_layer",
     "group_path_sum",
-    "pointwise_group_conv_layer",
     "resolve_group",
 ]
 
@@ -77,43 +76,23 @@ def group_conv_layer(
     kernel_size: int = 3,
     group: FiniteGroup | str = "C4",
     lifting: bool = False,
+    pointwise: bool = False,
     padding_mode: PaddingMode = "circular",
     bias: bool = True,
 ) -> nn.Module:
-    """GCONV: :class:`LiftingConv2d` if ``lifting`` else :class:`GroupConv2d` over ``group``."""
-    layer_class = LiftingConv2d if lifting else GroupConv2d
-    return layer_class(
-        in_channels,
-        out_channels,
-        kernel_size,
-        resolve_group(group),
-        padding_mode=padding_mode,
-        bias=bias,
-    )
+    """GCONV over ``group``: :class:`LiftingConv2d` if ``lifting``, else :class:`GroupConv2d`.
 
-
-def pointwise_group_conv_layer(
-    in_channels: int,
-    out_channels: int,
-    *,
-    kernel_size: int = 3,
-    group: FiniteGroup | str = "C4",
-    lifting: bool = False,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
-) -> nn.Module:
-    """The paper's GCONV: :class:`PointwiseGroupConv2d` (:class:`LiftingConv2d` if ``lifting``).
-
-    Lifting, the paper's model stacks the rotated copies of the image and applies one
-    convolution to each: that is :class:`LiftingConv2d` (see
+    ``pointwise=True`` gives the layer-wise paper's public GCONV instead:
+    :class:`PointwiseGroupConv2d`, one filter bank ``T_g ψ`` per group element on the matching
+    input copy. Lifting, that model stacks the rotated copies of the image and applies one
+    convolution to each, which is :class:`LiftingConv2d` again (see
     :mod:`~bayesym.layers.pointwise_group_conv`).
     """
     if lifting:
-        return group_conv_layer(
-            in_channels, out_channels, kernel_size=kernel_size, group=group, lifting=True,
-            padding_mode=padding_mode, bias=bias,
-        )  # fmt: skip
-    return PointwiseGroupConv2d(
+        layer_class: type[nn.Module] = LiftingConv2d
+    else:
+        layer_class = PointwiseGroupConv2d if pointwise else GroupConv2d
+    return layer_class(
         in_channels,
         out_channels,
         kernel_size,
@@ -173,13 +152,13 @@ def group_path_sum(
     g = resolve_group(group)
     size = g.order
     plain_in = in_channels if lifting else in_channels * size
-    group_layers = {"gconv": group_conv_layer, "pgconv": pointwise_group_conv_layer}
 
     def build(kind: str) -> nn.Module:
-        if kind in group_layers:
-            return group_layers[kind](
+        if kind in GROUP_PATHS:
+            return group_conv_layer(
                 in_channels, out_channels, kernel_size=kernel_size, group=g, lifting=lifting,
-                padding_mode=padding_mode, bias=bias and kind == group_paths[0],
+                pointwise=kind == "pgconv", padding_mode=padding_mode,
+                bias=bias and kind == group_paths[0],
             )  # fmt: skip
         return plain_path(
             kind, plain_in, out_channels * size, spatial=spatial, kernel_size=kernel_size,

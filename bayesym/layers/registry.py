@@ -46,7 +46,6 @@ from bayesym.layers.group_paths import (
     ffc_plus_conv_plus_gconv,
     ffc_plus_conv_plus_pgconv,
     group_conv_layer,
-    pointwise_group_conv_layer,
 )
 from bayesym.layers.homotopic import homotopic_conv_ffc
 from bayesym.layers.paths import conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
@@ -105,7 +104,9 @@ def _gconv(in_channels, out_channels, *, spatial, kernel_size, **options):
 
 
 def _pgconv(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return pointwise_group_conv_layer(in_channels, out_channels, kernel_size=kernel_size, **options)
+    return group_conv_layer(
+        in_channels, out_channels, kernel_size=kernel_size, pointwise=True, **options
+    )
 
 
 GroupPooling = Literal["mean", "max"]
