@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -341,7 +341,7 @@ class GaussianPrior(nn.Module):
         if missing:
             raise ValueError(f"the model lacks the prior's parameters {missing[:5]}")
         return torch.stack(
-            [sum(params[p].square().sum() for p in g.parameters) for g in self.groups]
+            [cast(Tensor, sum(params[p].square().sum() for p in g.parameters)) for g in self.groups]
         )
 
     def penalty(self, model: nn.Module) -> Tensor:

@@ -13,6 +13,7 @@ the scale step uses the fourth root of the moment ratio.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -67,12 +68,16 @@ def scale_to_unit_moment(
     return moment
 
 
+def _path_output(layer: PathSum, x: Tensor, name: str) -> Tensor:
+    return layer.path_outputs(x)[name]
+
+
 @torch.no_grad()
 def scale_layer(layer: nn.Module, x: Tensor) -> None:
     """Unit output moment for ``layer`` on input ``x``; ``1/K`` per path of a relaxed layer."""
     if isinstance(layer, PathSum):
         share = 1.0 / len(layer.paths)
         for name, path in layer.paths.items():
-            scale_to_unit_moment(path, lambda name=name: layer.path_outputs(x)[name], share)
+            scale_to_unit_moment(path, functools.partial(_path_output, layer, x, name), share)
     else:
         scale_to_unit_moment(layer, lambda: layer(x))

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -273,7 +273,7 @@ class LayerwiseBackbone(nn.Module):
         was_training = self.training
         self.eval()
         for block in self.blocks:
-            scale_layer(block.layer, x)
+            scale_layer(cast(nn.Module, block.layer), x)
             x = block(x)
         x = self._pool(x)
         for module in self.head:
@@ -284,7 +284,10 @@ class LayerwiseBackbone(nn.Module):
 
     def named_layers(self) -> list[tuple[str, nn.Module]]:
         """The 8 block layers (the ones a layer kind builds), with qualified names, in order."""
-        return [(f"blocks.{k}.layer", block.layer) for k, block in enumerate(self.blocks)]
+        return [
+            (f"blocks.{k}.layer", cast(nn.Module, block.layer))
+            for k, block in enumerate(self.blocks)
+        ]
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, (|G|,) H, W] -> [N, C, 1, 1]``: the mean over the grid and group pooling.

@@ -169,7 +169,7 @@ def load_fashion_mnist(
             of the training file, 10000 for the real data).
     """
     check_split(split)
-    part = "test" if split == "test" else "train"
+    part: Literal["train", "test"] = "test" if split == "test" else "train"
     images, labels = read_fashion_mnist_part(part, root)
     if split != "test":
         n_val = len(labels) // 6 if val_size is None else val_size

@@ -155,6 +155,10 @@ class RBFBasis(nn.Module):
         1.0
     """
 
+    positions: torch.Tensor
+    anchor_locations: torch.Tensor
+    omega: torch.Tensor
+
     def __init__(
         self,
         spatial: tuple[int, int],

@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,6 +61,10 @@ class GroupBatchNorm(nn.Module):
         ValueError: Bad sizes; on call, wrong input shape (names the layer and shapes).
     """
 
+    running_mean: Tensor
+    running_var: Tensor
+    num_batches_tracked: Tensor
+
     def __init__(
         self,
         num_channels: int,
@@ -85,7 +91,7 @@ class GroupBatchNorm(nn.Module):
         self.group = group
         self.num_channels, self.shared_copies = num_channels, shared_copies
         self.eps, self.momentum = eps, momentum
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         base = num_channels // shared_copies
         self.register_buffer("running_mean", torch.zeros(base, **factory))
         self.register_buffer("running_var", torch.ones(base, **factory))

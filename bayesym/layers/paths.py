@@ -263,7 +263,7 @@ def plain_path(
     Raises:
         ValueError: for an unknown kind (listing :data:`PLAIN_PATH_KINDS`).
     """
-    anchors = dict(
+    anchors: dict[str, Any] = dict(
         omega=omega, learnable_anchors=learnable_anchors, learnable_omega=learnable_omega
     )
     if kind == "fc":
