@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -98,18 +99,6 @@ def _on(index: Tensor, device: torch.device | str | None) -> Tensor:
     return index if device is None else index.to(device)
 
 
-def _check_input(x: Tensor, layer: nn.Module, expected: tuple, weight: Tensor) -> None:
-    shape = tuple(x.shape)
-    ok = len(shape) == len(expected) and all(
-        e is None or s == e for s, e in zip(shape, expected, strict=True)
-    )
-    if not ok:
-        pretty = ", ".join("?" if e is None else str(e) for e in expected)
-        raise ValueError(f"{layer._owner()}: expected input [{pretty}], got {list(shape)}")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{layer._owner()}: input dtype {x.dtype} != weight dtype {weight.dtype}")
-
-
 class GroupConvBase(nn.Module):
     """What the group convolutions share.
 
@@ -140,7 +129,7 @@ class GroupConvBase(nn.Module):
         )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding_mode = kernel_size, padding_mode
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(self._weight_shape(), **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.register_buffer(
@@ -181,6 +170,20 @@ class GroupConvBase(nn.Module):
     def _owner(self) -> str:
         return f"{type(self).__name__}({self.group.name})"
 
+    def _check_input(self, x: Tensor, expected: tuple[int | None, ...]) -> None:
+        """Raise unless ``x`` has the ``expected`` shape (``None``: any) and the weight's dtype."""
+        shape = tuple(x.shape)
+        ok = len(shape) == len(expected) and all(
+            e is None or s == e for s, e in zip(shape, expected, strict=True)
+        )
+        if not ok:
+            pretty = ", ".join("?" if e is None else str(e) for e in expected)
+            raise ValueError(f"{self._owner()}: expected input [{pretty}], got {list(shape)}")
+        if x.dtype != self.weight.dtype:
+            raise TypeError(
+                f"{self._owner()}: input dtype {x.dtype} != weight dtype {self.weight.dtype}"
+            )
+
 
 class LiftingConv2d(GroupConvBase):
     """Lifting convolution ``[N, C_in, H, W] -> [N, C_out, |G|, H, W]`` (EquiNAS Eq. 2).
@@ -215,7 +218,7 @@ class LiftingConv2d(GroupConvBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
-        _check_input(x, self, (None, self.in_channels, None, None), self.weight)
+        self._check_input(x, (None, self.in_channels, None, None))
         out = same_conv2d(x, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
         return out.unflatten(1, (self.out_channels, self.group.order))
 
@@ -274,7 +277,7 @@ class GroupConv2d(GroupConvBase):
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, |G|, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
         n = self.group.order
-        _check_input(x, self, (None, self.in_channels, n, None, None), self.weight)
+        self._check_input(x, (None, self.in_channels, n, None, None))
         flat = x.flatten(1, 2)
         out = same_conv2d(flat, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
         return out.unflatten(1, (self.out_channels, n))

@@ -49,7 +49,6 @@ from torch import Tensor
 from bayesym.groups.expansion import expand_lifting_kernel
 from bayesym.layers.conv import pad_same
 from bayesym.layers.group_conv import GroupConvBase
-from bayesym.layers.group_conv import _check_input as check_group_input
 
 __all__ = ["PointwiseGroupConv2d"]
 
@@ -88,7 +87,7 @@ class PointwiseGroupConv2d(GroupConvBase):
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, |G|, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
         n = self.group.order
-        check_group_input(x, self, (None, self.in_channels, n, None, None), self.weight)
+        self._check_input(x, (None, self.in_channels, n, None, None))
         batch, _, _, height, width = x.shape
         group_major = x.transpose(1, 2).reshape(batch, n * self.in_channels, height, width)
         kernel = self.copy_kernels().flatten(0, 1)  # [|G| C_out, C_in, k, k], group-major

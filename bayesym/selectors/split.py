@@ -145,4 +145,5 @@ def selection_split(
         )
         for d, part in zip(splits, ("train", "valid", "test"), strict=True)
     ]
-    return SelectionSplit(*named, seed=seed)
+    train, valid, test = named
+    return SelectionSplit(train, valid, test, seed=seed)
