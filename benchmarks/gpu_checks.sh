@@ -1,5 +1,5 @@
 #!/bin/bash
-# The checks that need a GPU, sized for one call of at most 10 minutes each on one H100/H200.
+# The checks that need a GPU, each part sized for one call of at most 10 minutes on one GPU.
 # Needs the dev dependencies and the Fashion-MNIST files (BAYESYM_DATA or the Debian path).
 #
 #   bash benchmarks/gpu_checks.sh tests       # CUDA tests (pytest -k cuda), ~2 min

@@ -22,10 +22,10 @@ one batch of 64 at 14x14 by default. :func:`curvature.compute_kfac` with the exa
 same model, round-robin; the ratios show what each layer's KFAC adapter costs (the plain
 ``nn.Conv2d`` row uses the engine's built-in adapter).
 
-Threads: one intra-op thread by default (``--threads``). The 2 cores of the development
-machine are shared; with 2 OpenMP threads any other busy process stalls every parallel region
-(measured: the 14x14 plain conv took 6-103 ms per forward+backward with 2 threads next to a
-busy process, 2.3-2.7 ms with 1 thread), which makes ratios meaningless.
+Threads: one intra-op thread by default (``--threads``). On cores that another busy process
+shares, every parallel region of a multi-threaded run waits for the descheduled thread
+(docs/benchmarks.md, "Design choices of the curvature engine"), which makes ratios
+meaningless.
 
 Usage::
 

@@ -56,7 +56,7 @@ def _symmetric_route(matrix: Tensor, rows: Tensor) -> bool:
 
 
 # A plain operator (``torch.library.Library``, not ``custom_op``, whose first call imports
-# torch._dynamo: about 1 s), so torch's FLOP counter and fake tensors can see it.
+# the slow-to-import torch._dynamo), so torch's FLOP counter and fake tensors can see it.
 _LIBRARY = torch.library.Library("curvature", "DEF")
 _LIBRARY.define("syrk_lower_(Tensor(a!) matrix, Tensor rows) -> ()")
 

@@ -196,9 +196,9 @@ def orbit_labels(num_points: int, maps: Sequence[Tensor]) -> tuple[Tensor, int]:
     explored at once with vectorised min-label propagation along the edges plus pointer
     jumping (each point repeatedly adopts the smallest label among itself and its
     neighbours, then the label of its label), which ends with every point labelled by the
-    smallest point of its orbit. Work per round is ``O(len(maps) * num_points)``; the number
-    of rounds is small (measured: 2 for one 100,000-cycle; 13 to 19 for the 313,600 pairs of
-    AEN's first layer with ``Aug3``, ``Aug5`` or ``htranslate``, well under a second on CPU).
+    smallest point of its orbit. Work per round is ``O(len(maps) * num_points)``; pointer
+    jumping keeps the number of rounds far below an orbit's length (round counts for AEN's
+    layers: docs/benchmarks.md, "Design choices of the curvature engine").
 
     Args:
         num_points: number of points ``N``.

@@ -34,7 +34,7 @@ Few operations per call (each is a kernel launch on a GPU, where a curvature pas
 model is launch-bound): the window sums of all maps are two reductions of one table (rows
 route) or go straight into a preallocated table (offsets route), and the index tensors that
 assemble the factor are built once per kernel size, route and device. A 3x3 factor takes 39
-aten operations on the rows route and 161 on the offsets route (it took 128 and 202).
+aten operations on the rows route and 161 on the offsets route.
 """
 
 from __future__ import annotations
@@ -200,7 +200,9 @@ def conv_patch_covariance(
         kernel_size: ``(kh, kw)``.
         dilation: ``(dh, dw)``.
         route: ``"rows"`` (no horizontal dilation), ``"offsets"`` or ``"unfold"`` to force a
-            computation (tests, benchmarks); ``None``: the fastest measured for the shape.
+            computation (tests, benchmarks); ``None``: the route the shape rules pick (the
+            fastest for such shapes, docs/benchmarks.md, "Design choices of the curvature
+            engine").
 
     Returns:
         ``[C kh kw, C kh kw]``, symmetrised (bitwise symmetric).

@@ -198,7 +198,7 @@ def test_conv_factors_match_their_definition(float64, name, approx):
 def test_general_case_error_is_reported_and_small_for_single_position_layers(float64, capsys):
     """KFAC is an approximation for N > 1: report its error; biases stay exact.
 
-    Measured here (N=32, 3-4-5-3 tanh MLP, seeds 0-2): weight blocks 0.09-0.54 relative
+    On this problem (N=32, 3-4-5-3 tanh MLP, seeds 0-2) the weight blocks have 0.09-0.54 relative
     Frobenius error (largest in the first layer), log det(H + I) within 1-25 %.
     """
     model = mlp()
