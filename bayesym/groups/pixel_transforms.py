@@ -439,8 +439,8 @@ def pixel_permutation(name: str, height: int, width: int, power: int = 1) -> Ten
         power: Any integer; negative powers give inverses, ``0`` the identity.
 
     Returns:
-        ``perm: [H*W]`` int64 on CPU with ``out.flatten(-2)[..., i] =
-        img.flatten(-2)[..., perm[i]]``.
+        ``perm: [H*W]`` int64 on CPU with
+        ``out.flatten(-2)[..., i] = img.flatten(-2)[..., perm[i]]``.
 
     Raises:
         KeyError: Unknown name (lists the valid names).
