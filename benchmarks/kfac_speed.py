@@ -17,7 +17,7 @@ not depend on pixel values), or the real training images with ``--fashion-mnist`
 
 Usage::
 
-    python benchmarks/kfac_speed.py                 # default configuration (~10 min on 2 cores)
+    python benchmarks/kfac_speed.py                 # default configuration (~10 min on a CPU)
     python benchmarks/kfac_speed.py --quick         # small smoke configuration (~1 min)
 """
 

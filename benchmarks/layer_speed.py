@@ -29,7 +29,7 @@ meaningless.
 
 Usage::
 
-    python benchmarks/layer_speed.py            # default configuration (~2 min on 2 cores)
+    python benchmarks/layer_speed.py            # default configuration (~2 min on a CPU)
     python benchmarks/layer_speed.py --quick    # 14x14 only, fewer repeats (~40 s)
 """
 

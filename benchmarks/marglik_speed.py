@@ -22,7 +22,7 @@ of Table 3 (width 2, plain data, 16x16).
 
 Usage::
 
-    python benchmarks/marglik_speed.py            # default (~15 min on 2 cores)
+    python benchmarks/marglik_speed.py            # default (~15 min on a CPU)
     python benchmarks/marglik_speed.py --quick    # smoke run (~1 min)
     python benchmarks/marglik_speed.py --model table3 --n 1280 --epochs 15 --repeats 1
 """

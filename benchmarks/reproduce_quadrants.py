@@ -27,7 +27,7 @@ parameters; at the paper's scale it would have billions.
 
 Usage::
 
-    python benchmarks/reproduce_quadrants.py            # default (~35-45 min on 2 cores)
+    python benchmarks/reproduce_quadrants.py            # default (~35-45 min on a CPU)
     python benchmarks/reproduce_quadrants.py --quick    # smoke run (~1-2 min)
 
 Writes ``benchmarks/results/reproduce_quadrants[_quick].json`` and prints markdown tables. Run
