@@ -272,6 +272,7 @@ class BatchData:
                 collate_fn=loader.collate_fn,
                 num_workers=loader.num_workers,
                 pin_memory=loader.pin_memory,
+                generator=torch.Generator().manual_seed(0),  # leaves the global RNG alone
             )
             batches = (split_batch(b, self.what, i) for i, b in enumerate(ordered))
             return batches, len(index)
