@@ -265,3 +265,22 @@ def test_the_progress_bar_shows_its_label(capsys):
     config = dataclasses.replace(CONFIG, epochs=1)
     MarglikTrainer(make_model(), config=config, progress_label="digits: ffc+conv").fit((x, y))
     assert "digits: ffc+conv" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_on_a_shuffling_loader_resumes_to_the_same_result(tmp_path):
+    # The loader draws its shuffling seed from the global RNG, which the checkpoint restores.
+    x, y = data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    reference = fit(loader, run_dir=tmp_path / "a")
+
+    steps = []
+
+    def crash_in_epoch_three(xb):
+        steps.append(1)
+        if len(steps) == 2 * 3 + 2:  # 3 batches per epoch: second batch of epoch 3
+            raise KeyboardInterrupt
+        return xb
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(loader, run_dir=tmp_path / "b", augment=crash_in_epoch_three)
+    assert_same(fit(loader, run_dir=tmp_path / "b"), reference)
