@@ -34,10 +34,10 @@ def check_output(namespace: dict, out: str, epochs: int) -> float:
     assert re.search(r"^layer +path +precision .* type$", out, flags=re.M)  # the table
     for row in ("0 +ffc", "0 +conv", "2 +ffc", "2 +conv", "6 +Linear"):
         assert re.search(rf"^{row} ", out, flags=re.M), row
-    chosen = re.findall(r"^layer (\d) keeps (ffc|conv): (.+)$", out, flags=re.M)
+    chosen = re.findall(r"^layer (\d) keeps (ffc|conv): symmetry (.+)$", out, flags=re.M)
     assert [layer for layer, _, _ in chosen] == ["0", "2"]
-    describe = {"conv": "translation", "ffc": "no"}
-    assert all(describe[path] in text.lower() for _, path, text in chosen), chosen
+    describe = {"conv": "translations", "ffc": "none"}
+    assert all(describe[path] == text for _, path, text in chosen), chosen
     return accuracy
 
 
