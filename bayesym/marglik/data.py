@@ -130,10 +130,15 @@ def check_batch(x: Tensor | Mapping[str, Any], y: Tensor, likelihood: str, where
     classification labels that are not integers.
     """
     inputs = [x] if isinstance(x, Tensor) else [v for v in x.values() if isinstance(v, Tensor)]
+    if y.ndim == 0:
+        raise ValueError(
+            f"{where}: y is a scalar, so this is one item, not a batch; pass a list of items "
+            "through torch.utils.data.DataLoader(items, batch_size=...)"
+        )
     if isinstance(x, Tensor) and x.shape[:1] != y.shape[:1]:
         raise ValueError(
-            f"{where}: x has {x.shape[0] if x.ndim else 0} points but y has "
-            f"{y.shape[0] if y.ndim else 0}; pass inputs and targets of the same length"
+            f"{where}: x has {x.shape[0] if x.ndim else 0} points but y has {y.shape[0]}; "
+            "pass inputs and targets of the same length"
         )
     for t in inputs:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -296,7 +301,7 @@ def _count(source: Iterable[Any], what: str) -> int:
     total = 0
     for i, batch in enumerate(source):
         _, y = split_batch(batch, what, i)
-        total += y.shape[0]
+        total += y.shape[0] if y.ndim else 1  # a scalar target: refused by check_batch
     return total
 
 

@@ -173,6 +173,8 @@ def test_one_shot_iterators_and_other_types_are_refused():
         trainer.fit(3)
     with pytest.raises(ValueError, match="training data: batch 0 is a Tensor"):
         trainer.fit([x, y])  # a list of two tensors is a list of two batches
+    with pytest.raises(ValueError, match=r"batch 0 of epoch 1: y is a scalar, so this is one item"):
+        trainer.fit(list(zip(x, y, strict=True)))  # a list of items, not of batches
     assert trainer.history == []
 
 
