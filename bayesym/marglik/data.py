@@ -15,10 +15,11 @@ and of the marginal likelihood):
   batches (a list of batches, an object whose ``__iter__`` starts a new pass). The MAP steps
   take the batches as they come (the loader shuffles, transforms, loads from disk). A batch is
   an ``(x, y)`` pair, or a mapping that is the model's input and holds the targets under
-  ``"labels"``. The curvature pass of a loader over a map-style dataset runs over that dataset
-  in order (or the trainer's seeded subset) with the loader's ``collate_fn``; other batch
-  sources are iterated as they are. ``N`` is ``len(loader.dataset)``, else ``len(data)`` for
-  a sized dataset-like loader, else counted once.
+  ``"labels"``. The curvature pass of a loader whose sampler says which points it visits
+  (:func:`loader_points`: the whole map-style dataset, or a ``SubsetRandomSampler``'s indices)
+  runs over those points in order (or the trainer's seeded subset of them) with the loader's
+  ``collate_fn``; other batch sources are iterated as they are. ``N`` is the number of those
+  points, else the length of the loader's sampler, else counted in one pass.
 
 A one-shot iterator (a generator) cannot be replayed every epoch and is refused, as is any
 other type, with one line that names it.
@@ -42,7 +43,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, default_collate
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    default_collate,
+)
 
 from curvature.likelihoods import make_likelihood
 
@@ -53,6 +62,7 @@ __all__ = [
     "TrainingData",
     "check_batch",
     "check_outputs",
+    "loader_points",
     "split_batch",
     "subset_indices",
     "tensor_batches",
@@ -209,16 +219,9 @@ def _like(f: Tensor, shape: tuple[int, ...]) -> Tensor:
     return f.detach()[:1].expand(*shape)
 
 
-class _IndexedDataset:
-    """Loads the items of index batches from a map-style dataset and collates them."""
-
-    def __init__(self, dataset: Dataset, collate: Any) -> None:
-        self.dataset, self.collate = dataset, collate
-
-    def load(self, index: Tensor | slice) -> Any:
-        if isinstance(index, slice):
-            index = torch.arange(len(self.dataset))[index]  # type: ignore[arg-type]
-        return self.collate([self.dataset[int(i)] for i in index])
+def _collated(dataset: Dataset, index: Tensor) -> Any:
+    """The items ``dataset[i]`` for ``i`` in ``index``, collated into one batch."""
+    return default_collate([dataset[int(i)] for i in index])
 
 
 @dataclass
@@ -235,25 +238,58 @@ class DatasetData:
 
     def batches(self, size: int, seed: int | None) -> Iterator[Batch]:
         """One epoch's batches, the same indices as :meth:`TensorData.batches`."""
-        loader = _IndexedDataset(self.dataset, default_collate)
+        everything = torch.arange(self.num_data)
         for i, index in enumerate(index_batches(self.num_data, size, seed)):
-            yield split_batch(loader.load(index), self.what, i)
+            yield split_batch(_collated(self.dataset, everything[index]), self.what, i)
 
     def curvature_batches(self, size: int, subset: Tensor | None) -> tuple[Iterable[Batch], int]:
         """The curvature pass's batches in order over ``subset`` (None: all) and their count."""
         index = torch.arange(self.num_data) if subset is None else subset
-        loader = _IndexedDataset(self.dataset, default_collate)
-        batches = (loader.load(index[s : s + size]) for s in range(0, len(index), size))
+        batches = (_collated(self.dataset, index[s : s + size]) for s in range(0, len(index), size))
         return (split_batch(b, self.what, i) for i, b in enumerate(batches)), len(index)
+
+
+def loader_points(loader: DataLoader) -> Tensor | None:
+    """The dataset indices a loader visits once per epoch, if its sampler says so.
+
+    The sampler is the loader's (or its batch sampler's ``.sampler``): one with ``.indices``
+    (e.g. ``SubsetRandomSampler``) visits those; a ``SequentialSampler`` or a full
+    ``RandomSampler`` without replacement visits the whole map-style dataset. ``None`` for any
+    other sampler and for an ``IterableDataset``: the points are known only by iterating.
+    """
+    if isinstance(loader.dataset, IterableDataset):
+        return None
+    batches = loader.batch_sampler
+    sampler = loader.sampler if batches is None else getattr(batches, "sampler", None)
+    indices = getattr(sampler, "indices", None)
+    if indices is not None:
+        return torch.as_tensor(list(indices), dtype=torch.long)
+    n = len(loader.dataset)  # type: ignore[arg-type]
+    full_random = (
+        isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == n
+    )
+    if isinstance(sampler, SequentialSampler) or full_random:
+        return torch.arange(n)
+    return None
 
 
 @dataclass
 class BatchData:
-    """A ``DataLoader`` or a re-iterable of batches; ``N`` as the module docstring says."""
+    """A ``DataLoader`` or a re-iterable of batches; ``N`` as the module docstring says.
+
+    Attributes:
+        source: the loader or iterable.
+        what: names the data in errors.
+        num_data: ``N``.
+        points: the dataset indices a loader visits per epoch (:func:`loader_points`), or
+            ``None`` where they are unknown (the curvature pass then takes the batches as
+            they come).
+    """
 
     source: Iterable[Any]
     what: str
     num_data: int
+    points: Tensor | None = None
 
     def batches(self, size: int, seed: int | None) -> Iterator[Batch]:
         """The batches as the source yields them (``size`` and ``seed`` are the source's)."""
@@ -263,14 +299,14 @@ class BatchData:
     def curvature_batches(self, size: int, subset: Tensor | None) -> tuple[Iterable[Batch], int]:
         """The curvature pass's batches and the number of points asked for.
 
-        A loader over a map-style dataset: that dataset in order (or ``subset``) in batches of
-        ``size`` with the loader's collate function. Any other source: its batches as they
-        come, with a ``subset`` only the first batches that hold at least ``len(subset)``
-        points.
+        A loader whose points are known (:attr:`points`): those points of its dataset in order
+        (or the ``subset``-th of them) in batches of ``size`` with the loader's collate
+        function. Any other source: its batches as they come, with a ``subset`` only the first
+        batches that hold at least ``len(subset)`` points.
         """
         loader = self.source
-        if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
-            index = torch.arange(self.num_data) if subset is None else subset
+        if isinstance(loader, DataLoader) and self.points is not None:
+            index = self.points if subset is None else self.points[subset]
             ordered = DataLoader(
                 loader.dataset,
                 batch_sampler=BatchSampler(index.tolist(), size, drop_last=False),  # type: ignore[arg-type]
@@ -326,8 +362,11 @@ def training_data(data: Any, what: str = "training") -> TensorData | DatasetData
             )
         return TensorData(*data)
     if isinstance(data, DataLoader):
+        points = loader_points(data)
+        if points is not None:
+            return BatchData(data, what, len(points), points)
         try:
-            n = len(data.dataset)  # type: ignore[arg-type]
+            n = len(data.sampler)  # type: ignore[arg-type]
         except TypeError:
             n = _count(data, what)
         return BatchData(data, what, n)

@@ -6,7 +6,14 @@ import json
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    SubsetRandomSampler,
+    TensorDataset,
+)
 
 from bayesym.marglik import MarglikConfig, MarglikTrainer, NonFiniteLossError
 from bayesym.marglik.data import index_batches
@@ -50,6 +57,7 @@ class TrainerOrder:
 
     def __init__(self, n, config):
         self.n, self.config, self.epoch = n, config, 0
+        self.sampler = SequentialSampler(range(n))  # as BatchSampler: it visits every point
 
     def __iter__(self):
         seed = self.config.seed * 1000003 + self.epoch
@@ -286,3 +294,28 @@ def test_an_interrupted_run_on_a_shuffling_loader_resumes_to_the_same_result(tmp
     with pytest.raises(KeyboardInterrupt):
         fit(loader, run_dir=tmp_path / "b", augment=crash_in_epoch_three)
     assert_same(fit(loader, run_dir=tmp_path / "b"), reference)
+
+
+def test_a_loader_over_part_of_a_dataset_keeps_the_curvature_to_that_part():
+    # The points outside the sampler's indices are NaN: any use of them would be refused.
+    x, y = data(n=60)
+    x[40:] = float("nan")
+    part = SubsetRandomSampler(range(40))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, sampler=part)
+    trainer = MarglikTrainer(make_model(), config=CONFIG, progress=False)
+    history = trainer.fit(loader)
+    assert history[-1].marglik is not None and trainer.last_kfac.num_data == 40
+
+
+def test_a_loader_over_an_iterable_dataset_counts_its_points_once():
+    x, y = data()
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(x, y, strict=True))
+
+    trainer = MarglikTrainer(make_model(), config=CONFIG, progress=False)
+    history = trainer.fit(DataLoader(Stream(), batch_size=16))
+    assert trainer.last_kfac.num_data == 40 and history[-1].marglik is not None
+    with pytest.raises(TypeError, match="an IterableDataset yields single items; wrap it"):
+        trainer.fit(Stream())
