@@ -26,6 +26,8 @@ from bayesym.marglik.data import (
     DatasetData,
     TensorData,
     TrainingData,
+    check_batch,
+    check_outputs,
     tensor_batches,
     training_data,
 )
@@ -67,10 +69,15 @@ def evaluate(
     model.eval()
     total_nll, correct, count = 0.0, 0, 0
     try:
-        for xb, yb in source.batches(batch_size, None):
+        for step, (xb, yb) in enumerate(source.batches(batch_size, None)):
+            where = f"{getattr(source, 'what', 'evaluation')} data, batch {step}"
+            if not isinstance(source, TensorData):  # tensors: checked by the trainer's fit
+                check_batch(xb, yb, likelihood, where)
             xb = xb.to(device) if isinstance(xb, Tensor) else xb
             yb = yb.to(device)
             f = model(xb)
+            if not isinstance(source, TensorData):
+                check_outputs(f, yb, likelihood, where)
             total_nll -= float(like.log_likelihood(f, yb))
             count += yb.shape[0]
             if likelihood == "classification":

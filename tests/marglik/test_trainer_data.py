@@ -214,6 +214,9 @@ def test_bad_validation_data_and_regression_targets_are_refused():
     trainer = MarglikTrainer(make_model(), config=CONFIG, progress=False)
     with pytest.raises(ValueError, match=r"^validation data: .*labels must lie in \[0, 3\)"):
         trainer.fit((x, y), valid=(x, y + 5))
+    loader = DataLoader(TensorDataset(x, y.float()), batch_size=16)
+    with pytest.raises(ValueError, match=r"^validation data, batch 0: .*must be integer class"):
+        trainer.fit((x, y), valid=loader)
     regression = MarglikTrainer(make_model(out=2), "regression", config=CONFIG, progress=False)
     with pytest.raises(ValueError, match=r"regression targets must match the outputs \(40, 2\)"):
         regression.fit(data(regression=True))
