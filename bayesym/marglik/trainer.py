@@ -7,6 +7,10 @@ seeded subset, rescaled to ``N``) in eval mode, and the prior log precisions (an
 regression, the log noise) take ``hyper_steps`` Adam steps on :math:`-\log p(\mathcal D|\eta)/N`.
 The factors are eigendecomposed once per hyper step, so its Adam steps are cheap.
 
+The data are in-memory tensors (the fast path), a ``Dataset``, a ``DataLoader`` or any
+re-iterable of batches (:mod:`bayesym.marglik.data`); they are checked before their first
+step, and a NaN or infinite loss stops the run before that epoch is saved.
+
 Every epoch is checkpointed (model, prior, both optimisers, the schedule, RNG states, history);
 a run whose directory holds a checkpoint resumes from it and reaches the same result as an
 uninterrupted run with the same seed. The model is in train mode for MAP steps and in eval
@@ -171,6 +175,11 @@ class MarglikTrainer:
             ``("curvature", images)`` before every hyper step's curvature pass. A budget
             meter uses it to count and stop the work (an exception raised by ``charge``
             stops :meth:`fit` before that work; the last checkpoint stays as it was).
+
+    Raises:
+        curvature.UnsupportedModuleError: with ``learn_prior``, a module with trainable
+            parameters that the curvature cannot handle (e.g. an ``nn.LSTM``), named with the
+            fix, when the trainer is built rather than at the first hyper step.
 
     Example:
         >>> import torch
