@@ -467,6 +467,7 @@ class MarglikTrainer:
         # read once per epoch: a read per step would wait for the GPU at every step.
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        at_once = self._checks_loss_every_step()
         count = 0
         for step, (xb, yb) in enumerate(
             source.batches(config.batch_size, config.seed * 1000003 + epoch)
@@ -483,6 +484,8 @@ class MarglikTrainer:
                 check_outputs(f, yb, self.likelihood, where)
             nll = self._nll(f, yb)
             loss = nll + self.prior.penalty(self.model) / n
+            if at_once and not bool(torch.isfinite(loss)):  # before the step: weights stay
+                self._stop(f"the training loss became {loss.item()} at step {step}", epoch)
             loss.backward()
             self.optimizer.step()
             count += yb.shape[0]
@@ -494,6 +497,15 @@ class MarglikTrainer:
                     totals[2] += (f.argmax(-1) == yb).sum()
         total_loss, total_nll, correct = totals.tolist()
         return total_loss, total_nll, correct, count, int(first_bad)
+
+    def _checks_loss_every_step(self) -> bool:
+        """Whether a NaN/inf loss stops the run at its step, before the parameters take it.
+
+        On the CPU reading the loss costs nothing; on a GPU a read per step would wait for the
+        device, so the first bad step is recorded there and the run stops at the epoch's end
+        (in both cases before the epoch is saved).
+        """
+        return self._device().type == "cpu"
 
     def _to_device(self, x: Tensor | Any, device: torch.device) -> Tensor | Any:
         """A tensor batch moved to ``device`` and augmented; a mapping batch as it is."""

@@ -253,8 +253,12 @@ def test_unsupported_modules_are_refused_when_the_trainer_is_built():
     assert len(history) == 4
 
 
+@pytest.mark.parametrize("at_once", [True, False], ids=["cpu-at-its-step", "gpu-at-epoch-end"])
 @pytest.mark.parametrize("learn_prior", [True, False])
-def test_a_non_finite_loss_stops_the_run_and_is_not_saved(tmp_path, learn_prior):
+def test_a_non_finite_loss_stops_the_run_and_is_not_saved(
+    tmp_path, monkeypatch, learn_prior, at_once
+):
+    monkeypatch.setattr(MarglikTrainer, "_checks_loss_every_step", lambda self: at_once)
     steps = []
 
     def poison(x):  # the third step (epoch 2) makes the loss NaN
@@ -271,6 +275,9 @@ def test_a_non_finite_loss_stops_the_run_and_is_not_saved(tmp_path, learn_prior)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
+    in_memory = [p.detach() for p in trainer.model.parameters()]
+    assert at_once == all(torch.isfinite(p).all() for p in in_memory)
+    assert len(steps) == 4 if at_once else 6  # the GPU path finishes the epoch's 3 steps
 
 
 def test_the_progress_bar_shows_its_label(capsys):
