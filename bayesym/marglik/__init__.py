@@ -7,7 +7,12 @@ from bayesym.marglik.objective import (
     effective_parameters_per_group,
     log_marginal_likelihood,
 )
-from bayesym.marglik.trainer import MarglikConfig, MarglikTrainer, TrainingData
+from bayesym.marglik.trainer import (
+    MarglikConfig,
+    MarglikTrainer,
+    NonFiniteLossError,
+    TrainingData,
+)
 
 __all__ = [
     # Laplace marginal likelihood
@@ -17,6 +22,7 @@ __all__ = [
     # training
     "MarglikConfig",
     "MarglikTrainer",
+    "NonFiniteLossError",
     "TrainingData",
     "evaluate",
     # history

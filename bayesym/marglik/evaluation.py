@@ -16,50 +16,30 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from bayesym.marglik.data import (
+    BatchData,
+    DatasetData,
+    TensorData,
+    TrainingData,
+    check_batch,
+    check_outputs,
+    tensor_batches,
+    training_data,
+)
 from curvature.likelihoods import make_likelihood
 
-__all__ = ["TrainingData", "as_tensors", "evaluate", "tensor_batches"]
-
-TrainingData = tuple[Tensor, Tensor]
-"""``(x [N, ...], y [N] or [N, D])``, or any object with ``.images`` and ``.labels``."""
-
-
-def as_tensors(data: TrainingData | Any) -> TrainingData:
-    """``(x, y)`` of a tensor pair or of a dataset with ``.images`` and ``.labels``.
-
-    Raises:
-        TypeError: for anything else (the message names the type received).
-    """
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        return data.images, data.labels
-    if isinstance(data, tuple) and len(data) == 2:
-        return data
-    raise TypeError(f"expected (x, y) tensors or a dataset with .images/.labels, got {type(data)}")
-
-
-def tensor_batches(
-    x: Tensor, y: Tensor, size: int, seed: int | None
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches of one epoch; shuffled with a generator seeded by ``seed`` (None: in order)."""
-    n = x.shape[0]
-    order = (
-        None if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    )
-    for start in range(0, n, size):
-        index = slice(start, start + size) if order is None else order[start : start + size]
-        yield x[index], y[index]
+__all__ = ["TrainingData", "evaluate", "tensor_batches"]
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: TrainingData | Any,
+    data: TrainingData | TensorData | DatasetData | BatchData,
     *,
     likelihood: Literal["classification", "regression"] = "classification",
     sigma: float = 1.0,
@@ -69,7 +49,10 @@ def evaluate(
 
     Args:
         model: the network; batches are moved to the device of its first parameter.
-        data: ``(x, y)`` tensors or a dataset with ``.images`` and ``.labels``.
+        data: any data :class:`~bayesym.marglik.MarglikTrainer` trains on (``(x, y)``
+            tensors, ``.images``/``.labels``, a ``Dataset``, a ``DataLoader``, batches; see
+            :mod:`bayesym.marglik.data`), or a source made by
+            :func:`~bayesym.marglik.data.training_data`.
         likelihood: ``"classification"`` or ``"regression"``.
         sigma: Gaussian noise of the regression likelihood.
         batch_size: evaluation batch size (changes no result beyond round-off).
@@ -77,22 +60,33 @@ def evaluate(
     Returns:
         ``{"nll": ..., "accuracy": ...}`` (no accuracy for regression).
     """
-    x, y = as_tensors(data)
+    source = data
+    if not isinstance(data, (TensorData, DatasetData, BatchData)):
+        source = training_data(data, "evaluation")
     like = make_likelihood(likelihood, sigma)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total_nll, correct = 0.0, 0
+    total_nll, correct, count = 0.0, 0, 0
     try:
-        for xb, yb in tensor_batches(x, y, batch_size, None):
-            xb, yb = xb.to(device), yb.to(device)
+        for step, (xb, yb) in enumerate(source.batches(batch_size, None)):
+            where = f"{getattr(source, 'what', 'evaluation')} data, batch {step}"
+            if not isinstance(source, TensorData):  # tensors: checked by the trainer's fit
+                check_batch(xb, yb, likelihood, where)
+            xb = xb.to(device) if isinstance(xb, Tensor) else xb
+            yb = yb.to(device)
             f = model(xb)
+            if not isinstance(source, TensorData):
+                check_outputs(f, yb, likelihood, where)
             total_nll -= float(like.log_likelihood(f, yb))
+            count += yb.shape[0]
             if likelihood == "classification":
                 correct += int((f.argmax(-1) == yb).sum())
     finally:
         model.train(was_training)
-    out = {"nll": total_nll / x.shape[0]}
+    if count == 0:
+        raise ValueError("evaluation data: no points")
+    out = {"nll": total_nll / count}
     if likelihood == "classification":
-        out["accuracy"] = correct / x.shape[0]
+        out["accuracy"] = correct / count
     return out

@@ -7,6 +7,10 @@ seeded subset, rescaled to ``N``) in eval mode, and the prior log precisions (an
 regression, the log noise) take ``hyper_steps`` Adam steps on :math:`-\log p(\mathcal D|\eta)/N`.
 The factors are eigendecomposed once per hyper step, so its Adam steps are cheap.
 
+The data are in-memory tensors (the fast path), a ``Dataset``, a ``DataLoader`` or any
+re-iterable of batches (:mod:`bayesym.marglik.data`); they are checked before their first
+step, and a NaN or infinite loss stops the run before that epoch is saved.
+
 Every epoch is checkpointed (model, prior, both optimisers, the schedule, RNG states, history);
 a run whose directory holds a checkpoint resumes from it and reaches the same result as an
 uninterrupted run with the same seed. The model is in train mode for MAP steps and in eval
@@ -37,7 +41,17 @@ from bayesym.marglik.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from bayesym.marglik.evaluation import TrainingData, as_tensors, evaluate, tensor_batches
+from bayesym.marglik.data import (
+    BatchData,
+    DatasetData,
+    TensorData,
+    TrainingData,
+    check_batch,
+    check_outputs,
+    subset_indices,
+    training_data,
+)
+from bayesym.marglik.evaluation import evaluate
 from bayesym.marglik.history import EpochRecord, save_history
 from bayesym.marglik.objective import (
     BlockLayout,
@@ -46,8 +60,11 @@ from bayesym.marglik.objective import (
 )
 from bayesym.priors import GaussianPrior
 from curvature import KFACConfig, compute_kfac
+from curvature.plan import block_specs
 
-__all__ = ["MarglikConfig", "MarglikTrainer", "TrainingData"]
+__all__ = ["MarglikConfig", "MarglikTrainer", "NonFiniteLossError", "TrainingData"]
+
+Source = TensorData | DatasetData | BatchData
 
 GPU_CURVATURE_BATCH = 512
 """Smallest default curvature batch on a GPU (see :meth:`MarglikTrainer.curvature_batch_size`)."""
@@ -134,6 +151,10 @@ class MarglikConfig:
         return out
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss or the marginal likelihood became NaN or infinite."""
+
+
 class MarglikTrainer:
     """Fit a model's parameters by MAP and its prior precisions by the Laplace marglik.
 
@@ -154,6 +175,11 @@ class MarglikTrainer:
             ``("curvature", images)`` before every hyper step's curvature pass. A budget
             meter uses it to count and stop the work (an exception raised by ``charge``
             stops :meth:`fit` before that work; the last checkpoint stays as it was).
+
+    Raises:
+        curvature.UnsupportedModuleError: with ``learn_prior``, a module with trainable
+            parameters that the curvature cannot handle (e.g. an ``nn.LSTM``), named with the
+            fix, when the trainer is built rather than at the first hyper step.
 
     Example:
         >>> import torch
@@ -196,6 +222,9 @@ class MarglikTrainer:
         self.progress_label = progress_label
         self.charge = charge
         ref = next(p for p in model.parameters() if p.requires_grad)
+        if self.config.learn_prior:
+            # refuse a module without curvature adapter now, not after the burn-in
+            block_specs(model, exclude=self.curvature_exclude())
         self.log_sigma = nn.Parameter(
             torch.tensor(math.log(self.config.sigma), dtype=ref.dtype, device=ref.device)
         )
@@ -252,26 +281,19 @@ class MarglikTrainer:
         return tuple(self.exclude) + tuple(p for p in self.prior.excluded if p not in self.exclude)
 
     # -------------------------------------------------------------------------- hyper step
-    def _hyper_step(self, x: Tensor, y: Tensor, epoch: int) -> dict[str, Any]:
+    def _hyper_step(self, source: Source, epoch: int) -> dict[str, Any]:
         config = self.config
-        n = x.shape[0]
-        if config.marglik_subset is not None and config.marglik_subset < n:
-            generator = torch.Generator().manual_seed(config.seed + 7919)
-            index = torch.randperm(n, generator=generator)[: config.marglik_subset]
-            xs, ys = x[index], y[index]
-        else:
-            xs, ys = x, y
-        data_scale = n / xs.shape[0]
+        n = source.num_data
+        subset = subset_indices(n, config.marglik_subset, config.seed + 7919)
+        batches, count = source.curvature_batches(self.curvature_batch_size(), subset)
         kfac_config = dataclasses.replace(config.kfac, seed=config.seed * 100003 + epoch)
-        size = self.curvature_batch_size()
-        device = self._device()
         if self.charge is not None:
-            self.charge("curvature", xs.shape[0])
+            self.charge("curvature", count)
         self.model.eval()
         try:
             kfac = compute_kfac(
                 self.model,
-                [(xb.to(device), yb.to(device)) for xb, yb in tensor_batches(xs, ys, size, None)],
+                batches,
                 self.likelihood,
                 kfac_config,
                 sigma=float(self.log_sigma.detach().exp()),
@@ -279,6 +301,7 @@ class MarglikTrainer:
             )
         finally:
             self.model.train()
+        data_scale = n / kfac.num_data
         sigma = self.log_sigma.exp() if self.likelihood == "regression" else None
         norms = self.prior.squared_norms(self.model).detach()  # parameters fixed from here
         layout = BlockLayout.of(kfac, self.prior)  # fixed too: built once, not per evaluation
@@ -308,7 +331,9 @@ class MarglikTrainer:
         }
 
     # ---------------------------------------------------------------------------- metrics
-    def evaluate(self, data: TrainingData | Any, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, data: TrainingData | Source, batch_size: int | None = None
+    ) -> dict[str, float]:
         """Mean NLL and (classification) accuracy in eval mode (:func:`evaluate`)."""
         return evaluate(
             self.model,
@@ -371,19 +396,34 @@ class MarglikTrainer:
         save_history(self.history, path.parent / "history.json")
 
     # ---------------------------------------------------------------------------- training
-    def fit(
-        self, train: TrainingData | Any, valid: TrainingData | Any | None = None
-    ) -> list[EpochRecord]:
+    def fit(self, train: TrainingData, valid: TrainingData | None = None) -> list[EpochRecord]:
         """Train for the configured epochs (resuming from ``run_dir`` if it holds a checkpoint).
 
         Args:
-            train: training data (see :data:`TrainingData`).
-            valid: optional validation data, evaluated every epoch.
+            train: training data: ``(x, y)`` tensors or an object with ``.images``/``.labels``
+                (the fast path: the trainer shuffles with its seed), a map-style ``Dataset``
+                of ``(x, y)`` items (the same batches as its tensors), a ``DataLoader`` or a
+                re-iterable of ``(x, y)`` batches (taken as they come); see
+                :mod:`bayesym.marglik.data`.
+            valid: optional validation data of the same kinds, evaluated every epoch.
 
         Returns:
             The history: one :class:`~bayesym.marglik.history.EpochRecord` per epoch.
+
+        Raises:
+            TypeError: unsupported data (a generator, an ``IterableDataset`` outside a loader).
+            ValueError: bad data, before any training for tensors and at the first bad batch
+                of a loader: ``x`` and ``y`` of different lengths, NaN/inf inputs, float
+                classification labels, labels outside the model's classes, regression
+                targets not shaped like the outputs.
+            NonFiniteLossError: the loss or the marginal likelihood became NaN/inf; no
+                checkpoint of that epoch is written (the previous one stays).
         """
-        x, y = as_tensors(train)
+        source = training_data(train, "training")
+        valid_source = None if valid is None else training_data(valid, "validation")
+        for data, what in ((source, "training"), (valid_source, "validation")):
+            if isinstance(data, TensorData):
+                data.check(self.model, self.likelihood, what)
         path = self._checkpoint_path()
         if path is not None and path.is_file():
             self.load_state_dict(load_checkpoint(path))
@@ -397,7 +437,7 @@ class MarglikTrainer:
             disable=not self.progress,
         )
         for epoch in bar:
-            record = self._epoch(x, y, valid, epoch)
+            record = self._epoch(source, valid_source, epoch)
             self.history.append(record)
             self.epoch = epoch + 1
             self._save()
@@ -414,41 +454,86 @@ class MarglikTrainer:
         self.model.train()
         return self.history
 
-    def _map_epoch(self, x: Tensor, y: Tensor, epoch: int) -> tuple[float, float, float]:
-        """One epoch of MAP steps; returns the summed loss, NLL and correct predictions."""
-        config, device, n = self.config, self._device(), x.shape[0]
+    def _map_epoch(self, source: Source, epoch: int) -> tuple[float, float, float, int, int]:
+        """One epoch of MAP steps.
+
+        Returns:
+            The summed loss, NLL and correct predictions, the number of points and the first
+            step whose loss was NaN/inf (``-1``: none).
+        """
+        config, device, n = self.config, self._device(), source.num_data
+        checked = isinstance(source, TensorData)  # checked as a whole by fit
         # Sums stay on the device (float64, the same arithmetic as Python floats) and are
         # read once per epoch: a read per step would wait for the GPU at every step.
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, correct
-        for xb, yb in tensor_batches(x, y, config.batch_size, config.seed * 1000003 + epoch):
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        at_once = self._checks_loss_every_step()
+        count = 0
+        for step, (xb, yb) in enumerate(
+            source.batches(config.batch_size, config.seed * 1000003 + epoch)
+        ):
+            where = f"training data, batch {step} of epoch {epoch + 1}"
+            if not checked:
+                check_batch(xb, yb, self.likelihood, where)
             if self.charge is not None:
-                self.charge("map", xb.shape[0])
-            xb, yb = xb.to(device), yb.to(device)
-            if self.augment is not None:
-                xb = self.augment(xb)
+                self.charge("map", yb.shape[0])
+            xb, yb = self._to_device(xb, device), yb.to(device)
             self.optimizer.zero_grad(set_to_none=True)
             f = self.model(xb)
+            if not checked:
+                check_outputs(f, yb, self.likelihood, where)
             nll = self._nll(f, yb)
             loss = nll + self.prior.penalty(self.model) / n
+            if at_once and not bool(torch.isfinite(loss)):  # before the step: weights stay
+                self._stop(f"the training loss became {loss.item()} at step {step}", epoch)
             loss.backward()
             self.optimizer.step()
+            count += yb.shape[0]
             with torch.no_grad():
-                totals[0] += loss.double() * xb.shape[0]
-                totals[1] += nll.double() * xb.shape[0]
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+                totals[0] += loss.double() * yb.shape[0]
+                totals[1] += nll.double() * yb.shape[0]
                 if self.likelihood == "classification":
                     totals[2] += (f.argmax(-1) == yb).sum()
         total_loss, total_nll, correct = totals.tolist()
-        return total_loss, total_nll, correct
+        return total_loss, total_nll, correct, count, int(first_bad)
 
-    def _epoch(self, x: Tensor, y: Tensor, valid: Any, epoch: int) -> EpochRecord:
+    def _checks_loss_every_step(self) -> bool:
+        """Whether a NaN/inf loss stops the run at its step, before the parameters take it.
+
+        On the CPU reading the loss costs nothing; on a GPU a read per step would wait for the
+        device, so the first bad step is recorded there and the run stops at the epoch's end
+        (in both cases before the epoch is saved).
+        """
+        return self._device().type == "cpu"
+
+    def _to_device(self, x: Tensor | Any, device: torch.device) -> Tensor | Any:
+        """A tensor batch moved to ``device`` and augmented; a mapping batch as it is."""
+        if not isinstance(x, Tensor):
+            if self.augment is not None:
+                raise TypeError(
+                    "augment= takes tensor batches; the data yields mappings: augment in the "
+                    "Dataset or collate_fn instead"
+                )
+            return x
+        x = x.to(device)
+        return x if self.augment is None else self.augment(x)
+
+    def _epoch(self, source: Source, valid: Source | None, epoch: int) -> EpochRecord:
         """MAP steps, the hyper step if one is due, validation: the epoch's record."""
-        start, n = time.perf_counter(), x.shape[0]
+        start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        total_loss, total_nll, correct = self._map_epoch(x, y, epoch)
+        total_loss, total_nll, correct, n, first_bad = self._map_epoch(source, epoch)
+        if first_bad >= 0:
+            self._stop(f"the training loss became {total_loss} at step {first_bad}", epoch)
+        if n == 0:
+            raise ValueError(f"training data: epoch {epoch + 1} yielded no batches")
         self.scheduler.step()
         hyper: dict[str, Any] = {}
         if self.config.is_hyper_epoch(epoch):
-            hyper = self._hyper_step(x, y, epoch)
+            hyper = self._hyper_step(source, epoch)
+            if not math.isfinite(hyper["marglik"]):
+                self._stop(f"the log marginal likelihood became {hyper['marglik']}", epoch)
             self._remember_best(hyper["marglik"], epoch)
         metrics = {} if valid is None else self.evaluate(valid)
         classification = self.likelihood == "classification"
@@ -464,6 +549,19 @@ class MarglikTrainer:
             valid_accuracy=metrics.get("accuracy"),
             seconds=time.perf_counter() - start,
             **hyper,
+        )
+
+    def _stop(self, what: str, epoch: int) -> None:
+        """Stop a run whose loss or marglik is not finite, before anything of it is saved."""
+        kept = (
+            f"; {self._checkpoint_path()} keeps epoch {self.epoch}"
+            if self._checkpoint_path() is not None and self.epoch > 0
+            else ""
+        )
+        raise NonFiniteLossError(
+            f"epoch {epoch + 1}: {what}; training stopped and this epoch was not saved{kept}. "
+            f"Lower the learning rate (lr={self.config.lr:g}) or check the data and the model "
+            "for overflow"
         )
 
     def _remember_best(self, marglik: float, epoch: int) -> None:
