@@ -266,9 +266,8 @@ class MarglikTrainer:
 
         ``config.marglik_batch_size`` if set; else the training batch size on the CPU and at
         least :data:`GPU_CURVATURE_BATCH` on a GPU, where the pass is bound by kernel launches
-        rather than arithmetic (measured on an H200, CNN of ``benchmarks/marglik_speed.py``:
-        an MC-1 hyper step cost 2.27 epochs at batch 128 and 1.29 at 512; on two CPU cores 512
-        did not help, 1.56 against 1.47 epochs).
+        rather than arithmetic, while on the CPU a larger batch does not pay (docs/benchmarks.md,
+        "Design choices of the curvature engine").
         """
         if self.config.marglik_batch_size is not None:
             return self.config.marglik_batch_size
