@@ -11,8 +11,10 @@ split once per selection.
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.equinas_e import EquiNASE, EquiNASEConfig
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
+from bayesym.selectors.pareto import pareto_front, pareto_select
 from bayesym.selectors.registry import (
     SELECTORS,
     SPACES,
@@ -70,3 +72,4 @@ __all__ += [
     "train_epochs",
 ]
 __all__ += ["D4SubgroupSpace"]
+__all__ += ["EquiNASE", "EquiNASEConfig", "pareto_front", "pareto_select"]
