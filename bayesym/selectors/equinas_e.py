@@ -30,7 +30,9 @@ lower NLL, then population order); each block's choice is its group, scored by t
 the final population using each group there. The history has one record per generation with
 every individual of the population (id, parent, groups, the moves from the all-D4 root,
 parameters, validation metrics, epochs along its lineage): the last record is the final
-population, and :func:`lineage` follows the best individual back to the root.
+population, and :func:`~bayesym.selectors.equinas_lineage.lineage` follows the best
+individual back to the root. With a run directory, ``lineage.png`` shows that line
+(:func:`~bayesym.selectors.equinas_lineage.plot_lineage`).
 
 **Budget.** A candidate costs :math:`\lceil fN\rceil` training image passes and is charged
 before it is trained; a generation only takes candidates that still fit entirely, so the
@@ -67,6 +69,7 @@ from bayesym.groups.finite import is_subgroup
 from bayesym.runs import resolve_device
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetMeter
+from bayesym.selectors.equinas_lineage import plot_lineage
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
 from bayesym.selectors.pareto import pareto_select
 from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
@@ -85,8 +88,8 @@ __all__ = [
     "EquiNASE",
     "EquiNASEConfig",
     "Move",
+    "candidate_seed",
     "child_moves",
-    "lineage",
     "spawn",
 ]
 
@@ -261,24 +264,6 @@ def candidate_seed(seed: int, generation: int, position: int) -> int:
     return (seed * 1_000_003 + generation) * 10_007 + position
 
 
-def lineage(history: Sequence[Mapping[str, Any]], individual: int | None = None) -> list[dict]:
-    """The ancestors of ``individual`` (default: the best of the last generation), root first.
-
-    Each entry is the individual's record in the generation it was last seen alive, so its
-    groups are those it had then.
-    """
-    records: dict[int, dict] = {}
-    for generation in history:
-        for record in generation["population"]:
-            records[record["id"]] = dict(record)
-    current = history[-1]["best"] if individual is None else individual
-    chain = []
-    while current is not None:
-        chain.append(records[current])
-        current = records[current]["parent"]
-    return chain[::-1]
-
-
 class EquiNASE(Selector):
     """Evolutionary subgroup search by relaxation morphisms (module docstring)."""
 
@@ -327,6 +312,8 @@ class EquiNASE(Selector):
             run.save(folder)
         result = run.result(space)
         finish_run(folder, result)
+        if folder is not None:
+            plot_lineage(result.history, folder / "lineage.png")
         return result
 
 

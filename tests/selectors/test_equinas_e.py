@@ -21,7 +21,8 @@ from bayesym.selectors import (
     pareto_front,
     pareto_select,
 )
-from bayesym.selectors.equinas_e import CHECKPOINT_FILE, child_moves, lineage, spawn
+from bayesym.selectors.equinas_e import CHECKPOINT_FILE, child_moves, spawn
+from bayesym.selectors.equinas_lineage import lineage, lineage_table
 
 SHAPE = DataShape(1, 8, 8, 10)
 ADAM = OptimizerSettings(name="adam", lr=0.01, batch_size=32)
@@ -117,19 +118,23 @@ def bars(n, seed):
     return ImageDataset(x, y, num_classes=2)
 
 
-def test_known_answer_a_task_that_90_degree_rotations_break_relaxes_the_last_block():
+def test_known_answer_a_task_that_90_degree_rotations_break_relaxes_the_last_block(tmp_path):
     train, valid = bars(256, 0), bars(128, 1)
     config = EquiNASEConfig(population=3, generations=1, fraction=1.0, optimizer=ADAM)
     space = D4SubgroupSpace(width=1, depth=3)
-    result = EquiNASE(config).fit(train, valid, space=space, budget=Budget(), progress=False)
+    result = EquiNASE(config).fit(
+        train, valid, space=space, budget=Budget(), run_dir=tmp_path, progress=False
+    )
     root = result.history[0]["population"][0]
     assert root["groups"] == ["D4"] * 3 and root["accuracy"] < 0.7  # D4-invariant: chance
     assert result.choices[-1].choice in ("C1", "D1", "C2", "D2")  # no 90° rotation at the end
     assert result.valid["accuracy"] > 0.9
-    assert [r["groups"] for r in lineage(result.history)] == [
-        ["D4"] * 3,
-        [c.choice for c in result.choices],
-    ]
+    chosen = [c.choice for c in result.choices]
+    assert [r["groups"] for r in lineage(result.history)] == [["D4"] * 3, chosen]
+    table = lineage_table(result.history)
+    assert [(r["generation"], r["groups"]) for r in table] == [(0, ["D4"] * 3), (1, chosen)]
+    assert table[1]["accuracy"] == result.valid["accuracy"] == table[1]["population_best"]
+    assert (tmp_path / "lineage.png").stat().st_size > 10_000
 
 
 def run(budget=None, run_dir=None, executor=None, **options):
