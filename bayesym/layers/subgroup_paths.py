@@ -144,18 +144,13 @@ def subgroup_path_sum(
         raise ValueError(f"subgroup_path_sum: needs distinct subgroups, got {names}")
     layout = resolve_group(group)
     largest = max(range(len(resolved)), key=lambda i: (resolved[i].order, -i))
-    options = {"kernel_size": kernel_size, "group": layout, "lifting": lifting}
     paths = {
         k.name: SubgroupPath(
-            k,
-            in_channels,
-            out_channels,
-            padding_mode=padding_mode,
-            bias=bias and i == largest,
-            **options,
+            k, in_channels, out_channels, kernel_size=kernel_size, group=layout,
+            lifting=lifting, padding_mode=padding_mode, bias=bias and i == largest,
         )
         for i, k in enumerate(resolved)
-    }
+    }  # fmt: skip
     return PathSum(
         paths,
         group_paths=names,

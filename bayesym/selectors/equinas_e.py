@@ -355,7 +355,7 @@ class _Search:
         ]
         self.generation(items, g)
 
-    def generation(self, items: list[tuple[dict | None, _Candidate]], g: int) -> None:
+    def generation(self, items: Sequence[tuple[dict | None, _Candidate]], g: int) -> None:
         """Charge, train and score ``items``, then select the next population."""
         affordable = []
         for item in items:
@@ -371,11 +371,10 @@ class _Search:
         self.meter.count_eval(len(trained) * len(self.shared.valid))
         pool, states = [], {}
         for (parent, candidate), out in zip(affordable, trained, strict=True):
-            continuing = parent is not None and candidate.move is None
-            if continuing:
-                ident, ancestor = parent["id"], parent["parent"]
+            if parent is not None and candidate.move is None:  # the parent continues
+                ident, ancestor, born = parent["id"], parent["parent"], parent["born"]
             else:
-                ident, ancestor = self.next_id, None if parent is None else parent["id"]
+                ident, ancestor, born = self.next_id, None if parent is None else parent["id"], g
                 self.next_id += 1
             record = {
                 "id": ident,
@@ -383,7 +382,7 @@ class _Search:
                 "groups": out["groups"],
                 "moves": [list(m) for m in candidate.moves]
                 + ([list(candidate.move)] if candidate.move is not None else []),
-                "born": parent["born"] if continuing else g,
+                "born": born,
                 "epochs": (0.0 if parent is None else parent["epochs"]) + self.config.fraction,
                 "parameters": out["parameters"],
                 "accuracy": float(out["valid"]["accuracy"]),
