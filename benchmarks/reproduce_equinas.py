@@ -20,6 +20,8 @@ The ``acceptance`` block states, as measured, the EquiNAS paper's Table-1 claims
   and above C1;
 * E1c: EquiNAS_E's final population keeps a mostly-D4 individual (at least half its blocks
   D4), and its best individual's lineage relaxes a block of the second half first;
+* E2: a "prior" baseline (``--prior-baselines``, default ``C1-prior-D4``: the all-D4 network
+  relaxed to C1 before training) is not below the same group trained from scratch;
 
 and which selector reaches the best test accuracy at the common budget, with its wall time.
 
@@ -77,6 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--selectors", default="static,equinas-e")
     parser.add_argument("--baselines", default="C1,C4,D4")
+    parser.add_argument(
+        "--prior-baselines",
+        default="C1-prior-D4",
+        help="extra baselines 'H-prior-G' (the all-G network relaxed to H before training)",
+    )
     parser.add_argument("--norm", default="none", choices=("none", "group_batch"))
     parser.add_argument("--seeds", default=None, help=f"default {DEFAULT['seeds']}")
     parser.add_argument("--train-size", type=int, default=None)
@@ -129,18 +136,19 @@ def build_config(args: argparse.Namespace) -> CompareConfig:
     sizes = QUICK if args.quick else DEFAULT
     pick = lambda name: sizes[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     selectors = tuple(s for s in args.selectors.split(",") if s)
+    priors = tuple(b for b in args.prior_baselines.split(",") if b)
     return CompareConfig(
         task=args.task,
         space="d4",
         selectors=selectors,
-        baselines=tuple(b for b in args.baselines.split(",") if b),
+        baselines=tuple(b for b in args.baselines.split(",") if b) + priors,
         seeds=tuple(int(s) for s in pick("seeds").split(",")),
         budget_epochs=pick("budget_epochs"),
         train_size=pick("train_size"),
         val_size=pick("val_size"),
         test_size=pick("test_size"),
         image_size=args.image_size,
-        space_options={"width": pick("width"), "norm": args.norm},
+        space_options={"width": pick("width"), "norm": args.norm, "prior_baselines": priors},
         selector_options=selector_options(args, selectors),
     )
 
@@ -197,6 +205,13 @@ def acceptance(payload: dict[str, Any], out: Path, seeds: tuple[int, ...]) -> di
             e1b.append(_verdict(paired_difference(table, label, best), ("within 2 SE", "higher")))
         if "static:C1" in labels:
             e1b.append(_verdict(paired_difference(table, label, "static:C1"), ("higher",)))
+    e2 = []
+    for label in sorted(labels):
+        if label.startswith("static:") and "-prior-" in label:
+            scratch = "static:" + label.split(":")[1].split("-prior-")[0]
+            if scratch in labels:
+                difference = paired_difference(table, label, scratch)
+                e2.append(_verdict(difference, ("higher", "within 2 SE")))
     ranking = sorted(summary, key=lambda s: -s["test_accuracy"])
     return {
         "rule": "a mean test-accuracy difference over seeds is called only beyond 2 standard "
@@ -205,6 +220,7 @@ def acceptance(payload: dict[str, Any], out: Path, seeds: tuple[int, ...]) -> di
         "E1a_C1_below_D4_and_C4": e1a,
         "E1b_selectors_vs_best_baseline_and_C1": e1b,
         "E1c_equinas_e_lineage": lineage_claims(out, seeds),
+        "E2_prior_baselines_not_below_scratch": e2,
         "ranking_at_equal_budget": [
             {
                 "selector": s["selector"],

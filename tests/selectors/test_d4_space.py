@@ -54,6 +54,29 @@ def test_every_baseline_is_invariant_to_its_group_and_no_larger_one(float64, nor
     assert {c.symmetry for c in space.describe(net)} == {f"translations x {baseline}"}
 
 
+@pytest.mark.parametrize("norm", ["none", "group_batch"])
+def test_prior_baselines_start_as_the_larger_groups_function(float64, norm):
+    space = D4SubgroupSpace(width=1, depth=4, norm=norm, prior_baselines=("C1-prior-D4",))
+    assert space.baselines()[-1] == "C1-prior-D4"
+    torch.manual_seed(3)
+    prior = space.build_baseline("C1-prior-D4", SHAPE).eval()
+    torch.manual_seed(3)
+    d4 = space.build_baseline("D4", SHAPE).eval()
+    c1 = space.build_baseline("C1", SHAPE)
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(prior(x), d4(x), atol=1e-10, rtol=1e-10)
+    assert [c.choice for c in space.describe(prior)] == ["C1"] * 4
+    assert [p.shape for p in prior.parameters()] == [p.shape for p in c1.parameters()]
+    with torch.no_grad():  # once its weights move, nothing but translations is left
+        for p in prior.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert_not_equivariant(prior, range(1, 8), x, image_action(D4), trivial_action(), require="all")
+    with pytest.raises(ValueError, match="D4 is not a subgroup of C4"):
+        D4SubgroupSpace(prior_baselines=("D4-prior-C4",))
+    with pytest.raises(ValueError, match="named 'H-prior-G'"):
+        D4SubgroupSpace(prior_baselines=("C1<D4",))
+
+
 def test_norm_free_baselines_have_no_batch_norm_and_a_usable_scale():
     net = D4SubgroupSpace(width=1, depth=8).build_baseline("D4", DataShape(1, 16, 16, 10))
     kinds = {type(m).__name__ for m in net.modules()}

@@ -22,7 +22,10 @@ the relaxed and residual networks exist only with ``norm="none"``, and every sel
 comparison then runs on, and is compared with static baselines of, the same backbone.
 
 * **Static baselines**: every block over the same group, ``"C1"`` ... ``"D4"``
-  (:meth:`D4SubgroupSpace.build_baseline`).
+  (:meth:`D4SubgroupSpace.build_baseline`), and optionally the paper's "prior" baselines
+  ``"H-prior-G"`` (``prior_baselines``, e.g. ``"C1-prior-D4"``): the all-``G`` network, freshly
+  initialised, with every block relaxed to ``H`` by the relaxation morphism, so an
+  ``H``-network that starts as the ``G``-network's function.
 * **Per-block groups** (EquiNAS_E): :meth:`D4SubgroupSpace.network` with one group per block.
 * **Mixed network** (EquiNAS_D): :meth:`D4SubgroupSpace.mixed_network`, every block a
   [G]-mixed layer over the named subgroups.
@@ -48,7 +51,8 @@ from torch import nn
 
 from bayesym.backbones.equinas import NORMS, EquiNASConfig, EquiNASNet
 from bayesym.backbones.equinas_paths import EquiNASPathNet
-from bayesym.groups.d4 import D4_SUBGROUP_NAMES
+from bayesym.groups.d4 import D4_SUBGROUP_NAMES, d4_subgroup
+from bayesym.groups.finite import is_subgroup
 from bayesym.layers._checks import check_positive_int
 from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
 from bayesym.layers.paths import PathSum
@@ -95,6 +99,7 @@ class D4SubgroupSpace(SearchSpace):
         static_groups: the static baselines (one group for every block), in display order.
         relaxed_subgroups: the subgroups with a path in every block of the relaxed network.
         residual_paths: ``(equivariant, unconstrained)`` subgroups of the residual network.
+        prior_baselines: extra static baselines ``"H-prior-G"`` (module docstring).
     """
 
     name: ClassVar[str] = "d4"
@@ -107,6 +112,7 @@ class D4SubgroupSpace(SearchSpace):
     static_groups: tuple[str, ...] = SUBGROUP_ORDER
     relaxed_subgroups: tuple[str, ...] = SUBGROUP_ORDER
     residual_paths: tuple[str, str] = ("D4", "C1")
+    prior_baselines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("width", "depth", "kernel_size"):
@@ -123,6 +129,8 @@ class D4SubgroupSpace(SearchSpace):
             raise ValueError(
                 f"D4SubgroupSpace: residual_paths must be two subgroups, got {self.residual_paths}"
             )
+        for name in self.prior_baselines:
+            _prior_groups(name)
         self.equinas_config(DataShape(1, 8, 8, 2))  # checks depth, kernel size, pooling
 
     def equinas_config(
@@ -166,12 +174,18 @@ class D4SubgroupSpace(SearchSpace):
         )
 
     def baselines(self) -> tuple[str, ...]:
-        """The static groups."""
-        return self.static_groups
+        """The static groups, then the prior baselines."""
+        return (*self.static_groups, *self.prior_baselines)
 
     def build_baseline(self, name: str, shape: DataShape) -> nn.Module:
-        """The network whose blocks are all over the group ``name``."""
+        """The network whose blocks are all over the group ``name`` (or ``"H-prior-G"``)."""
         self.check_baseline(name)
+        if name in self.prior_baselines:
+            sub, group = _prior_groups(name)
+            net = self.network(group, shape)
+            for block in reversed(range(self.depth)):
+                net = net.relax_layer(block, sub)
+            return net
         return self.network(name, shape)
 
     def _check_norm_free(self, what: str) -> None:
@@ -234,6 +248,20 @@ class D4SubgroupSpace(SearchSpace):
             else:
                 choices.append(LayerChoice(layer, conv.group.name, conv.symmetry.describe()))
         return tuple(choices)
+
+
+def _prior_groups(name: str) -> tuple[str, str]:
+    """``"H-prior-G"`` -> ``(H, G)``; refuses other forms and ``H`` not below ``G``."""
+    parts = name.split("-prior-") if isinstance(name, str) else []
+    if len(parts) != 2 or any(p not in D4_SUBGROUP_NAMES for p in parts):
+        raise ValueError(
+            f"D4SubgroupSpace: a prior baseline is named 'H-prior-G' with H, G in "
+            f"{', '.join(SUBGROUP_ORDER)}, got {name!r}"
+        )
+    sub, group = parts
+    if not is_subgroup(d4_subgroup(sub), d4_subgroup(group)):
+        raise ValueError(f"D4SubgroupSpace: {sub} is not a subgroup of {group} in {name!r}")
+    return sub, group
 
 
 def _path_choice(name: str, layer: PathSum) -> LayerChoice:
