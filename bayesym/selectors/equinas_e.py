@@ -41,6 +41,13 @@ that could not train all its candidates. Candidates run through the
 :class:`~bayesym.selectors.executor.CandidateExecutor` with seeds derived from the selector's
 seed, the generation and the candidate's position, so any executor gives the same result.
 
+**Finish** (``finish_epochs``, a variant, off by default). Under an equal pass budget the
+final individual has trained only about ``generations·f`` epochs along its lineage; with
+``finish_epochs = E`` the search leaves :math:`\lceil EN\rceil` passes unspent and the best
+individual then trains ``E`` more epochs with a fresh optimiser. The result's validation
+metrics and weights are then the finished ones, and the last history record says so
+(``"finish"``).
+
 **Checkpoints.** With a run directory, the population (weights, records), the meter and the
 history are written atomically after every generation (``equinas_e.pt``); a run restarted
 with the same directory continues from the last finished generation and reaches the same
@@ -68,7 +75,7 @@ from bayesym.groups.d4 import d4_subgroup, d4_subgroups
 from bayesym.groups.finite import is_subgroup
 from bayesym.runs import resolve_device
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetMeter
+from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter
 from bayesym.selectors.equinas_lineage import plot_lineage
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
 from bayesym.selectors.pareto import pareto_select
@@ -116,6 +123,9 @@ class EquiNASEConfig:
         fraction: epochs each candidate trains per generation, ``f`` (paper 0.5).
         moves: ``"any"`` or ``"reference"``.
         front: ``"whole"`` (keep a front larger than ``P``) or ``"cap"`` (cut it to ``P``).
+        finish_epochs: a variant, not the paper's: after the search the best individual
+            trains this many more epochs with a fresh optimiser (0: none, the paper's rule);
+            under a pass budget these epochs are reserved before the search starts.
         optimizer: each candidate's fresh optimiser (paper: SGD, lr 0.1, batch 64).
         seed: seed of the root's initialisation and of every candidate's batch order.
     """
@@ -125,6 +135,7 @@ class EquiNASEConfig:
     fraction: float = 0.5
     moves: Literal["any", "reference"] = "any"
     front: Literal["whole", "cap"] = "whole"
+    finish_epochs: float = 0.0
     optimizer: OptimizerSettings = field(
         default_factory=lambda: OptimizerSettings(name="sgd", lr=0.1, batch_size=64)
     )
@@ -137,6 +148,8 @@ class EquiNASEConfig:
                 raise ValueError(f"EquiNASEConfig.{name} must be an int >= 1, got {value!r}")
         if not math.isfinite(self.fraction) or self.fraction <= 0:
             raise ValueError(f"EquiNASEConfig.fraction must be positive, got {self.fraction}")
+        if not math.isfinite(self.finish_epochs) or self.finish_epochs < 0:
+            raise ValueError(f"EquiNASEConfig.finish_epochs must be >= 0, got {self.finish_epochs}")
         for name, valid in (("moves", ("any", "reference")), ("front", ("whole", "cap"))):
             if getattr(self, name) not in valid:
                 raise ValueError(
@@ -291,7 +304,12 @@ class EquiNASE(Selector):
         config = self.config
         meter = BudgetMeter(budget, len(train))
         passes = math.ceil(config.fraction * len(train))
-        meter.require(passes, f"training the all-D4 network for {config.fraction:g} epochs")
+        reserve = math.ceil(config.finish_epochs * len(train))
+        meter.require(
+            passes + reserve,
+            f"training the all-D4 network for {config.fraction:g} epochs"
+            + (f" and the finish of {config.finish_epochs:g} epochs" if reserve else ""),
+        )
         shape = DataShape.of(train)
         shared = _Shared(
             space, shape, train, valid, resolve_device(device), config.fraction, config.optimizer
@@ -300,16 +318,18 @@ class EquiNASE(Selector):
             self.name, self.config_json(), space, budget, len(train), len(valid)
         )
         folder = claim_run_dir(run_dir, identity)
-        run = _Search(self, shared, meter, passes, executor or SerialExecutor(), progress)
+        executor = executor or SerialExecutor()
+        run = _Search(self, shared, meter, (passes, reserve), executor, progress)
         if not run.resume(folder):
             root = _Candidate((), None, None, candidate_seed(config.seed, 0, 0))
             run.generation([(None, root)], 0)
             run.save(folder)
         while run.next_generation <= config.generations and not run.stopped:
-            if not meter.can_afford(passes):
+            if not meter.can_afford(passes + reserve):
                 break
             run.step()
             run.save(folder)
+        run.finish()
         result = run.result(space)
         finish_run(folder, result)
         if folder is not None:
@@ -325,12 +345,13 @@ class _Search:
         selector: EquiNASE,
         shared: _Shared,
         meter: BudgetMeter,
-        passes: int,
+        passes: tuple[int, int],
         executor: CandidateExecutor,
         progress: bool,
     ) -> None:
         self.selector, self.config = selector, selector.config
-        self.shared, self.meter, self.passes = shared, meter, passes
+        self.shared, self.meter = shared, meter
+        self.passes, self.reserve = passes  # per candidate; kept back for the finish
         self.executor, self.progress = executor, progress
         self.population: list[dict[str, Any]] = []
         self.states: dict[int, dict[str, Tensor]] = {}
@@ -338,6 +359,7 @@ class _Search:
         self.next_id = 0
         self.next_generation = 1
         self.stopped = False
+        self.finished: dict[str, Any] | None = None
 
     def step(self) -> None:
         """One generation: every parent and its children, then Pareto selection."""
@@ -359,7 +381,7 @@ class _Search:
         """Charge, train and score ``items``, then select the next population."""
         affordable = []
         for item in items:
-            if not self.meter.can_afford(self.passes):
+            if not self.meter.can_afford(self.passes + self.reserve):
                 break
             self.meter.charge(self.passes)
             self.meter.count_candidate()
@@ -421,6 +443,30 @@ class _Search:
                 file=sys.stderr,
             )
 
+    def finish(self) -> None:
+        """Train the best individual ``finish_epochs`` more (the variant of the config)."""
+        if not self.reserve:
+            return
+        try:
+            self.meter.charge(self.reserve)
+        except BudgetExhausted:  # a wall-clock limit: return the search's best as it is
+            return
+        self.meter.count_candidate()
+        best = self.population[self.best_index()]
+        seed = candidate_seed(self.config.seed, self.config.generations + 1, 0)
+        moves = tuple((int(b), str(g)) for b, g in best["moves"])
+        candidate = _Candidate(moves, self.states[best["id"]], None, seed)
+        shared = dataclasses.replace(self.shared, fraction=self.config.finish_epochs)
+        (out,) = self.executor.map(_train_candidate, [candidate], shared=shared)
+        self.meter.count_eval(len(self.shared.valid))
+        self.finished = {
+            "id": best["id"],
+            "epochs": best["epochs"] + self.config.finish_epochs,
+            "accuracy": float(out["valid"]["accuracy"]),
+            "nll": float(out["valid"]["nll"]),
+            "state": out["state"],
+        }
+
     def best_index(self) -> int:
         return best_on_validation(
             [{"accuracy": r["accuracy"], "nll": r["nll"]} for r in self.population]
@@ -453,9 +499,15 @@ class _Search:
         return True
 
     def result(self, space: D4SubgroupSpace) -> SelectionResult:
-        best = self.population[self.best_index()]
+        best = dict(self.population[self.best_index()])
+        state, history = self.states[best["id"]], list(self.history)
+        if self.finished is not None:
+            state = self.finished["state"]
+            finish = {k: v for k, v in self.finished.items() if k != "state"}
+            best.update({k: finish[k] for k in ("epochs", "accuracy", "nll")})
+            history[-1] = {**history[-1], "finish": finish}
         moves = [tuple(m) for m in best["moves"]]
-        model = spawn(space, self.shared.shape, moves, self.states[best["id"]])
+        model = spawn(space, self.shared.shape, moves, state)
         model = model.to(self.shared.device)
         return SelectionResult(
             selector=self.selector.name,
@@ -466,7 +518,7 @@ class _Search:
             effective_parameters=None,
             valid={"accuracy": best["accuracy"], "nll": best["nll"]},
             cost=self.meter.cost(final_model_epochs=best["epochs"]),
-            history=tuple(self.history),
+            history=tuple(history),
             model=model,
         )
 

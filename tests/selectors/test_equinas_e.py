@@ -18,6 +18,7 @@ from bayesym.selectors import (
     OptimizerSettings,
     SerialExecutor,
     TranslationSpace,
+    evaluate_model,
     pareto_front,
     pareto_select,
 )
@@ -156,6 +157,8 @@ def test_digits_smoke_returns_a_valid_result():
     assert [c.layer for c in result.choices] == ["blocks.0.conv", "blocks.1.conv"]
     assert all(sum(c.scores.values()) == pytest.approx(1.0) for c in result.choices)
     assert result.parameters == sum(p.numel() for p in result.model.parameters())
+    rescored = evaluate_model(result.model, digits(train_size=64, val_size=32).valid)
+    assert rescored == pytest.approx(result.valid)  # the returned model is the best individual
     assert len(result.history) == 3  # the root's generation and two more
     assert result.history[1]["candidates"] == 6  # the root and its 5 moves of block 1
     trained = sum(h["candidates"] for h in result.history)
@@ -175,6 +178,22 @@ def test_the_budget_is_never_exceeded_and_stops_the_search():
     assert result.history[-1]["stopped_by_budget"]
     with pytest.raises(BudgetTooSmall, match="all-D4"):
         run(budget=Budget(epochs=0.25))
+
+
+def test_the_finish_variant_reserves_its_passes_and_trains_the_best_further():
+    result = run(budget=Budget(epochs=4.0), generations=10, finish_epochs=1.0)
+    # 64 passes kept back: the root and 5 of generation 1's 6 candidates fit before them
+    assert [h["candidates"] for h in result.history] == [1, 5]
+    assert result.cost.image_passes == 4 * 64
+    assert result.cost.candidates_trained == 7
+    finish = result.history[-1]["finish"]
+    assert finish["id"] == result.history[-1]["best"]
+    assert result.cost.final_model_epochs == finish["epochs"] == 0.5 * 2 + 1.0
+    assert result.valid == {"accuracy": finish["accuracy"], "nll": finish["nll"]}
+    rescored = evaluate_model(result.model, digits(train_size=64, val_size=32).valid)
+    assert rescored == pytest.approx(result.valid)  # the returned weights are the finished ones
+    with pytest.raises(ValueError, match="finish_epochs must be >= 0"):
+        EquiNASEConfig(finish_epochs=-1.0)
 
 
 class Interrupted(RuntimeError):
