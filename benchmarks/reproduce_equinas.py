@@ -5,7 +5,10 @@ Runs :func:`bayesym.selectors.compare.compare` (the harness of ``bayesym compare
 network, width 4, depth 8, kernel 3; ``--norm none`` by default, ``--norm group_batch`` for the
 paper's normalised backbone): per seed one selection split (training and validation images
 from the training file, the test file apart), every static baseline and every selector with
-the same budget in training image passes, the test split scored once per cell. Every cell
+the same budget in training image passes (``--protocol equal``, default), the test split
+scored once per cell. ``--protocol paper`` is the EquiNAS paper's instead: EquiNAS_E runs
+``--generations`` generations whatever they cost, and every baseline trains as many epochs as
+EquiNAS_E's final individual saw along its lineage. Every cell
 trains with Adam (lr ``--lr``, batch ``--batch-size``), so the comparison is one of search,
 not of optimisers; ``--paper-optimizer`` gives EquiNAS_E the paper's SGD (lr 0.1, batch 64),
 which needs the normalised backbone. ``--selectors`` adds any registered selector of the
@@ -28,9 +31,10 @@ and which selector reaches the best test accuracy at the common budget, with its
 Usage::
 
     python benchmarks/reproduce_equinas.py --threads 1          # ~15 CPU-minutes
+    python benchmarks/reproduce_equinas.py --protocol paper --threads 1
     python benchmarks/reproduce_equinas.py --quick              # smoke (~1 min)
 
-Writes ``benchmarks/results/reproduce_equinas[_<norm>][_quick].json`` (the comparison's
+Writes ``benchmarks/results/reproduce_equinas[_<norm>][_paper][_quick].json`` (the comparison's
 ``compare.json`` plus ``environment()``, the exact command and the acceptance block); the
 cells, tables, the comparison figure and every EquiNAS_E lineage figure
 (``seed*/equinas-e/lineage.png``) stay in ``--out`` (resumable: run the same command again).
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -97,6 +102,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fraction", type=float, default=0.25, help="EquiNAS_E's f (epochs)")
     parser.add_argument("--moves", default="any", choices=("any", "reference"))
     parser.add_argument(
+        "--protocol",
+        default="equal",
+        choices=("equal", "paper"),
+        help="equal: one pass budget for every cell; paper: EquiNAS_E runs --generations and "
+        "every other cell trains the epochs of EquiNAS_E's lineage, (generations + 1) * f",
+    )
+    parser.add_argument("--generations", type=int, default=10, help="EquiNAS_E (paper protocol)")
+    parser.add_argument(
+        "--finish-epochs",
+        type=float,
+        default=0.0,
+        help="EquiNAS_E variant: epochs kept back to train the best individual further",
+    )
+    parser.add_argument(
         "--paper-optimizer",
         action="store_true",
         help="EquiNAS_E with the paper's SGD (lr 0.1, batch 64; needs --norm group_batch)",
@@ -112,6 +131,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def selector_options(args: argparse.Namespace, selectors: tuple[str, ...]) -> dict[str, dict]:
     """The same Adam schedule for every trained cell; EquiNAS_E's search settings."""
     training = {"training.lr": args.lr, "training.batch_size": args.batch_size}
+    if args.protocol == "paper":
+        lineage_epochs = (args.generations + 1) * args.fraction + args.finish_epochs
+        training["training.epochs"] = max(1, math.ceil(lineage_epochs - 1e-9))
     options: dict[str, dict] = {}
     for name in selectors:
         if name in ("static", "marglik", "rpp"):
@@ -127,8 +149,11 @@ def selector_options(args: argparse.Namespace, selectors: tuple[str, ...]) -> di
             "population": args.population,
             "fraction": args.fraction,
             "moves": args.moves,
+            "finish_epochs": args.finish_epochs,
             **optimizer,
         }
+        if args.protocol == "paper":
+            options["equinas-e"]["generations"] = args.generations
     return options
 
 
@@ -143,7 +168,7 @@ def build_config(args: argparse.Namespace) -> CompareConfig:
         selectors=selectors,
         baselines=tuple(b for b in args.baselines.split(",") if b) + priors,
         seeds=tuple(int(s) for s in pick("seeds").split(",")),
-        budget_epochs=pick("budget_epochs"),
+        budget_epochs=pick("budget_epochs") if args.protocol == "equal" else None,
         train_size=pick("train_size"),
         val_size=pick("val_size"),
         test_size=pick("test_size"),
@@ -238,8 +263,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     config = build_config(args)
     torch.set_num_threads(args.threads)
-    suffix = ("" if args.norm == "none" else f"_{args.norm}") + ("_quick" if args.quick else "")
-    out = Path(args.out or ROOT / "runs" / "reproduce_equinas" / f"{args.norm}{suffix}")
+    suffix = "".join(
+        (
+            "" if args.norm == "none" else f"_{args.norm}",
+            "" if args.protocol == "equal" else f"_{args.protocol}",
+            "_quick" if args.quick else "",
+        )
+    )
+    out = Path(args.out or ROOT / "runs" / "reproduce_equinas" / f"run{suffix}")
     start = time.perf_counter()
     compare(config, out, device=args.device, progress=not args.quiet)
     payload = json.loads((out / "compare.json").read_text())
