@@ -75,7 +75,7 @@ from bayesym.groups.d4 import d4_subgroup, d4_subgroups
 from bayesym.groups.finite import is_subgroup
 from bayesym.runs import resolve_device
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter
+from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall
 from bayesym.selectors.equinas_lineage import plot_lineage
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
 from bayesym.selectors.pareto import pareto_select
@@ -323,6 +323,11 @@ class EquiNASE(Selector):
         if not run.resume(folder):
             root = _Candidate((), None, None, candidate_seed(config.seed, 0, 0))
             run.generation([(None, root)], 0)
+            if not run.population:
+                raise BudgetTooSmall(
+                    f"{self.name}: the wall-clock budget ran out before the all-D4 network "
+                    "was trained; raise Budget.wall_seconds"
+                )
             run.save(folder)
         while run.next_generation <= config.generations and not run.stopped:
             if not meter.can_afford(passes + reserve):
@@ -421,6 +426,8 @@ class _Search:
         keep = pareto_select(costs, self.config.population, cap=self.config.front == "cap")
         self.population = [pool[i] for i in keep]
         self.states = {r["id"]: states[r["id"]] for r in self.population}
+        if not self.population:  # a wall-clock limit before the root was trained
+            return
         best = self.population[self.best_index()]
         self.history.append(
             {

@@ -178,6 +178,8 @@ def test_the_budget_is_never_exceeded_and_stops_the_search():
     assert result.history[-1]["stopped_by_budget"]
     with pytest.raises(BudgetTooSmall, match="all-D4"):
         run(budget=Budget(epochs=0.25))
+    with pytest.raises(BudgetTooSmall, match="wall-clock budget ran out"):
+        run(budget=Budget(wall_seconds=1e-9))
 
 
 def test_the_finish_variant_reserves_its_passes_and_trains_the_best_further():
