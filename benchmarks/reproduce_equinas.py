@@ -34,9 +34,9 @@ Usage::
     python benchmarks/reproduce_equinas.py --protocol paper --threads 1
     python benchmarks/reproduce_equinas.py --quick              # smoke (~1 min)
 
-Writes ``benchmarks/results/reproduce_equinas[_<norm>][_paper][_quick].json`` (the comparison's
-``compare.json`` plus ``environment()``, the exact command and the acceptance block); the
-cells, tables, the comparison figure and every EquiNAS_E lineage figure
+Writes ``benchmarks/results/reproduce_equinas[_<norm>][_paper][_finish<E>][_quick].json``
+(the comparison's ``compare.json`` plus ``environment()``, the exact command and the
+acceptance block); the cells, tables, the comparison figure and every EquiNAS_E lineage figure
 (``seed*/equinas-e/lineage.png``) stay in ``--out`` (resumable: run the same command again).
 """
 
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (
             "" if args.norm == "none" else f"_{args.norm}",
             "" if args.protocol == "equal" else f"_{args.protocol}",
+            f"_finish{args.finish_epochs:g}" if args.finish_epochs else "",
             "_quick" if args.quick else "",
         )
     )
