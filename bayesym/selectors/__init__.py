@@ -11,8 +11,10 @@ split once per selection.
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.equinas_e import EquiNASE, EquiNASEConfig
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
+from bayesym.selectors.pareto import pareto_front, pareto_select
 from bayesym.selectors.registry import (
     SELECTORS,
     SPACES,
@@ -22,7 +24,7 @@ from bayesym.selectors.registry import (
     space_names,
 )
 from bayesym.selectors.rpp import RPPConfig, RPPSelector
-from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
+from bayesym.selectors.spaces import D4SubgroupSpace, DataShape, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
 from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
@@ -69,3 +71,5 @@ __all__ += [
     "make_optimizer",
     "train_epochs",
 ]
+__all__ += ["D4SubgroupSpace"]
+__all__ += ["EquiNASE", "EquiNASEConfig", "pareto_front", "pareto_select"]
