@@ -11,6 +11,7 @@ split once per selection.
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.equinas_d import EquiNASDConfig, EquiNASDSelector
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.registry import (
@@ -51,6 +52,7 @@ __all__ += [
     "StaticConfig",
     "StaticSelector",
 ]
+__all__ += ["EquiNASDConfig", "EquiNASDSelector"]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]

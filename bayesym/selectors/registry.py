@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bayesym.selectors.base import Selector
+from bayesym.selectors.equinas_d import EquiNASDSelector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
@@ -23,6 +24,7 @@ SELECTORS: dict[str, type[Selector]] = {
     StaticSelector.name: StaticSelector,
     MarglikSelector.name: MarglikSelector,
     RPPSelector.name: RPPSelector,
+    EquiNASDSelector.name: EquiNASDSelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 
