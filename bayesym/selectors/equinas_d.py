@@ -2,8 +2,8 @@ r"""EquiNAS_D: differentiable search over the subgroups of D4 with [G]-mixed lay
 
 The differentiable method of *Equivariance-aware architectural optimization of neural
 networks* (Sec. 5.2, Alg. 2, App. B). Every block of the space's mixed network
-(:meth:`~bayesym.selectors.spaces.SearchSpace.mixed_network`, an
-:class:`~bayesym.backbones.EquiNASNet` with ``layer_type="mixed"``) is a [G]-mixed layer over
+(:meth:`D4SubgroupSpace.mixed_network <bayesym.selectors.spaces.D4SubgroupSpace.mixed_network>`,
+an :class:`~bayesym.backbones.EquiNASNet` with ``layer_type="mixed"``) is a [G]-mixed layer over
 :math:`[G] = \{C_1, D_1, C_2, D_2, C_4, D_4\}`: one kernel :math:`\psi^K` per subgroup
 :math:`K` and architecture logits :math:`\alpha`, computing ONE convolution with
 :math:`\sum_K z_K E_K(\psi^K)`, :math:`z = \mathrm{softmax}(\alpha)`
@@ -15,6 +15,11 @@ the direction :math:`v^K` is a parameter; the norm :math:`n^K` is a buffer of th
 :math:`\lVert v^K[d]\rVert` at initialisation and never updated (it is not a parameter, so no
 optimiser sees it). A component's scale therefore cannot grow to stand in for its mixture
 weight :math:`z_K`: only :math:`\alpha` decides how much of each subgroup a layer uses.
+
+**Backbones.** The space's ``norm`` chooses the backbone: ``"group_batch"`` is the paper's
+(group batch norm after every mixed convolution, batch norm in the head), ``"none"`` the
+norm-free one (biased convolutions, the frozen norms scaled once at initialisation to unit
+output moments). Compare EquiNAS_D only with static baselines of the same ``norm``.
 
 **The alternating steps (Alg. 2's order).** Every step draws two batches of size :math:`B`
 from the *training* split, one for each update, from two independent seeded permutations per
@@ -44,7 +49,8 @@ retraining reserves), i.e. :math:`E/2` search epochs, possibly ending within an 
 without a budget it runs ``epochs`` search epochs (paper: 100 on rotated MNIST).
 
 **Result.** The trained mixed network itself (the paper's output: no discretisation, no
-retraining). Per block, a :class:`~bayesym.selectors.base.LayerChoice` with the mixture
+retraining). Per block (``blocks.b.conv``, the space's layer names), a
+:class:`~bayesym.selectors.base.LayerChoice` with the mixture
 weights :math:`z` as scores, the group of largest :math:`z` as the choice and that group's
 symmetry in words. ``variant="discretised"`` additionally restricts every block to its
 argmax group (:meth:`~bayesym.layers.MixedGroupConv2d.restrict`, weights inherited) and
@@ -165,17 +171,12 @@ def mixed_layers(model: nn.Module) -> list[tuple[str, MixedConv]]:
     ]
 
 
-def _label(name: str) -> str:
-    """The block a mixed layer belongs to: ``blocks.3.conv`` -> ``blocks.3``."""
-    return name[: -len(".conv")] if name.endswith(".conv") else name
-
-
 def mixture_weights(model: nn.Module) -> dict[str, dict[str, float]]:
-    """``{block: {group: z_K}}`` of every mixed layer (``z = softmax(α)``)."""
+    """``{layer: {group: z_K}}`` of every mixed layer (``z = softmax(α)``), by qualified name."""
     out = {}
     for name, layer in mixed_layers(model):
         z = layer.architecture_weights().detach().double().cpu().tolist()
-        out[_label(name)] = {k.name: float(v) for k, v in zip(layer.components, z, strict=True)}
+        out[name] = {k.name: float(v) for k, v in zip(layer.components, z, strict=True)}
     return out
 
 
@@ -190,9 +191,9 @@ def mixture_choices(
     chosen: dict[str, str] | None = None,
     padding_mode: str = "circular",
 ) -> tuple[LayerChoice, ...]:
-    """One :class:`LayerChoice` per block of ``weights`` (:func:`mixture_weights`' form).
+    """One :class:`LayerChoice` per layer of ``weights`` (:func:`mixture_weights`' form).
 
-    The choice is ``chosen[block]`` if given, else the argmax group; the symmetry is that
+    The choice is ``chosen[layer]`` if given, else the argmax group; the symmetry is that
     group's (with translations for circular padding); the scores are the mixture weights.
     """
     choices = []
@@ -219,7 +220,7 @@ def discretise(model: nn.Module, choices: dict[str, str] | None = None) -> nn.Mo
 
     Args:
         model: a network with mixed layers.
-        choices: ``{block: group}``; default: the argmax group of every layer.
+        choices: ``{layer name: group}``; default: the argmax group of every layer.
 
     Returns:
         ``model`` (each mixed layer replaced by its one-component restriction, weights kept).
@@ -228,7 +229,7 @@ def discretise(model: nn.Module, choices: dict[str, str] | None = None) -> nn.Mo
     for name, layer in mixed_layers(model):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer.restrict([choices[_label(name)]]))
+        setattr(parent, child, layer.restrict([choices[name]]))
     return model
 
 
