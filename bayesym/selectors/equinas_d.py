@@ -100,6 +100,7 @@ __all__ = [
     "EquiNASDSelector",
     "architecture_step",
     "discretise",
+    "group_mass",
     "mixed_layers",
     "mixture_choices",
     "mixture_weights",
@@ -202,6 +203,17 @@ def mixture_choices(
         symmetry = LayerSymmetry(translations=padding_mode == "circular", point_group=best)
         choices.append(LayerChoice(label, best, symmetry.describe(), dict(z)))
     return tuple(choices)
+
+
+def group_mass(
+    choices: tuple[LayerChoice, ...], groups: tuple[str, ...] = ("C4", "D4")
+) -> list[float]:
+    """Per layer, the summed mixture weight of ``groups`` (default: the 90° rotation groups).
+
+    E.g. the EquiNAS paper's reading "less constrained layers toward the end of the network"
+    is ``group_mass`` decreasing with depth.
+    """
+    return [sum(float(c.scores.get(g, 0.0)) for g in groups) for c in choices]
 
 
 def initialise_logits(model: nn.Module, init: str) -> None:
@@ -331,7 +343,14 @@ class _State:
 
 
 class EquiNASDSelector(Selector):
-    """EquiNAS_D: alternating Z- and Ψ-steps on a [G]-mixed network (module docstring)."""
+    """EquiNAS_D: alternating Z- and Ψ-steps on a [G]-mixed network of the ``d4`` space.
+
+    Configured by :class:`EquiNASDConfig`; returns the trained mixed network (or its
+    discretised, fine-tuned variant) with the mixture weights ``z`` of every block as the
+    scores of its :class:`~bayesym.selectors.base.LayerChoice`. The algorithm, the frozen
+    weight norms, the budget and the checkpoints are described in
+    :mod:`bayesym.selectors.equinas_d`.
+    """
 
     name: ClassVar[str] = "equinas-d"
     spaces: ClassVar[frozenset[str]] = frozenset({"d4"})

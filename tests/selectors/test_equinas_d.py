@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from selector_toys import digits, without_time
 from torch import nn
 
+import bayesym.data.registry as data_registry
+import bayesym.selectors.split as split_module
 from bayesym.layers.mixed import architecture_parameters, weight_parameters
 from bayesym.selectors import (
     SELECTORS,
@@ -18,11 +20,14 @@ from bayesym.selectors import (
     DataShape,
     EquiNASDConfig,
     EquiNASDSelector,
+    LayerChoice,
     TranslationSpace,
     equinas_d,
 )
+from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.equinas_d import (
     discretise,
+    group_mass,
     mixed_layers,
     mixture_weights,
     search_orders,
@@ -302,3 +307,45 @@ def test_figure_of_z_over_training(tmp_path):
     assert (tmp_path / "z.png").stat().st_size > 0
     with pytest.raises(ValueError, match="no search record"):
         mixture_series(history[-1:])
+
+
+def test_group_mass_sums_the_named_groups():
+    choices = (LayerChoice("a", "D4", "x", {"C1": 0.2, "C4": 0.3, "D4": 0.5}),)
+    assert group_mass(choices) == [0.8] and group_mass(choices, ("C1",)) == [0.2]
+
+
+def test_through_compare_without_test_data(monkeypatch, tmp_path):
+    inside_fit, loads = [False], []
+    fit_method = EquiNASDSelector.fit
+
+    def guarded(self, *args, **kwargs):
+        inside_fit[0] = True
+        try:
+            return fit_method(self, *args, **kwargs)
+        finally:
+            inside_fit[0] = False
+
+    original = data_registry.make_task
+
+    def recording(task, split, *args, **kwargs):
+        loads.append((split, inside_fit[0]))
+        return original(task, split, *args, **kwargs)
+
+    monkeypatch.setattr(EquiNASDSelector, "fit", guarded)
+    monkeypatch.setattr(data_registry, "make_task", recording)
+    monkeypatch.setattr(split_module, "make_task", recording)
+    config = CompareConfig(
+        task="d4-digits",
+        space="d4",
+        selectors=("equinas-d",),
+        train_size=64,
+        val_size=32,
+        test_size=64,
+        budget_epochs=2,
+        space_options={"width": 1, "depth": 2},
+        selector_options={"equinas-d": {"batch_size": 32}},
+    )
+    (cell,) = compare(config, tmp_path, progress=False)
+    assert ("test", False) in loads and not any(inside for _, inside in loads)
+    assert cell.selection.selector == "equinas-d" and cell.selection.cost.image_passes == 128
+    assert (tmp_path / "seed0" / "equinas-d" / "mixture_weights.png").is_file()
