@@ -386,15 +386,15 @@ class EquiNASDSelector(Selector):
         reserve = len(train) * config.retrain_epochs if config.variant == "discretised" else 0
         step = 2 * min(config.batch_size, len(train))
         meter.require(step + reserve, "one EquiNAS_D step (two batches) and the retraining")
+        shape = DataShape.of(train)
+        torch.manual_seed(config.seed)
+        model = builder(shape).to(target)  # refuses data the space cannot take, before work
+        if not mixed_layers(model):
+            raise ValueError(f"the {space.name!r} space's mixed network has no mixed layer")
         identity = run_identity(
             self.name, self.config_json(), space, budget, len(train), len(valid)
         )
         folder = claim_run_dir(run_dir, identity)
-        shape = DataShape.of(train)
-        torch.manual_seed(config.seed)
-        model = builder(shape).to(target)
-        if not mixed_layers(model):
-            raise ValueError(f"the {space.name!r} space's mixed network has no mixed layer")
         initialise_logits(model, config.logit_init)
         padding = getattr(mixed_layers(model)[0][1], "padding_mode", "circular")
         state = _State(history=[{"phase": "search", "epoch": 0, "z": mixture_weights(model)}])

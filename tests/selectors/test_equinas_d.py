@@ -2,6 +2,7 @@
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 import bayesym.data.registry as data_registry
 import bayesym.selectors.split as split_module
+from bayesym.data import ImageDataset
 from bayesym.layers.mixed import architecture_parameters, weight_parameters
 from bayesym.selectors import (
     SELECTORS,
@@ -23,6 +25,7 @@ from bayesym.selectors import (
     LayerChoice,
     TranslationSpace,
     equinas_d,
+    equinas_d_figure,
 )
 from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.equinas_d import (
@@ -45,6 +48,12 @@ def mixed_net(norm: str = "group_batch", dtype=torch.float32) -> nn.Module:
     """The space's mixed network for 8x8 images and 10 classes."""
     torch.manual_seed(0)
     return space(norm).mixed_network(DataShape(1, 8, 8, 10)).to(dtype)
+
+
+@pytest.fixture
+def no_figure(monkeypatch):
+    """Skip the figure written at the end of a run with a run directory (about 1 s each)."""
+    monkeypatch.setattr(equinas_d_figure, "plot_mixture_history", lambda *args, **kwargs: None)
 
 
 def fit(config=None, budget=None, split=None, **kwargs):
@@ -213,32 +222,47 @@ def test_too_small_budget_is_refused_before_work():
         fit(EquiNASDConfig(batch_size=64), Budget(epochs=1.0))
 
 
-@pytest.mark.parametrize("variant", ["mixed", "discretised"])
-def test_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch, variant):
+@pytest.mark.parametrize(
+    "variant, budget, kill_at",
+    [("mixed", None, 2), ("mixed", 3.0, 2), ("discretised", None, 6)],
+)
+def test_kill_and_resume_equals_uninterrupted(
+    tmp_path, monkeypatch, no_figure, variant, budget, kill_at
+):
+    """Killed after ``kill_at`` checkpoints (mixed: within the search, the budgeted run after
+    its partial last epoch; discretised: within the retraining), then resumed."""
     config = EquiNASDConfig(epochs=3, batch_size=16, variant=variant, retrain_epochs=2)
-    whole = fit(config, run_dir=tmp_path / "whole")
+    budget = None if budget is None else Budget(epochs=budget)
+    whole = fit(config, budget, run_dir=tmp_path / "whole")
     saves = []
     real_save = equinas_d.save_checkpoint
 
     def dying_save(path, payload):
         real_save(path, payload)
-        saves.append(payload["state"]["phase"])
-        if len(saves) == (5 if variant == "discretised" else 2):
+        saves.append((payload["state"]["phase"], payload["state"]["epoch"]))
+        if len(saves) == kill_at:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(equinas_d, "save_checkpoint", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        fit(config, run_dir=tmp_path / "killed")
+        fit(config, budget, run_dir=tmp_path / "killed")
     monkeypatch.setattr(equinas_d, "save_checkpoint", real_save)
-    resumed = fit(config, run_dir=tmp_path / "killed")
-    if variant == "discretised":
-        assert saves[-1] == "retrain"
+    resumed = fit(config, budget, run_dir=tmp_path / "killed")
+    assert saves[-1] == (("retrain", 1) if variant == "discretised" else ("search", 2))
     assert without_time(resumed.to_json()) == without_time(whole.to_json())
     for key, value in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
 
 
-def test_resume_refuses_another_configuration(tmp_path):
+def test_non_square_images_are_refused_before_work(tmp_path):
+    split = digits(64, 32)
+    wide = ImageDataset(split.train.images[..., :6], split.train.labels, num_classes=10)
+    with pytest.raises(ValueError, match="images must be square"):
+        fit(split=SimpleNamespace(train=wide, valid=split.valid), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_configuration(tmp_path, no_figure):
     fit(EquiNASDConfig(epochs=1, batch_size=16), run_dir=tmp_path)
     with pytest.raises(ValueError, match="another selection"):
         fit(EquiNASDConfig(epochs=1, batch_size=32), run_dir=tmp_path)
@@ -314,7 +338,7 @@ def test_group_mass_sums_the_named_groups():
     assert group_mass(choices) == [0.8] and group_mass(choices, ("C1",)) == [0.2]
 
 
-def test_through_compare_without_test_data(monkeypatch, tmp_path):
+def test_through_compare_without_test_data(monkeypatch, tmp_path, no_figure):
     inside_fit, loads = [False], []
     fit_method = EquiNASDSelector.fit
 
@@ -348,4 +372,3 @@ def test_through_compare_without_test_data(monkeypatch, tmp_path):
     (cell,) = compare(config, tmp_path, progress=False)
     assert ("test", False) in loads and not any(inside for _, inside in loads)
     assert cell.selection.selector == "equinas-d" and cell.selection.cost.image_passes == 128
-    assert (tmp_path / "seed0" / "equinas-d" / "mixture_weights.png").is_file()
