@@ -399,7 +399,7 @@ class EquiNASDSelector(Selector):
         padding = getattr(mixed_layers(model)[0][1], "padding_mode", "circular")
         state = _State(history=[{"phase": "search", "epoch": 0, "z": mixture_weights(model)}])
         arch_opt = torch.optim.Adam(architecture_parameters(model), lr=config.architecture_lr)
-        weight_opt = torch.optim.Adam(
+        weight_opt: torch.optim.Optimizer = torch.optim.Adam(
             [p for p in weight_parameters(model) if p.requires_grad], lr=config.weight_lr
         )
         checkpoint = None if folder is None else folder / CHECKPOINT
@@ -438,7 +438,9 @@ class EquiNASDSelector(Selector):
         stopped = False
         while state.epoch < epochs and not stopped:
             weight_order, arch_order = search_orders(n, config.seed, state.epoch)
-            sums = {"loss": 0.0, "architecture_loss": 0.0, "correct": 0, "images": 0}
+            sums: dict[str, float] = dict.fromkeys(
+                ("loss", "architecture_loss", "correct", "images"), 0.0
+            )
             for start in range(0, n, config.batch_size):
                 wi = weight_order[start : start + config.batch_size]
                 ai = arch_order[start : start + config.batch_size]
@@ -459,7 +461,7 @@ class EquiNASDSelector(Selector):
             if sums["images"] == 0:
                 break
             state.epoch += 1
-            state.weight_images += sums["images"]
+            state.weight_images += int(sums["images"])
             record = self._record(model, valid, meter, "search", state.epoch, sums)
             state.history.append(record)
             self._save(checkpoint, model, arch_opt, weight_opt, meter, state)

@@ -75,8 +75,8 @@ def plot_mixture_history(
     epochs, series = mixture_series(history)
     blocks = list(series)
     groups = _ordered(list(dict.fromkeys(g for b in blocks for g in series[b])))
-    colours = plt.get_cmap("tab10").colors
-    colour = {g: colours[i % len(colours)] for i, g in enumerate(groups)}
+    tab10 = plt.get_cmap("tab10")
+    colour = {g: tab10(i % 10) for i, g in enumerate(groups)}
     columns = min(4, len(blocks))
     rows = math.ceil(len(blocks) / columns)
     figure, axes = plt.subplots(
