@@ -41,20 +41,21 @@ temperature, annealing or size penalty (the paper's Sec. 6.2). ``logit_init="uni
 :math:`\alpha = -2` for every component but the layer's layout group (the reference code's
 ``--prior`` flag, not in the paper).
 
-**Epochs and budget.** A search epoch is :math:`\lceil N/B\rceil` steps, so it makes
-:math:`2N` training image passes (both batches charged to the
-:class:`~bayesym.selectors.budget.BudgetMeter` before each step). With ``Budget(epochs=E)``
-the search runs until the meter has spent :math:`\lceil EN\rceil` passes (minus what the
-retraining reserves), i.e. :math:`E/2` search epochs, possibly ending within an epoch;
-without a budget it runs ``epochs`` search epochs (paper: 100 on rotated MNIST).
+**Epochs and budget.** A search epoch is :math:`\lceil N/B\rceil` steps (a last batch of a
+single image is dropped, as batch norm needs two), so it makes :math:`2N` training image
+passes (both batches charged to the :class:`~bayesym.selectors.budget.BudgetMeter` before
+each step). With ``Budget(epochs=E)`` the search runs until the meter has spent
+:math:`\lceil EN\rceil` passes (minus what the retraining reserves), i.e. :math:`E/2` search
+epochs, possibly ending within an epoch; without a budget it runs ``epochs`` search epochs
+(paper: 100 on rotated MNIST).
 
 **Result.** The trained mixed network itself (the paper's output: no discretisation, no
 retraining). Per block (``blocks.b.conv``, the space's layer names), a
-:class:`~bayesym.selectors.base.LayerChoice` with the mixture
-weights :math:`z` as scores, the group of largest :math:`z` as the choice and that group's
-symmetry in words. ``variant="discretised"`` additionally restricts every block to its
-argmax group (:meth:`~bayesym.layers.MixedGroupConv2d.restrict`, weights inherited) and
-fine-tunes the weights for ``retrain_epochs`` with a fresh Adam: the result is labelled by
+:class:`~bayesym.selectors.base.LayerChoice` with the mixture weights :math:`z` as scores,
+the group of largest :math:`z` as the choice and that group's symmetry in words.
+``variant="discretised"`` additionally restricts every block to its argmax group
+(:meth:`~bayesym.layers.MixedGroupConv2d.restrict`, weights inherited) and fine-tunes the
+weights for ``retrain_epochs`` with a fresh Adam: the result is labelled by
 ``config["variant"]`` and the history's ``phase`` (``"search"`` / ``"retrain"``). The history
 holds :math:`z` per block after every epoch (``z``; record 0 is the initialisation), plotted
 by :func:`bayesym.selectors.equinas_d_figure.plot_mixture_history`.
@@ -444,6 +445,8 @@ class EquiNASDSelector(Selector):
             for start in range(0, n, config.batch_size):
                 wi = weight_order[start : start + config.batch_size]
                 ai = arch_order[start : start + config.batch_size]
+                if len(wi) < 2 < n:  # a last batch of one image: batch norm needs two
+                    break
                 try:
                     if limit is not None and meter.image_passes >= limit:
                         raise BudgetExhausted("search share of the budget spent")

@@ -217,6 +217,11 @@ def test_budget_is_respected(variant):
         assert search_passes == limit
 
 
+def test_a_last_batch_of_one_image_is_dropped():
+    result = fit(EquiNASDConfig(epochs=1, batch_size=16), split=digits(33, 16))
+    assert result.cost.image_passes == 2 * 32
+
+
 def test_too_small_budget_is_refused_before_work():
     with pytest.raises(BudgetTooSmall, match="EquiNAS_D step"):
         fit(EquiNASDConfig(batch_size=64), Budget(epochs=1.0))
