@@ -386,7 +386,8 @@ class EquiNASDSelector(Selector):
         meter = BudgetMeter(budget, len(train))
         reserve = len(train) * config.retrain_epochs if config.variant == "discretised" else 0
         step = 2 * min(config.batch_size, len(train))
-        meter.require(step + reserve, "one EquiNAS_D step (two batches) and the retraining")
+        what = "one EquiNAS_D step (two batches)" + (" and the retraining" if reserve else "")
+        meter.require(step + reserve, what)
         shape = DataShape.of(train)
         torch.manual_seed(config.seed)
         model = builder(shape).to(target)  # refuses data the space cannot take, before work
