@@ -377,3 +377,15 @@ def test_through_compare_without_test_data(monkeypatch, tmp_path, no_figure):
     (cell,) = compare(config, tmp_path, progress=False)
     assert ("test", False) in loads and not any(inside for _, inside in loads)
     assert cell.selection.selector == "equinas-d" and cell.selection.cost.image_passes == 128
+
+
+@pytest.mark.parametrize("group, flip_invariant", [("D4", True), ("C4", False)])
+def test_discretised_network_has_the_chosen_symmetry(group, flip_invariant):
+    torch.manual_seed(5)
+    model = mixed_net("none", dtype=torch.float64).eval()
+    x = batches(8)[0]
+    discretise(model, {name: group for name, _ in mixed_layers(model)})
+    out = model(x)
+    torch.testing.assert_close(model(torch.rot90(x, 1, (-2, -1))), out, rtol=1e-9, atol=1e-9)
+    flipped = model(x.flip(-1))
+    assert torch.allclose(flipped, out, rtol=1e-9, atol=1e-9) == flip_invariant
