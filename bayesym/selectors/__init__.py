@@ -11,7 +11,8 @@ split once per selection.
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
-from bayesym.selectors.equinas_e import EquiNASE, EquiNASEConfig
+from bayesym.selectors.equinas_d import EquiNASDConfig, EquiNASDSelector
+from bayesym.selectors.equinas_e import EquiNASESelector, EquiNASEConfig
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.pareto import pareto_front, pareto_select
@@ -53,6 +54,7 @@ __all__ += [
     "StaticConfig",
     "StaticSelector",
 ]
+__all__ += ["EquiNASDConfig", "EquiNASDSelector"]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
@@ -72,4 +74,4 @@ __all__ += [
     "train_epochs",
 ]
 __all__ += ["D4SubgroupSpace"]
-__all__ += ["EquiNASE", "EquiNASEConfig", "pareto_front", "pareto_select"]
+__all__ += ["EquiNASESelector", "EquiNASEConfig", "pareto_front", "pareto_select"]

@@ -92,7 +92,7 @@ from bayesym.selectors.training import (
 
 __all__ = [
     "CHECKPOINT_FILE",
-    "EquiNASE",
+    "EquiNASESelector",
     "EquiNASEConfig",
     "Move",
     "candidate_seed",
@@ -115,7 +115,7 @@ _BY_FLIP_ROTATION = {v: k for k, v in _FLIP_ROTATION.items()}
 
 @dataclass(frozen=True)
 class EquiNASEConfig:
-    """Configuration of :class:`EquiNASE` (module docstring; paper defaults, App. B).
+    """Configuration of :class:`EquiNASESelector` (module docstring; paper defaults, App. B).
 
     Attributes:
         population: population size ``P`` (paper 5).
@@ -277,7 +277,7 @@ def candidate_seed(seed: int, generation: int, position: int) -> int:
     return (seed * 1_000_003 + generation) * 10_007 + position
 
 
-class EquiNASE(Selector):
+class EquiNASESelector(Selector):
     """Evolutionary subgroup search by relaxation morphisms (module docstring)."""
 
     name: ClassVar[str] = "equinas-e"
@@ -347,7 +347,7 @@ class _Search:
 
     def __init__(
         self,
-        selector: EquiNASE,
+        selector: EquiNASESelector,
         shared: _Shared,
         meter: BudgetMeter,
         passes: tuple[int, int],

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from bayesym.selectors.base import Selector
-from bayesym.selectors.equinas_e import EquiNASE
+from bayesym.selectors.equinas_d import EquiNASDSelector
+from bayesym.selectors.equinas_e import EquiNASESelector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
@@ -25,7 +26,8 @@ SELECTORS: dict[str, type[Selector]] = {
     StaticSelector.name: StaticSelector,
     MarglikSelector.name: MarglikSelector,
     RPPSelector.name: RPPSelector,
-    EquiNASE.name: EquiNASE,
+    EquiNASDSelector.name: EquiNASDSelector,
+    EquiNASESelector.name: EquiNASESelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 

@@ -13,7 +13,7 @@ from bayesym.selectors import (
     BudgetTooSmall,
     D4SubgroupSpace,
     DataShape,
-    EquiNASE,
+    EquiNASESelector,
     EquiNASEConfig,
     OptimizerSettings,
     SerialExecutor,
@@ -123,7 +123,7 @@ def test_known_answer_a_task_that_90_degree_rotations_break_relaxes_the_last_blo
     train, valid = bars(256, 0), bars(128, 1)
     config = EquiNASEConfig(population=3, generations=1, fraction=1.0, optimizer=ADAM)
     space = D4SubgroupSpace(width=1, depth=3)
-    result = EquiNASE(config).fit(
+    result = EquiNASESelector(config).fit(
         train, valid, space=space, budget=Budget(), run_dir=tmp_path, progress=False
     )
     root = result.history[0]["population"][0]
@@ -144,7 +144,7 @@ def run(budget=None, run_dir=None, executor=None, **options):
         **{"population": 2, "generations": 2, "fraction": 0.5, "optimizer": ADAM, **options}
     )
     space = D4SubgroupSpace(width=1, depth=2)
-    return EquiNASE(config).fit(
+    return EquiNASESelector(config).fit(
         split.train, split.valid, space=space, budget=budget or Budget(), run_dir=run_dir,
         executor=executor, progress=False,
     )  # fmt: skip
@@ -152,7 +152,7 @@ def run(budget=None, run_dir=None, executor=None, **options):
 
 def test_digits_smoke_returns_a_valid_result():
     result = run()
-    assert SELECTORS["equinas-e"] is EquiNASE
+    assert SELECTORS["equinas-e"] is EquiNASESelector
     assert result.selector == "equinas-e" and result.space == "d4"
     assert [c.layer for c in result.choices] == ["blocks.0.conv", "blocks.1.conv"]
     assert all(sum(c.scores.values()) == pytest.approx(1.0) for c in result.choices)
@@ -257,4 +257,4 @@ def test_bad_settings_and_spaces_are_refused():
         EquiNASEConfig(fraction=0.0)
     split = digits(train_size=16, val_size=8)
     with pytest.raises(ValueError, match="supports: d4"):
-        EquiNASE().fit(split.train, split.valid, space=TranslationSpace(), budget=Budget())
+        EquiNASESelector().fit(split.train, split.valid, space=TranslationSpace(), budget=Budget())
