@@ -12,7 +12,7 @@ split once per selection.
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
 from bayesym.selectors.equinas_d import EquiNASDConfig, EquiNASDSelector
-from bayesym.selectors.equinas_e import EquiNASESelector, EquiNASEConfig
+from bayesym.selectors.equinas_e import EquiNASEConfig, EquiNASESelector
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.pareto import pareto_front, pareto_select
