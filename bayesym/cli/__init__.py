@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        warnings.filterwarnings("default", category=UserWarning, module=r"bayesym\b")
         code, message = _main(argv)
     if message is not None:
         prefix = "bayesym: " if code == INTERRUPTED else "bayesym: error: "
