@@ -108,12 +108,16 @@ def _print_result(result: RunResult, title: str) -> None:
 
 
 def _print_files(*run_dirs: Path) -> None:
-    """List the files of each run directory and what each holds."""
-    for run_dir in run_dirs:
-        print(f"\nfiles written in {run_dir}:")
-        for name, what in RUN_FILES.items():
-            if (run_dir / name).is_file():
-                print(f"  {name:<19} {what}")
+    """List the files written in the run directories (the same in each) and what each holds."""
+    where = ", ".join(map(str, run_dirs))
+    print(
+        f"\nfiles written in {where}:"
+        if len(run_dirs) == 1
+        else f"\nfiles written in each of {where}:"
+    )
+    for name, what in RUN_FILES.items():
+        if all((run_dir / name).is_file() for run_dir in run_dirs):
+            print(f"  {name:<19} {what}")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -187,8 +191,9 @@ def _print_choices(results: dict[str, RunResult]) -> None:
     for row in rows:
         print("  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip())
     print(
-        f"(symmetry in brackets: {path_label('conv', 'translations')} is translation-"
-        "equivariant, ffc (no symmetry) uses positions)"
+        f"(in brackets: the symmetry of the chosen path; {path_label('conv', 'translations')} is "
+        f"a convolution, {path_label('ffc', 'none')} a factored fully-connected path that uses "
+        "positions)"
     )
     print(
         "\ntest accuracy: invariant task (10 classes) "
