@@ -228,10 +228,13 @@ def build_model(config: RunConfig, data: ImageDataset) -> nn.Module:
 def load_groups(run_dir: str | Path) -> list[ParameterGroup]:
     """The prior groups saved in a run directory."""
     records = json.loads((Path(run_dir) / "groups.json").read_text())
-    fields = {f.name for f in dataclasses.fields(ParameterGroup)}
     return [
         ParameterGroup(
-            **{k: tuple(v) if k == "parameters" else v for k, v in r.items() if k in fields}
+            name=r["name"],
+            layer=r["layer"],
+            path=r["path"],
+            parameters=tuple(r["parameters"]),
+            numel=r["numel"],
         )
         for r in records
     ]
