@@ -148,6 +148,26 @@ def test_a_read_only_directory_is_one_line_naming_the_file(tmp_path):
     assert main(["fit", "--out", str(out), *TINY]) == 0  # the same command, once writable
 
 
+def test_an_unwritable_run_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """Fault injection for users whom chmod cannot stop (root): config.json refused."""
+    out = tmp_path / "run"
+    real_write_text = Path.write_text
+
+    def refuse_config(self, *args, **kwargs):
+        if self.name == "config.json":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", refuse_config)
+    assert main(["fit", "--out", str(out), *TINY]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert line == (
+        f"bayesym: error: cannot write {out / 'config.json'}: Permission denied; free disk "
+        f"space or make {out} writable (or choose another --out), then rerun the same command"
+    )
+    assert list(out.iterdir()) == []
+
+
 def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_resumes(
     tmp_path, monkeypatch, capsys
 ):
