@@ -37,7 +37,11 @@ from bayesym.data.registry import make_task
 from bayesym.layers._checks import check_positive_int
 from bayesym.layers.registry import layer_kind
 from bayesym.marglik import MarglikConfig, MarglikTrainer
-from bayesym.marglik.checkpoint import config_differences
+from bayesym.marglik.checkpoint import (
+    config_differences,
+    load_checkpoint,
+    previous_checkpoint_path,
+)
 from bayesym.marglik.history import EpochRecord, hyper_records
 from bayesym.priors import GaussianPrior, ParameterGroup
 from bayesym.report import (
@@ -321,8 +325,10 @@ def run(
 
     The configuration, the device, the data, the network and the trainer are checked, loaded
     and built before anything is written, so a run that fails to start leaves ``run_dir`` as
-    it was (and the corrected command may use it). A ``data_root`` other than the saved
-    one does not block a resume (it says where the data are, not what they are).
+    it was (and the corrected command may use it). If the newest checkpoint is missing but
+    the previous one is there, the run resumes from that, with a warning. A ``data_root``
+    other than the saved one does not block a resume (it says where the data are, not what
+    they are).
 
     ``device`` (default CPU) holds the model and the data during training. It is not part of
     the configuration: a run may be resumed on another device (results then differ by
@@ -354,6 +360,9 @@ def run(
     (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
     groups = [{**dataclasses.asdict(g), "symmetry": symmetries.get(g.name)} for g in prior.groups]
     (run_dir / "groups.json").write_text(json.dumps(groups, indent=1))
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file() and previous_checkpoint_path(checkpoint).is_file():
+        trainer.load_state_dict(load_checkpoint(checkpoint))  # warns: the newest is missing
     start = time.perf_counter()
     history = trainer.fit(train, valid)
     seconds = time.perf_counter() - start

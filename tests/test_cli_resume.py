@@ -95,6 +95,17 @@ def test_an_unreadable_checkpoint_falls_back_to_the_previous_one_and_says_so(
     assert _final(out) == _final(finished)  # epoch 2 redone: the same result
 
 
+def test_a_deleted_checkpoint_falls_back_to_the_previous_one(finished, tmp_path, capsys):
+    out = _copy(finished, tmp_path)
+    (out / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    assert main(["fit", "--out", str(out), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "resuming from epoch 1 of 2" in err
+    assert "is missing; resuming from the previous checkpoint checkpoint.prev.pt (epoch 1)" in err
+    assert _final(out) == _final(finished)
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
 def test_no_readable_checkpoint_is_one_line_naming_the_files_and_the_fix(tmp_path, capsys, damage):
     out = tmp_path / "run"
