@@ -9,6 +9,9 @@ such optimisers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -21,6 +24,7 @@ from bayesym.layers.symmetry import LayerSymmetry
 __all__ = [
     "HOMOTOPY_PARAMETER_NAME",
     "HomotopicLayer",
+    "equivariant_projection",
     "homotopic_conv_ffc",
     "homotopy_parameters",
 ]
@@ -115,6 +119,34 @@ def homotopy_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
             prefix = f"{name}." if name else ""
             found[prefix + HOMOTOPY_PARAMETER_NAME] = module.homotopy_gamma
     return found
+
+
+@contextmanager
+def equivariant_projection(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every ``gamma`` of ``model`` is 0 (ACE's ``f_eq`` evaluation).
+
+    The values are restored on exit, also after an exception.
+
+    Example:
+        >>> from bayesym.layers.conv import SpatialConv2d
+        >>> net = nn.Sequential(HomotopicLayer(SpatialConv2d(1, 1), SpatialConv2d(1, 1, 1)))
+        >>> with equivariant_projection(net):
+        ...     net[0].homotopy_gamma.item()
+        0.0
+        >>> net[0].homotopy_gamma.item()
+        1.0
+    """
+    gammas = list(homotopy_parameters(model).values())
+    saved = [g.detach().clone() for g in gammas]
+    try:
+        with torch.no_grad():
+            for g in gammas:
+                g.zero_()
+        yield model
+    finally:
+        with torch.no_grad():
+            for g, value in zip(gammas, saved, strict=True):
+                g.copy_(value)
 
 
 def homotopic_conv_ffc(

@@ -9,8 +9,15 @@ validation data out of the training file so that no selector ever sees the test 
 split once per selection.
 """
 
+from bayesym.selectors.ace import (
+    ACEEqualityConfig,
+    ACEEqualitySelector,
+    ACEResilientConfig,
+    ACEResilientSelector,
+)
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.constraints import ConstraintDuals, DualSettings
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.registry import (
@@ -50,6 +57,16 @@ __all__ += [
     "RPPSelector",
     "StaticConfig",
     "StaticSelector",
+]
+
+# ACE: constrained learning over homotopic layers.
+__all__ += [
+    "ACEEqualityConfig",
+    "ACEEqualitySelector",
+    "ACEResilientConfig",
+    "ACEResilientSelector",
+    "ConstraintDuals",
+    "DualSettings",
 ]
 
 # Registries.

@@ -22,6 +22,15 @@ u)]_+` (both from the values before the step). At a KKT point :math:`u^\star =
 \lambda^\star/\rho`: :math:`\rho` prices relaxation, :math:`u_i` is the tolerance the data buy
 for constraint :math:`i`.
 
+**Augmented Lagrangian** (``augmentation`` :math:`c > 0`, the method of multipliers). When the
+objective hardly depends on :math:`\gamma` (a network can rescale its weights around a
+homotopy coefficient), the bilinear term :math:`\lambda_i\gamma_i` makes primal-dual steps an
+undamped oscillator: :math:`\gamma` and :math:`\lambda` circle the optimum instead of reaching
+it. Adding :math:`\tfrac{c}{2}\sum_i\gamma_i^2` (equality) or
+:math:`\tfrac{c}{2}\sum_i[|\gamma_i| - u_i]_+^2` (resilient; the slack step then also descends
+it) damps the circling; it is zero on the feasible set, so the KKT points, and the dual
+updates above, are unchanged.
+
 The primal step (on :math:`\theta` and :math:`\gamma`, by the caller's optimiser) descends
 :math:`\ell +` :meth:`ConstraintDuals.penalty`, the part of :math:`L` that depends on
 :math:`\gamma` (:math:`\sum_i\lambda_i\gamma_i` or :math:`\sum_i\lambda_i|\gamma_i|`, with
@@ -72,6 +81,8 @@ class DualSettings:
         dual_optimizer: ``"ascent"`` (default: :math:`\lambda + \eta_d\,\mathrm{slack}`) or
             ``"adam"`` (Adam on :math:`-L` with learning rate :math:`\eta_d`; parity with
             ACE's public code only).
+        augmentation: :math:`c \ge 0` of the augmented Lagrangian (module docstring;
+            0: the plain Lagrangian).
     """
 
     constraint: ConstraintKind = "equality"
@@ -79,6 +90,7 @@ class DualSettings:
     rho: float = 1.0
     slack_lr: float = 1e-2
     dual_optimizer: Literal["ascent", "adam"] = "ascent"
+    augmentation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.constraint not in ("equality", "resilient"):
@@ -95,6 +107,9 @@ class DualSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"DualSettings.{name} must be positive and finite, got {value}")
+        value = self.augmentation
+        if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"DualSettings.augmentation must be >= 0 and finite, got {value}")
 
 
 class ConstraintDuals:
@@ -144,18 +159,30 @@ class ConstraintDuals:
         r"""The :math:`\gamma`-dependent part of :math:`L` for the primal step (λ constant).
 
         :math:`\sum_i\lambda_i\gamma_i` (equality) or :math:`\sum_i\lambda_i|\gamma_i|`
-        (resilient); a scalar on ``gamma``'s device and dtype, differentiable in ``gamma``.
+        (resilient), plus the augmentation :math:`\tfrac{c}{2}\sum_i\gamma_i^2` or
+        :math:`\tfrac{c}{2}\sum_i[|\gamma_i| - u_i]_+^2`; a scalar on ``gamma``'s device and
+        dtype, differentiable in ``gamma``.
         """
         gamma = self._check(gamma)
         lam = self.multipliers.to(device=gamma.device, dtype=gamma.dtype)
-        return (lam * (gamma.abs() if self.resilient else gamma)).sum()
+        value = gamma.abs() if self.resilient else gamma
+        penalty = (lam * value).sum()
+        if self.settings.augmentation > 0:
+            if self.resilient:
+                value = (value - self.slacks.to(device=gamma.device, dtype=gamma.dtype)).clamp_min(
+                    0
+                )
+            penalty = penalty + 0.5 * self.settings.augmentation * value.square().sum()
+        return penalty
 
     def lagrangian(self, objective: Tensor | float, gamma: Tensor) -> float:
         r""":math:`L` at the current :math:`\lambda, u` for an objective value and ``gamma``."""
-        value = float(objective) + float((self.multipliers * self.violation(gamma)).sum())
+        violation = self.violation(gamma)
+        value = float(objective) + float((self.multipliers * violation).sum())
         if self.resilient:
             value += 0.5 * self.settings.rho * float(self.slacks.square().sum())
-        return value
+            violation = violation.clamp_min(0)
+        return value + 0.5 * self.settings.augmentation * float(violation.square().sum())
 
     def step(self, gamma: Tensor) -> None:
         r"""One dual step (and slack step) at the current ``gamma`` (detached).
@@ -166,6 +193,7 @@ class ConstraintDuals:
         lam = self.multipliers
         if self.resilient:
             descent = self.settings.rho * self.slacks - lam
+            descent = descent - self.settings.augmentation * slack.clamp_min(0)
             self.slacks = (self.slacks - self.settings.slack_lr * descent).clamp_min(0.0)
         lam = lam + self._ascent(slack)
         self.multipliers = lam.clamp_min(0.0) if self.resilient else lam

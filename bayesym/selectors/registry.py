@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bayesym.selectors.ace import ACEEqualitySelector, ACEResilientSelector
 from bayesym.selectors.base import Selector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
@@ -23,6 +24,8 @@ SELECTORS: dict[str, type[Selector]] = {
     StaticSelector.name: StaticSelector,
     MarglikSelector.name: MarglikSelector,
     RPPSelector.name: RPPSelector,
+    ACEEqualitySelector.name: ACEEqualitySelector,
+    ACEResilientSelector.name: ACEResilientSelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 

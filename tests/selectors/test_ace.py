@@ -1,0 +1,188 @@
+"""The ACE selectors: valid results within the budget, resume, equivariance at γ := 0."""
+
+import json
+import math
+
+import pytest
+import torch
+from selector_toys import digits, without_time
+
+from bayesym.groups import translation_group
+from bayesym.layers import equivariant_projection, homotopy_parameters
+from bayesym.selectors import (
+    SELECTORS,
+    ACEEqualityConfig,
+    ACEEqualitySelector,
+    ACEResilientConfig,
+    ACEResilientSelector,
+    Budget,
+    BudgetTooSmall,
+    SelectionResult,
+    make_selector,
+    make_space,
+)
+from bayesym.selectors.budget import BudgetMeter
+from bayesym.testing import (
+    assert_equivariant,
+    assert_not_equivariant,
+    translation_action,
+    trivial_action,
+)
+
+SELECTOR_NAMES = ["ace-eq", "ace-resilient"]
+
+
+def _selector(name, **changes):
+    config = {"ace-eq": ACEEqualityConfig, "ace-resilient": ACEResilientConfig}[name]
+    return make_selector(name, config(batch_size=32, **changes))
+
+
+@pytest.fixture(scope="module")
+def split():
+    return digits(train_size=64, val_size=32)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_space("translation", width=1)
+
+
+@pytest.fixture(scope="module")
+def results(split, space):
+    return {
+        name: _selector(name).fit(
+            split.train, split.valid, space=space, budget=Budget(epochs=2.5), progress=False
+        )
+        for name in SELECTOR_NAMES
+    }
+
+
+def test_registered_under_their_names():
+    assert SELECTORS["ace-eq"] is ACEEqualitySelector
+    assert SELECTORS["ace-resilient"] is ACEResilientSelector
+
+
+@pytest.mark.parametrize("name", SELECTOR_NAMES)
+def test_a_valid_result_within_the_budget(name, results, split):
+    result = results[name]
+    assert isinstance(result, SelectionResult) and result.selector == name
+    layers = [f"blocks.{k}.layer" for k in range(8)]
+    assert [c.layer for c in result.choices] == layers
+    for choice in result.choices:
+        assert set(choice.scores) == {"gamma", "abs_gamma", "lambda", "u"}
+        assert choice.choice in ("eq", "eq+neq")
+    assert result.parameters == sum(p.numel() for p in result.model.parameters())
+    assert set(result.valid) == {"accuracy", "nll"} and 0 <= result.valid["accuracy"] <= 1
+    limit = math.ceil(2.5 * len(split.train))
+    assert result.cost.image_passes == 2 * len(split.train) <= limit  # two whole epochs
+    assert result.cost.candidates_trained == 1
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    for record in result.history:
+        for key in ("gamma", "lambda", "u"):
+            assert list(record[key]) == layers
+        assert {"valid_accuracy", "projected_valid_accuracy", "lagrangian"} <= set(record)
+    back = SelectionResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert back.choices == result.choices and back.cost == result.cost
+
+
+def test_equality_returns_the_projection_and_resilient_the_trained_network(results):
+    eq, res = results["ace-eq"], results["ace-resilient"]
+    assert all(g.item() == 0.0 for g in homotopy_parameters(eq.model).values())
+    assert all(c.choice == "eq" and c.symmetry == "translations" for c in eq.choices)
+    trained = [c.scores["gamma"] for c in eq.choices]
+    assert trained == list(eq.history[-1]["gamma"].values()) and any(g != 0 for g in trained)
+    gammas = [g.item() for g in homotopy_parameters(res.model).values()]
+    assert gammas == [c.scores["gamma"] for c in res.choices]
+    assert res.history[-1]["valid_accuracy"] == res.valid["accuracy"]
+    assert eq.history[-1]["projected_valid_accuracy"] == eq.valid["accuracy"]
+
+
+def test_signs_of_the_multipliers_and_slacks(results):
+    res = results["ace-resilient"]
+    for record in res.history:
+        assert min(record["lambda"].values()) >= 0 and min(record["u"].values()) >= 0
+    eq = results["ace-eq"]
+    assert all(u == 0 for record in eq.history for u in record["u"].values())
+
+
+def test_equality_network_is_strictly_equivariant_at_gamma_zero_only(results, float64):
+    net = results["ace-eq"].model.double().eval()
+    try:
+        x = torch.randn(2, 1, 8, 8)
+        shifts = translation_group(8, 8)
+        act = translation_action(shifts)
+        assert_equivariant(net, shifts, x, act, trivial_action())
+        with torch.no_grad():
+            for gamma in homotopy_parameters(net).values():
+                gamma.fill_(0.5)
+        assert_not_equivariant(net, [1, 9, 30], x, act, trivial_action(), require="all")
+        with equivariant_projection(net):
+            assert_equivariant(net, shifts, x, act, trivial_action())
+    finally:
+        with torch.no_grad():
+            for gamma in homotopy_parameters(net).values():
+                gamma.zero_()
+        net.float()
+
+
+@pytest.mark.parametrize("name", SELECTOR_NAMES)
+def test_a_budget_too_small_for_one_epoch_is_refused_before_any_work(name, split, space):
+    with pytest.raises(BudgetTooSmall, match="one epoch of the homotopic network"):
+        _selector(name).fit(
+            split.train, split.valid, space=space, budget=Budget(epochs=0.5), progress=False
+        )
+
+
+def test_a_space_without_homotopic_networks_is_refused(split):
+    space = make_space("translation", width=1)
+    with pytest.raises(ValueError, match="does not support the 'pixel' space"):
+        ACEEqualitySelector().check_space(type("P", (), {"name": "pixel"})())
+    assert "translation" in ACEResilientSelector.spaces and space.name == "translation"
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", SELECTOR_NAMES)
+def test_a_killed_selection_resumes_to_the_same_result(name, split, space, tmp_path):
+    selector = _selector(name)
+    budget = Budget(epochs=3)
+    whole = selector.fit(
+        split.train, split.valid, space=space, budget=budget, run_dir=tmp_path / "a", progress=False
+    )
+    original = BudgetMeter.charge
+    count = [0]
+
+    def charge(self, passes):
+        count[0] += 1
+        if count[0] > 3:  # two batches per epoch: dies inside the second epoch
+            raise _Crash
+        return original(self, passes)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BudgetMeter, "charge", charge)
+        with pytest.raises(_Crash):
+            selector.fit(
+                split.train, split.valid, space=space, budget=budget, run_dir=tmp_path / "b",
+                progress=False,
+            )  # fmt: skip
+    assert (tmp_path / "b" / "ace_checkpoint.pt").is_file()
+    resumed = selector.fit(
+        split.train, split.valid, space=space, budget=budget, run_dir=tmp_path / "b", progress=False
+    )
+    assert without_time(resumed.to_json()) == without_time(whole.to_json())
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert (tmp_path / "b" / "selection.json").is_file() and (tmp_path / "b" / "model.pt").is_file()
+
+
+def test_bad_settings_are_refused_with_the_culprit_named():
+    with pytest.raises(ValueError, match=r"ACEEqualityConfig\.gamma_optimizer"):
+        ACEEqualityConfig(gamma_optimizer="rmsprop")
+    with pytest.raises(ValueError, match=r"DualSettings\.rho must be positive"):
+        ACEResilientConfig(rho=0.0)
+    with pytest.raises(ValueError, match=r"ACEResilientConfig\.epochs must be a positive int"):
+        ACEResilientConfig(epochs=0)
+    with pytest.raises(TypeError, match="takes a ACEEqualityConfig"):
+        ACEEqualitySelector(ACEResilientConfig())
