@@ -5,12 +5,23 @@ exactly equivariant map ``f_eq`` (``gamma = 0``) and the least constrained one (
 ACE trains ``gamma`` under the equality constraint ``gamma = 0`` (dual ascent) or a resilient
 relaxation ``|gamma| <= u``; :func:`homotopy_parameters` finds every ``gamma`` of a model for
 such optimisers.
+
+Kinds (registered in :mod:`bayesym.layers.registry`):
+
+* :func:`homotopic_conv_ffc` (``"homotopic-conv-ffc"``): CONV + γ F-FC on ``[N, C, H, W]``,
+  translation-equivariant at ``gamma = 0``;
+* :func:`homotopic_gconv_conv` (``"homotopic-gconv-conv"``) and ``"homotopic-pgconv-conv"``:
+  a group convolution over ``G <= D4`` (full, or the layer-wise paper's pointwise one) + γ a
+  plain convolution on the merged channel and group axes, on group feature maps
+  ``[N, C, |G|, H, W]`` (images as the lifting first layer); equivariant to ``G`` and the
+  cyclic shifts at ``gamma = 0``, to the cyclic shifts only otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +29,7 @@ from torch import nn
 from bayesym.layers._checks import check_finite_float
 from bayesym.layers.conv import PaddingMode, SpatialConv2d
 from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.group_paths import group_path_sum
 from bayesym.layers.paths import PathSum, path_symmetry
 from bayesym.layers.symmetry import LayerSymmetry
 
@@ -26,6 +38,7 @@ __all__ = [
     "HomotopicLayer",
     "equivariant_projection",
     "homotopic_conv_ffc",
+    "homotopic_gconv_conv",
     "homotopy_parameters",
 ]
 
@@ -168,4 +181,55 @@ def homotopic_conv_ffc(
         SpatialConv2d(in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bias),
         FactoredLinear(in_channels, out_channels, spatial=spatial, bias=False),
         gamma_init=gamma_init,
+    )
+
+
+def homotopic_gconv_conv(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group_path: str = "gconv",
+    gamma_init: float = 1.0,
+    **options: Any,
+) -> HomotopicLayer:
+    """ACE's homotopic GCONV / CONV layer ``gconv(x) + γ conv(x)`` on group feature maps.
+
+    The paths are those of :func:`~bayesym.layers.group_paths.group_path_sum` with kinds
+    ``(group_path, "conv")``: ``"eq"`` the group convolution over ``group`` (with the
+    per-channel bias; ``group_path="pgconv"``: the pointwise one), ``"neq"`` a bias-free
+    convolution on the merged channel/group axes ``[N, C_in |G|, H, W] -> [N, C_out |G|, H, W]``.
+    Exactly equivariant to ``group`` and the cyclic shifts at ``γ = 0``.
+
+    Args:
+        in_channels: ``C_in`` per group element (image channels when ``lifting``).
+        out_channels: ``C_out`` per group element.
+        spatial: ``(H, W)``.
+        kernel_size: filter size of both paths.
+        group_path: ``"gconv"`` or ``"pgconv"``.
+        gamma_init: initial ``γ``.
+        **options: ``group``, ``lifting``, ``padding_mode``, ``bias`` of
+            :func:`~bayesym.layers.group_paths.group_path_sum`.
+
+    Example:
+        >>> layer = homotopic_gconv_conv(2, 3, spatial=(4, 4), group="D4")
+        >>> layer(torch.randn(1, 2, 8, 4, 4)).shape, layer.equivariant_symmetry.describe()
+        (torch.Size([1, 3, 8, 4, 4]), 'translations x D4')
+    """
+    if group_path not in ("gconv", "pgconv"):
+        raise ValueError(
+            f"homotopic_gconv_conv: group_path must be 'gconv' or 'pgconv', got {group_path!r}"
+        )
+    relaxed = group_path_sum(
+        (group_path, "conv"), in_channels, out_channels, spatial=spatial,
+        kernel_size=kernel_size, **options,
+    )  # fmt: skip
+    return HomotopicLayer(
+        relaxed.paths[group_path],
+        relaxed.paths["conv"],
+        gamma_init=gamma_init,
+        group_paths=("eq",),
+        in_group_size=relaxed.in_group_size,
+        out_group_size=relaxed.out_group_size,
     )
