@@ -29,7 +29,7 @@ from bayesym.selectors.registry import (
     space_names,
 )
 from bayesym.selectors.rpp import RPPConfig, RPPSelector
-from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
+from bayesym.selectors.spaces import D4SubgroupSpace, DataShape, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
 from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
@@ -86,3 +86,4 @@ __all__ += [
     "make_optimizer",
     "train_epochs",
 ]
+__all__ += ["D4SubgroupSpace"]

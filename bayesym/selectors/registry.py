@@ -15,6 +15,7 @@ from bayesym.selectors.base import Selector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
+from bayesym.selectors.spaces.d4 import D4SubgroupSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
 from bayesym.selectors.static import StaticSelector
 
@@ -31,6 +32,7 @@ SELECTORS: dict[str, type[Selector]] = {
 
 SPACES: dict[str, type[SearchSpace]] = {
     TranslationSpace.name: TranslationSpace,
+    D4SubgroupSpace.name: D4SubgroupSpace,
 }
 """Registered search spaces by name (the ``--space`` values of ``bayesym compare``)."""
 
