@@ -38,6 +38,7 @@ __all__ = [
     "HomotopicLayer",
     "equivariant_projection",
     "homotopic_conv_ffc",
+    "homotopic_from_paths",
     "homotopic_gconv_conv",
     "homotopy_parameters",
 ]
@@ -184,6 +185,33 @@ def homotopic_conv_ffc(
     )
 
 
+def homotopic_from_paths(
+    layer: PathSum, eq: str, neq: str, *, gamma_init: float = 1.0
+) -> HomotopicLayer:
+    """The homotopic layer ``layer.paths[eq] + γ layer.paths[neq]`` of a two-path layer.
+
+    The path modules are reused (not copied) with their layouts: a path that takes group
+    feature maps in ``layer`` does so in the result.
+
+    Raises:
+        ValueError: unless ``layer`` has exactly the paths ``eq`` and ``neq``.
+    """
+    if set(layer.paths) != {eq, neq} or eq == neq:
+        raise ValueError(
+            f"homotopic_from_paths: needs a layer with exactly the paths {eq!r} and {neq!r}, "
+            f"got {list(layer.paths)}"
+        )
+    roles = {eq: "eq", neq: "neq"}
+    return HomotopicLayer(
+        layer.paths[eq],
+        layer.paths[neq],
+        gamma_init=gamma_init,
+        group_paths=tuple(roles[name] for name in layer.group_paths),
+        in_group_size=layer.in_group_size,
+        out_group_size=layer.out_group_size,
+    )
+
+
 def homotopic_gconv_conv(
     in_channels: int,
     out_channels: int,
@@ -225,11 +253,4 @@ def homotopic_gconv_conv(
         (group_path, "conv"), in_channels, out_channels, spatial=spatial,
         kernel_size=kernel_size, **options,
     )  # fmt: skip
-    return HomotopicLayer(
-        relaxed.paths[group_path],
-        relaxed.paths["conv"],
-        gamma_init=gamma_init,
-        group_paths=("eq",),
-        in_group_size=relaxed.in_group_size,
-        out_group_size=relaxed.out_group_size,
-    )
+    return homotopic_from_paths(relaxed, group_path, "conv", gamma_init=gamma_init)

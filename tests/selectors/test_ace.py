@@ -7,8 +7,9 @@ import pytest
 import torch
 from selector_toys import digits, without_time
 
-from bayesym.groups import translation_group
+from bayesym.groups import d4_subgroup, translation_group
 from bayesym.layers import equivariant_projection, homotopy_parameters
+from bayesym.layers.homotopic import homotopic_from_paths
 from bayesym.selectors import (
     SELECTORS,
     ACEEqualityConfig,
@@ -17,6 +18,7 @@ from bayesym.selectors import (
     ACEResilientSelector,
     Budget,
     BudgetTooSmall,
+    DataShape,
     SelectionResult,
     make_selector,
     make_space,
@@ -25,6 +27,7 @@ from bayesym.selectors.budget import BudgetMeter
 from bayesym.testing import (
     assert_equivariant,
     assert_not_equivariant,
+    image_action,
     translation_action,
     trivial_action,
 )
@@ -186,3 +189,31 @@ def test_bad_settings_are_refused_with_the_culprit_named():
         ACEResilientConfig(epochs=0)
     with pytest.raises(TypeError, match="takes a ACEEqualityConfig"):
         ACEEqualitySelector(ACEResilientConfig())
+
+
+# ------------------------------------------------------------------------------ d4 space
+@pytest.mark.parametrize("name", SELECTOR_NAMES)
+def test_the_d4_space_network_is_d4_invariant_at_gamma_zero_only(name, split):
+    space = make_space("d4", width=1, depth=4)
+    result = _selector(name).fit(
+        split.train, split.valid, space=space, budget=Budget(epochs=1), progress=False
+    )
+    assert [c.layer for c in result.choices] == [f"blocks.{b}.layer" for b in range(4)]
+    assert all(set(c.scores) == {"gamma", "abs_gamma", "lambda", "u"} for c in result.choices)
+    net = result.model.double().eval()
+    d4 = d4_subgroup("D4")
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with equivariant_projection(net):
+        assert_equivariant(net, d4, x, image_action(d4), trivial_action())
+    if name == "ace-eq":
+        assert all(c.symmetry == "translations x D4" for c in result.choices)
+        with torch.no_grad():
+            for gamma in homotopy_parameters(net).values():
+                gamma.fill_(0.5)
+    assert_not_equivariant(net, range(1, 8), x, image_action(d4), trivial_action(), require="all")
+
+
+def test_homotopic_from_paths_needs_exactly_the_two_paths():
+    layer = make_space("d4", width=1, depth=2).relaxed_network(DataShape(1, 8, 8, 2)).blocks[0]
+    with pytest.raises(ValueError, match="exactly the paths 'D4' and 'C1'"):
+        homotopic_from_paths(layer.layer, "D4", "C1")
