@@ -37,7 +37,8 @@ when the returned layer's :math:`|\gamma_i|` is below ``gamma_tolerance``, else
 ``"eq+neq"``; scores ``gamma`` (trained value), ``abs_gamma``, ``lambda`` and ``u``. The
 history holds per epoch :math:`\gamma`, :math:`\lambda` and :math:`u` per layer, and the
 validation metrics of both the trained network and its equivariant projection (ACE's "dual
-evaluation"); :func:`bayesym.report.ace_figure` plots them.
+evaluation"); :func:`~bayesym.selectors.ace_figure.plot_ace_history` plots them, into
+``ace_history.png`` of the run directory.
 
 **Cost.** :math:`E` epochs of :math:`N` image passes (the dual steps touch no image); with
 ``Budget(epochs=B)``, :math:`E = \lfloor BN/N\rfloor`, else ``epochs``. A run directory holds
@@ -66,6 +67,7 @@ from bayesym.layers.homotopic import (
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
 from bayesym.priors import GaussianPrior
 from bayesym.runs import resolve_device
+from bayesym.selectors.ace_figure import plot_ace_history
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetMeter
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
@@ -83,6 +85,9 @@ __all__ = [
 
 CHECKPOINT = "ace_checkpoint.pt"
 """File name of the per-epoch checkpoint in a run directory."""
+
+FIGURE = "ace_history.png"
+"""File name of the figure of γ, λ and u per layer (:mod:`~bayesym.selectors.ace_figure`)."""
 
 
 @dataclass(frozen=True)
@@ -456,6 +461,8 @@ class _ACESelector(Selector):
             model=model,
         )
         finish_run(folder, result)
+        if folder is not None:
+            plot_ace_history(history, folder / FIGURE, title=f"{self.name} ({space.name})")
         return result
 
 

@@ -178,6 +178,7 @@ def test_a_killed_selection_resumes_to_the_same_result(name, split, space, tmp_p
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert (tmp_path / "b" / "selection.json").is_file() and (tmp_path / "b" / "model.pt").is_file()
+    assert (tmp_path / "b" / "ace_history.png").stat().st_size > 0
 
 
 def test_bad_settings_are_refused_with_the_culprit_named():
