@@ -32,6 +32,17 @@ for weights and :math:`\gamma`, Adam on :math:`\lambda`, no augmentation), whose
 :math:`\gamma`; ``gamma_optimizer="adam"``, ``dual_optimizer="adam"`` and
 ``augmentation=0`` restore it.
 
+**Step sizes.** With step :math:`\alpha` on :math:`\gamma`, dual step :math:`\eta_d` and
+augmentation :math:`c`, the linearised primal-dual iteration near a KKT point is an oscillator
+of angular frequency :math:`\sqrt{\alpha\eta_d}` per step, critically damped at
+:math:`c \approx 2\sqrt{\eta_d/\alpha}`; :math:`1/\sqrt{\alpha\eta_d}` steps is the time
+scale on which the constraint is enforced. ``ace-eq`` defaults to a fast one (:math:`\alpha
+= 10^{-2}`, :math:`\eta_d = 10^{-2}`, :math:`c = 1`: about 100 steps), so that
+:math:`\gamma` reaches 0 within short runs; ``ace-resilient`` to a slow one
+(:math:`\eta_d = 10^{-3}`, :math:`c = 0.5`: about 300 steps), so that the layers have time
+to show which non-equivariance the loss pays for before the multipliers price it, with the
+slack step :math:`\eta_u = 10^{-2}` so that :math:`u` follows :math:`\lambda/\rho`.
+
 **Read-out.** One :class:`~bayesym.selectors.base.LayerChoice` per homotopic layer: ``"eq"``
 when the returned layer's :math:`|\gamma_i|` is below ``gamma_tolerance``, else
 ``"eq+neq"``; scores ``gamma`` (trained value), ``abs_gamma``, ``lambda`` and ``u``. The
@@ -57,6 +68,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bayesym.backbones.initialisation import scale_to_unit_moment
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.layers.homotopic import (
     HOMOTOPY_PARAMETER_NAME,
@@ -81,6 +93,7 @@ __all__ = [
     "ACEEqualitySelector",
     "ACEResilientConfig",
     "ACEResilientSelector",
+    "equivariant_unit_moment",
 ]
 
 CHECKPOINT = "ace_checkpoint.pt"
@@ -98,14 +111,15 @@ class _ACEConfig:
     batch_size: int = 16
     lr: float = 1e-3
     lr_min: float = 0.0
-    gamma_lr: float = 0.05
+    gamma_lr: float = 0.01
     gamma_optimizer: str = "sgd"
     prior_precision: float = 1.0
     gamma_init: float = 1.0
-    dual_lr: float = 1e-2
+    dual_lr: float = 1e-3
     dual_optimizer: str = "ascent"
-    augmentation: float = 1.0
+    augmentation: float = 0.5
     gamma_tolerance: float = 1e-3
+    init: str = "equivariant"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -128,6 +142,8 @@ class _ACEConfig:
             )
         if not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"{owner}.lr_min must lie in [0, lr], got {self.lr_min}")
+        if self.init not in ("equivariant", "space"):
+            raise ValueError(f"{owner}.init must be 'equivariant' or 'space', got {self.init!r}")
         if not math.isfinite(self.gamma_init):
             raise ValueError(f"{owner}.gamma_init must be finite, got {self.gamma_init}")
         self.duals()  # checks the dual settings
@@ -163,13 +179,21 @@ class ACEEqualityConfig(_ACEConfig):
         augmentation: :math:`c` of the augmented Lagrangian (damps the primal-dual
             circling, :mod:`bayesym.selectors.constraints`; 0: the plain Lagrangian).
         gamma_tolerance: a layer counts as equivariant (``"eq"``) below this :math:`|\gamma|`.
+        init: ``"equivariant"`` (default: :func:`equivariant_unit_moment` after the space's
+            initialisation) or ``"space"`` (the space's initialisation as it is).
         seed: seed of initialisation and batch order.
     """
+
+    dual_lr: float = 1e-2
+    augmentation: float = 1.0
 
 
 @dataclass(frozen=True)
 class ACEResilientConfig(_ACEConfig):
     r"""Configuration of :class:`ACEResilientSelector`: :class:`ACEEqualityConfig`'s settings.
+
+    Defaults differ in ``dual_lr`` (``1e-3``) and ``augmentation`` (``0.5``): the slower
+    time scale of the module docstring's *step sizes*.
 
     Attributes:
         rho: :math:`\rho`, price of the slack :math:`\tfrac{\rho}{2}\lVert u\rVert^2`.
@@ -364,6 +388,8 @@ class _ACESelector(Selector):
             raise ValueError(
                 f"the homotopic network of the {space.name!r} space has no HomotopicLayer"
             )
+        if self.config.init == "equivariant":
+            equivariant_unit_moment(model, shape)
         with torch.no_grad():
             for gamma in gammas.values():
                 gamma.fill_(self.config.gamma_init)
@@ -464,6 +490,49 @@ class _ACESelector(Selector):
         if folder is not None:
             plot_ace_history(history, folder / FIGURE, title=f"{self.name} ({space.name})")
         return result
+
+
+@torch.no_grad()
+def equivariant_unit_moment(model: nn.Module, shape: DataShape, probe_size: int = 8) -> None:
+    r"""Rescale every :math:`f_{eq}` so that the :math:`\gamma := 0` network has unit moments.
+
+    A space's initialisation (LSUV) gives each of a relaxed layer's two paths half of the unit
+    output moment, with both paths on; at :math:`\gamma = 0` every layer then halves the
+    second moment of its input, and the equivariant network ACE-eq returns starts :math:`2^L`
+    times too small after :math:`L` layers (a network without normalisation trains slowly
+    from there). Here, layer by layer on a fixed Gaussian probe ``[probe_size, C, H, W]``
+    with every :math:`\gamma := 0`, each :math:`f_{eq}` is rescaled to unit output moment
+    (:func:`~bayesym.backbones.initialisation.scale_to_unit_moment`): the projection starts
+    as the strict network would. :math:`f_{neq}` keeps its scale.
+    """
+    generator = torch.Generator().manual_seed(0)
+    reference = next(model.parameters())
+    x = torch.randn(probe_size, shape.channels, shape.height, shape.width, generator=generator)
+    x = x.to(reference)
+    layers = [m for m in model.modules() if isinstance(m, HomotopicLayer)]
+    was_training = model.training
+    model.eval()
+    try:
+        with equivariant_projection(model):
+            for layer in layers:
+                inputs = _layer_input(model, layer, x)
+                scale_to_unit_moment(
+                    layer.paths["eq"],
+                    lambda layer=layer, inputs=inputs: layer.path_outputs(inputs)["eq"],
+                )
+    finally:
+        model.train(was_training)
+
+
+def _layer_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``layer`` receives when ``model`` runs on ``x``."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 def _homotopic_owner(

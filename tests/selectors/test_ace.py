@@ -218,3 +218,29 @@ def test_homotopic_from_paths_needs_exactly_the_two_paths():
     layer = make_space("d4", width=1, depth=2).relaxed_network(DataShape(1, 8, 8, 2)).blocks[0]
     with pytest.raises(ValueError, match="exactly the paths 'D4' and 'C1'"):
         homotopic_from_paths(layer.layer, "D4", "C1")
+
+
+def test_equivariant_init_gives_the_projection_unit_moments(split, space):
+    from bayesym.selectors.ace import equivariant_unit_moment
+
+    torch.manual_seed(0)
+    shape = DataShape.of(split.train)
+    net = space.homotopic_network(shape)
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    moments = {}
+
+    def record(name):
+        return lambda _, __, out: moments.__setitem__(name, float(out.detach().square().mean()))
+
+    layers = {n: m for n, m in net.named_modules() if n.endswith("layer") and "blocks" in n}
+    for name, layer in layers.items():
+        layer.paths["eq"].register_forward_hook(record(name))
+    with equivariant_projection(net):
+        net(x)
+    before = dict(moments)
+    equivariant_unit_moment(net, shape)
+    with equivariant_projection(net):
+        net(x)
+    assert max(before.values()) < 0.75  # each path had half the moment, shrinking with depth
+    assert all(abs(m - 1.0) < 1e-2 for m in moments.values()), moments
+    assert all(g.item() == 1.0 for g in homotopy_parameters(net).values())
