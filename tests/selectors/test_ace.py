@@ -244,3 +244,24 @@ def test_equivariant_init_gives_the_projection_unit_moments(split, space):
     assert max(before.values()) < 0.75  # each path had half the moment, shrinking with depth
     assert all(abs(m - 1.0) < 1e-2 for m in moments.values()), moments
     assert all(g.item() == 1.0 for g in homotopy_parameters(net).values())
+
+
+def test_ace_runs_through_the_comparison_harness(tmp_path):
+    from bayesym.selectors.compare import CompareConfig, compare
+
+    config = CompareConfig(
+        task="digits",
+        space="translation",
+        selectors=("ace-eq", "ace-resilient"),
+        baselines=("conv",),
+        budget_epochs=1.0,
+        train_size=48,
+        val_size=24,
+        test_size=24,
+        space_options={"width": 1},
+        selector_options={"ace-eq": {"batch_size": 24}, "ace-resilient": {"batch_size": 24}},
+    )
+    results = compare(config, tmp_path, progress=False)
+    assert sorted(r.cell.label for r in results) == ["ace-eq", "ace-resilient", "static:conv"]
+    assert {r.selection.cost.image_passes for r in results} == {48}  # equal budgets
+    assert (tmp_path / "seed0" / "ace-eq" / "ace_history.png").is_file()
