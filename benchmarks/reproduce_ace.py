@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = {"invariant": "quadrant-digits", "position": "quadrant-position-digits"}
 """The two tasks of the reproduction (role -> registered task)."""
 
-DEFAULT = {"train_size": 600, "val_size": 200, "budget_epochs": 10.0, "seeds": "0,1,2"}
+DEFAULT = {"train_size": 1000, "val_size": 300, "budget_epochs": 20.0, "seeds": "0,1,2"}
 QUICK = {"train_size": 96, "val_size": 48, "budget_epochs": 2.0, "seeds": "0,1"}
 GAMMA_TOLERANCE = 1e-3
 
