@@ -37,7 +37,8 @@ augmentation :math:`c`, the linearised primal-dual iteration near a KKT point is
 of angular frequency :math:`\sqrt{\alpha\eta_d}` per step, critically damped at
 :math:`c \approx 2\sqrt{\eta_d/\alpha}`; :math:`1/\sqrt{\alpha\eta_d}` steps is the time
 scale on which the constraint is enforced. ``ace-eq`` defaults to a fast one (:math:`\alpha
-= 10^{-2}`, :math:`\eta_d = 10^{-2}`, :math:`c = 1`: about 100 steps), so that
+= 10^{-2}`, :math:`\eta_d = 10^{-2}`, :math:`c = 2`, critically damped: about 100
+steps), so that
 :math:`\gamma` reaches 0 within short runs; ``ace-resilient`` to a slow one
 (:math:`\eta_d = 10^{-3}`, :math:`c = 0.5`: about 300 steps), so that the layers have time
 to show which non-equivariance the loss pays for before the multipliers price it, with the
@@ -185,7 +186,7 @@ class ACEEqualityConfig(_ACEConfig):
     """
 
     dual_lr: float = 1e-2
-    augmentation: float = 1.0
+    augmentation: float = 2.0
 
 
 @dataclass(frozen=True)
