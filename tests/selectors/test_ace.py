@@ -2,13 +2,16 @@
 
 import json
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
-from selector_toys import digits, without_time
+from selector_toys import digits, signal_noise_data, two_path_layer, without_time
+from torch import nn
 
 from bayesym.groups import d4_subgroup, translation_group
-from bayesym.layers import equivariant_projection, homotopy_parameters
+from bayesym.layers import HomotopicLayer, equivariant_projection, homotopy_parameters
 from bayesym.layers.homotopic import homotopic_from_paths
 from bayesym.selectors import (
     SELECTORS,
@@ -19,6 +22,8 @@ from bayesym.selectors import (
     Budget,
     BudgetTooSmall,
     DataShape,
+    LayerChoice,
+    SearchSpace,
     SelectionResult,
     make_selector,
     make_space,
@@ -265,3 +270,62 @@ def test_ace_runs_through_the_comparison_harness(tmp_path):
     assert sorted(r.cell.label for r in results) == ["ace-eq", "ace-resilient", "static:conv"]
     assert {r.selection.cost.image_passes for r in results} == {48}  # equal budgets
     assert (tmp_path / "seed0" / "ace-eq" / "ace_history.png").is_file()
+
+
+# ------------------------------------------------------- a toy whose answer is known
+@dataclass(frozen=True)
+class _HomotopicToySpace(SearchSpace):
+    """One homotopic layer; ``eq_reads`` says which half of the features ``f_eq`` sees.
+
+    Labels depend on the first half only (``signal_noise_data``): with ``eq_reads="noise"``
+    the symmetric map cannot fit the data and the constraint costs loss; with
+    ``eq_reads="signal"`` it costs nothing.
+    """
+
+    name: ClassVar[str] = "translation"
+    eq_reads: str = "noise"
+
+    def baselines(self):
+        return ("eq",)
+
+    def build_baseline(self, name, shape):
+        return self.homotopic_network(shape)
+
+    def homotopic_network(self, shape):
+        layer = two_path_layer(shape.width, shape.num_classes)
+        eq, neq = ("noise", "signal") if self.eq_reads == "noise" else ("signal", "noise")
+        return nn.Sequential(HomotopicLayer(layer.paths[eq], layer.paths[neq]))
+
+    def describe(self, model):
+        return (LayerChoice("0", "homotopic", "none"),)
+
+
+def _toy_fit(name, eq_reads, **changes):
+    data = signal_noise_data(256, seed=0)
+    valid = signal_noise_data(64, seed=1)
+    config = {"ace-eq": ACEEqualityConfig, "ace-resilient": ACEResilientConfig}[name]
+    fast = {"batch_size": 32, "init": "space", "lr": 1e-2, "gamma_lr": 0.05, "dual_lr": 0.05}
+    if name == "ace-resilient":  # a few tens of steps per time scale (critically damped)
+        fast.update(dual_lr=0.02, slack_lr=0.05, augmentation=1.3)
+    selector = make_selector(name, config(**fast, **changes))
+    space = _HomotopicToySpace(eq_reads=eq_reads)
+    return selector.fit(data, valid, space=space, budget=Budget(epochs=30), progress=False)
+
+
+def test_toy_equality_returns_the_symmetric_map_and_prices_a_wrong_symmetry():
+    wrong, right = _toy_fit("ace-eq", "noise"), _toy_fit("ace-eq", "signal")
+    for result in (wrong, right):
+        assert result.choices[0].scores["abs_gamma"] < 0.05
+    # the returned γ := 0 map reads what f_eq reads: chance on noise, the labels on signal
+    assert wrong.valid["accuracy"] < 0.65 and right.valid["accuracy"] > 0.85
+    wrong_peak, right_peak = (max(abs(h["lambda"]["0"]) for h in r.history) for r in (wrong, right))
+    assert wrong_peak > right_peak
+
+
+def test_toy_resilient_relaxes_a_wrong_symmetry_only():
+    wrong = _toy_fit("ace-resilient", "noise", rho=0.1)
+    right = _toy_fit("ace-resilient", "signal", rho=0.1)
+    scores = wrong.choices[0].scores
+    assert scores["abs_gamma"] > 0.5 and scores["u"] > 0.5 and wrong.choices[0].choice == "eq+neq"
+    assert scores["u"] > 2 * right.choices[0].scores["u"]
+    assert wrong.valid["accuracy"] > 0.85  # f_neq reads the signal
