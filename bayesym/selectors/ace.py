@@ -347,7 +347,8 @@ class _ACESelector(Selector):
                 step_hook=lambda _: duals.step(vector().detach()),
             )
             lr = float(optimizer.param_groups[0]["lr"])
-            schedule.step()
+            if stats.steps:  # a wall-clock budget may stop before the first step
+                schedule.step()
             record = self._record(epoch, lr, stats, model, valid, meter, duals, layers, vector())
             history.append(record)
             if path is not None:

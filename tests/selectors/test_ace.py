@@ -329,3 +329,11 @@ def test_toy_resilient_relaxes_a_wrong_symmetry_only():
     assert scores["abs_gamma"] > 0.5 and scores["u"] > 0.5 and wrong.choices[0].choice == "eq+neq"
     assert scores["u"] > 2 * right.choices[0].scores["u"]
     assert wrong.valid["accuracy"] > 0.85  # f_neq reads the signal
+
+
+def test_a_wall_clock_budget_stops_training_with_a_valid_result(split, space):
+    result = _selector("ace-resilient").fit(
+        split.train, split.valid, space=space, budget=Budget(wall_seconds=1e-6), progress=False
+    )
+    assert result.cost.image_passes == 0 and result.history[-1]["stopped_by_budget"]
+    assert len(result.choices) == 8 and 0 <= result.valid["accuracy"] <= 1
