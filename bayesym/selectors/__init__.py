@@ -9,8 +9,15 @@ validation data out of the training file so that no selector ever sees the test 
 split once per selection.
 """
 
+from bayesym.selectors.ace import (
+    ACEEqualityConfig,
+    ACEEqualitySelector,
+    ACEResilientConfig,
+    ACEResilientSelector,
+)
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.constraints import ConstraintDuals, DualSettings
 from bayesym.selectors.equinas_d import EquiNASDConfig, EquiNASDSelector
 from bayesym.selectors.equinas_e import EquiNASEConfig, EquiNASESelector
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
@@ -55,6 +62,16 @@ __all__ += [
     "StaticSelector",
 ]
 __all__ += ["EquiNASDConfig", "EquiNASDSelector"]
+
+# ACE: constrained learning over homotopic layers.
+__all__ += [
+    "ACEEqualityConfig",
+    "ACEEqualitySelector",
+    "ACEResilientConfig",
+    "ACEResilientSelector",
+    "ConstraintDuals",
+    "DualSettings",
+]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
