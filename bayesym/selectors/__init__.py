@@ -52,26 +52,26 @@ __all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"
 # Candidates.
 __all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
 
-# The selectors of this package.
+# The selectors and their configurations, in registry order.
 __all__ += [
+    "StaticConfig",
+    "StaticSelector",
     "MarglikSelector",
     "MarglikSelectorConfig",
     "RPPConfig",
     "RPPSelector",
-    "StaticConfig",
-    "StaticSelector",
-]
-__all__ += ["EquiNASDConfig", "EquiNASDSelector"]
-
-# ACE: constrained learning over homotopic layers.
-__all__ += [
+    "EquiNASDConfig",
+    "EquiNASDSelector",
+    "EquiNASEConfig",
+    "EquiNASESelector",
     "ACEEqualityConfig",
     "ACEEqualitySelector",
     "ACEResilientConfig",
     "ACEResilientSelector",
-    "ConstraintDuals",
-    "DualSettings",
 ]
+
+# Their building blocks: Pareto selection (EquiNAS_E), constrained learning (ACE).
+__all__ += ["pareto_front", "pareto_select", "ConstraintDuals", "DualSettings"]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
@@ -81,6 +81,7 @@ __all__ += [
     "DataShape",
     "SearchSpace",
     "TranslationSpace",
+    "D4SubgroupSpace",
     "Resize",
     "SelectionSplit",
     "selection_split",
@@ -90,5 +91,3 @@ __all__ += [
     "make_optimizer",
     "train_epochs",
 ]
-__all__ += ["D4SubgroupSpace"]
-__all__ += ["EquiNASESelector", "EquiNASEConfig", "pareto_front", "pareto_select"]
