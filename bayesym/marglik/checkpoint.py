@@ -213,9 +213,9 @@ def _read_newest(path: Path) -> tuple[dict[str, Any], Path, list[tuple[Path, str
         except Exception as err:  # truncated, empty or corrupted: torch raises many kinds
             errors.append((candidate, _first_line(err)))
             continue
-        if isinstance(payload, dict) and "epoch" in payload:
+        if isinstance(payload, dict):
             return payload, candidate, errors
-        errors.append((candidate, "holds no epoch: not a checkpoint of the trainer"))
+        errors.append((candidate, f"holds a {type(payload).__name__}, not a checkpoint"))
     files = " nor the previous one ".join(f"{file} ({reason})" for file, reason in errors)
     which = "both are" if len(errors) > 1 else "it is"
     raise CheckpointError(

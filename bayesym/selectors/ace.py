@@ -79,13 +79,16 @@ from bayesym.layers.homotopic import (
 )
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
 from bayesym.priors import GaussianPrior
-from bayesym.runs import resolve_device
 from bayesym.selectors.ace_figure import plot_ace_history
-from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetMeter
+from bayesym.selectors.base import (
+    LayerChoice,
+    SelectionResult,
+    SelectionRun,
+    Selector,
+    parameter_count,
+)
+from bayesym.selectors.budget import BudgetMeter
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
-from bayesym.selectors.executor import CandidateExecutor
-from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.training import evaluate_model, train_epochs
 
@@ -277,34 +280,17 @@ class _ACESelector(Selector):
     project: ClassVar[bool]
     config: _ACEConfig
 
-    def fit(
-        self,
-        train: ImageDataset,
-        valid: ImageDataset,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        run_dir: str | Path | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-        executor: CandidateExecutor | None = None,
-    ) -> SelectionResult:
-        """Train the homotopic network under the constraint and read out each layer.
-
-        ``executor`` is unused (one training run).
-        """
-        self.check_space(space)
+    def search(self, selection: SelectionRun) -> SelectionResult:
+        """Train the homotopic network under the constraint and read out each layer."""
+        train, valid, space = selection.train, selection.valid, selection.space
         config = self.config
-        target = resolve_device(device)
-        meter = BudgetMeter(budget, len(train))
+        target = selection.device
+        meter = selection.meter
         epochs = config.epochs
         if meter.limit is not None:
             meter.require(len(train), "one epoch of the homotopic network")
             epochs = meter.limit // len(train)
-        identity = run_identity(
-            self.name, self.config_json(), space, budget, len(train), len(valid)
-        )
-        folder = claim_run_dir(run_dir, identity)
+        folder = selection.claim()
         torch.manual_seed(config.seed)
         model = self._network(space, DataShape.of(train)).to(target)
         gammas = list(homotopy_parameters(model).values())
@@ -332,7 +318,7 @@ class _ACESelector(Selector):
         n = len(train)
         bar = tqdm(
             range(start, epochs), initial=start, total=epochs, desc=f"{self.name} ({space.name})",
-            disable=not progress,
+            disable=not selection.progress,
         )  # fmt: skip
         for epoch in bar:
             stats = train_epochs(
@@ -488,7 +474,6 @@ class _ACESelector(Selector):
             history=tuple(history),
             model=model,
         )
-        finish_run(folder, result)
         if folder is not None:
             plot_ace_history(history, folder / FIGURE, title=f"{self.name} ({space.name})")
         return result

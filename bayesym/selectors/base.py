@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,13 +24,16 @@ import torch
 from torch import nn
 
 from bayesym.data.image_dataset import ImageDataset
-from bayesym.selectors.budget import Budget, Cost
+from bayesym.runs import resolve_device
+from bayesym.selectors.budget import Budget, BudgetMeter, Cost
+from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
+from bayesym.selectors.jsonable import jsonable
+from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bayesym.selectors.executor import CandidateExecutor
     from bayesym.selectors.spaces.base import SearchSpace
 
-__all__ = ["LayerChoice", "SelectionResult", "Selector", "parameter_count"]
+__all__ = ["LayerChoice", "SelectionResult", "SelectionRun", "Selector", "parameter_count"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class SelectionResult:
         return {
             "selector": self.selector,
             "space": self.space,
-            "config": _jsonable(self.config),
+            "config": jsonable(self.config),
             "choices": [c.to_json() for c in self.choices],
             "parameters": self.parameters,
             "effective_parameters": None
@@ -101,7 +103,7 @@ class SelectionResult:
             else dict(self.effective_parameters),
             "valid": dict(self.valid),
             "cost": dataclasses.asdict(self.cost),
-            "history": [_jsonable(h) for h in self.history],
+            "history": [jsonable(h) for h in self.history],
         }
 
     @classmethod
@@ -127,17 +129,47 @@ class SelectionResult:
         tmp.replace(path)
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` with tuples as lists, mappings as dicts, non-finite floats as None."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    return value
+@dataclass
+class SelectionRun:
+    """One call of :meth:`Selector.fit`, as its :meth:`Selector.search` sees it.
+
+    :meth:`Selector.fit` has checked the space, resolved the device, started the budget meter
+    and defaulted the executor. The search checks what else it needs (budget, data), then calls
+    :meth:`claim` before its first write; ``fit`` writes the result into that directory.
+
+    Attributes:
+        train: the training split (the budget's unit is its size).
+        valid: the validation split, carved from the training data.
+        space: the search space (one the selector supports).
+        meter: the budget meter every image pass is charged to.
+        device: where to train.
+        progress: show progress.
+        executor: how independent candidates are trained.
+        run_dir: the directory asked for (``None``: nothing is written).
+        identity: what must match for ``run_dir`` to resume (see
+            :func:`~bayesym.selectors.run_dir.run_identity`).
+        folder: ``run_dir`` once claimed (``None`` before, or without a directory).
+    """
+
+    train: ImageDataset
+    valid: ImageDataset
+    space: SearchSpace
+    meter: BudgetMeter
+    device: torch.device
+    progress: bool
+    executor: CandidateExecutor
+    run_dir: Path | None
+    identity: Mapping[str, Any]
+    folder: Path | None = None
+
+    def claim(self) -> Path | None:
+        """Create :attr:`run_dir` for this run or check that it holds this run; return it.
+
+        Raises:
+            ValueError: if the directory holds a run of another identity (naming what differs).
+        """
+        self.folder = claim_run_dir(self.run_dir, self.identity)
+        return self.folder
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -149,7 +181,8 @@ class Selector(ABC):
     """A method that selects the symmetry of every layer (see the module docstring).
 
     Subclasses set :attr:`name` (their registry key), :attr:`spaces` (the search spaces they
-    support) and :attr:`config_class`, and implement :meth:`fit`.
+    support) and :attr:`config_class`, and implement :meth:`search`; :meth:`fit` is the same
+    for every selector (checks, budget meter, run directory, result files).
 
     Args:
         config: the selector's configuration (default: ``config_class()``).
@@ -181,7 +214,6 @@ class Selector(ABC):
                 f"it supports: {', '.join(sorted(self.spaces))}"
             )
 
-    @abstractmethod
     def fit(
         self,
         train: ImageDataset,
@@ -216,7 +248,33 @@ class Selector(ABC):
                 any work.
             BudgetTooSmall: if not even the smallest unit of work fits in the budget.
         """
+        self.check_space(space)
+        run = SelectionRun(
+            train=train,
+            valid=valid,
+            space=space,
+            meter=BudgetMeter(budget, len(train)),
+            device=resolve_device(device),
+            progress=progress,
+            executor=executor or SerialExecutor(),
+            run_dir=None if run_dir is None else Path(run_dir),
+            identity=run_identity(
+                self.name, self.config_json(), space, budget, len(train), len(valid)
+            ),
+        )
+        result = self.search(run)
+        finish_run(run.folder, result)
+        return result
+
+    @abstractmethod
+    def search(self, run: SelectionRun) -> SelectionResult:
+        """The selection itself, on the checked inputs of ``run`` (see :class:`SelectionRun`).
+
+        Raises:
+            ValueError: for a configuration/data mismatch, before :meth:`SelectionRun.claim`.
+            BudgetTooSmall: if not even the smallest unit of work fits in the budget.
+        """
 
     def config_json(self) -> dict[str, Any]:
         """The configuration's JSON form."""
-        return _jsonable(dataclasses.asdict(self.config))
+        return jsonable(dataclasses.asdict(self.config))

@@ -40,9 +40,10 @@ import torch
 from bayesym.data.registry import TASKS
 from bayesym.marglik.checkpoint import config_differences
 from bayesym.runs import resolve_device
-from bayesym.selectors.base import SelectionResult, Selector, _jsonable
+from bayesym.selectors.base import SelectionResult, Selector
 from bayesym.selectors.budget import Budget
 from bayesym.selectors.executor import CandidateExecutor
+from bayesym.selectors.jsonable import jsonable
 from bayesym.selectors.registry import SELECTORS, SPACES, make_space
 from bayesym.selectors.spaces.base import SearchSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
@@ -196,7 +197,7 @@ class CompareConfig:
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
     def identity(self) -> dict[str, Any]:
         """The settings every cell of an output directory must share (not the cell lists)."""
@@ -266,7 +267,7 @@ def selector_config(
 
 def _write_json(path: Path, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=1))
+    tmp.write_text(json.dumps(jsonable(payload), indent=1))
     os.replace(tmp, path)
 
 

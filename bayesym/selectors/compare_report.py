@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bayesym.selectors.base import _jsonable
 from bayesym.selectors.budget import Cost
+from bayesym.selectors.jsonable import jsonable
 from bayesym.selectors.static import best_on_validation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -289,7 +289,7 @@ def write_outputs(
         "differences": differences,
     }
     tmp = out_dir / "compare.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(payload), indent=1))
+    tmp.write_text(json.dumps(jsonable(payload), indent=1))
     os.replace(tmp, out_dir / "compare.json")
     _write_csv(table, out_dir / "compare.csv")
     (out_dir / "compare.md").write_text(markdown(config, summary, differences))

@@ -88,11 +88,14 @@ from bayesym.layers.mixed import (
 )
 from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
-from bayesym.runs import resolve_device
-from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter
-from bayesym.selectors.executor import CandidateExecutor
-from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
+from bayesym.selectors.base import (
+    LayerChoice,
+    SelectionResult,
+    SelectionRun,
+    Selector,
+    parameter_count,
+)
+from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.training import evaluate_model, train_epochs
 
@@ -358,23 +361,9 @@ class EquiNASDSelector(Selector):
     config_class: ClassVar[type] = EquiNASDConfig
     config: EquiNASDConfig
 
-    def fit(
-        self,
-        train: ImageDataset,
-        valid: ImageDataset,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        run_dir: str | Path | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-        executor: CandidateExecutor | None = None,
-    ) -> SelectionResult:
-        """Search, optionally discretise and fine-tune, and read out ``z`` per block.
-
-        ``executor`` is unused (one training run).
-        """
-        self.check_space(space)
+    def search(self, selection: SelectionRun) -> SelectionResult:
+        """Search, optionally discretise and fine-tune, and read out ``z`` per block."""
+        train, valid, space = selection.train, selection.valid, selection.space
         builder = getattr(space, "mixed_network", None)
         if builder is None:
             raise ValueError(
@@ -382,8 +371,8 @@ class EquiNASDSelector(Selector):
                 f"(mixed_network(shape)); the {space.name!r} space {type(space).__name__} has none"
             )
         config = self.config
-        target = resolve_device(device)
-        meter = BudgetMeter(budget, len(train))
+        target = selection.device
+        meter = selection.meter
         reserve = len(train) * config.retrain_epochs if config.variant == "discretised" else 0
         step = 2 * min(config.batch_size, len(train))
         what = "one EquiNAS_D step (two batches)" + (" and the retraining" if reserve else "")
@@ -393,10 +382,7 @@ class EquiNASDSelector(Selector):
         model = builder(shape).to(target)  # refuses data the space cannot take, before work
         if not mixed_layers(model):
             raise ValueError(f"the {space.name!r} space's mixed network has no mixed layer")
-        identity = run_identity(
-            self.name, self.config_json(), space, budget, len(train), len(valid)
-        )
-        folder = claim_run_dir(run_dir, identity)
+        folder = selection.claim()
         initialise_logits(model, config.logit_init)
         padding = getattr(mixed_layers(model)[0][1], "padding_mode", "circular")
         state = _State(history=[{"phase": "search", "epoch": 0, "z": mixture_weights(model)}])
@@ -409,12 +395,14 @@ class EquiNASDSelector(Selector):
             model, weight_opt = self._resume(checkpoint, model, arch_opt, weight_opt, meter, state)
         if state.phase == "search":
             self._search(model, train, valid, meter, reserve, arch_opt, weight_opt, state,
-                         checkpoint, progress)  # fmt: skip
+                         checkpoint, selection.progress)  # fmt: skip
         if state.phase == "search_done" and config.variant == "discretised":
             model, weight_opt = self._start_retraining(model, state)
             self._save(checkpoint, model, None, weight_opt, meter, state)
         if state.phase == "retrain":
-            self._retrain(model, train, valid, meter, weight_opt, state, checkpoint, progress)
+            self._retrain(
+                model, train, valid, meter, weight_opt, state, checkpoint, selection.progress
+            )
         return self._result(model, space, valid, meter, state, folder, padding)
 
     # --- phases ---------------------------------------------------------------------------------
@@ -631,7 +619,6 @@ class EquiNASDSelector(Selector):
             history=tuple(state.history),
             model=model,
         )
-        finish_run(folder, result)
         if folder is not None:
             from bayesym.selectors.equinas_d_figure import plot_mixture_history
 

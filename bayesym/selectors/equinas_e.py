@@ -73,14 +73,18 @@ from bayesym.backbones.equinas import EquiNASNet
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.groups.d4 import d4_subgroup, d4_subgroups
 from bayesym.groups.finite import is_subgroup
-from bayesym.runs import resolve_device
-from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall
+from bayesym.selectors.base import (
+    LayerChoice,
+    SelectionResult,
+    SelectionRun,
+    Selector,
+    parameter_count,
+)
+from bayesym.selectors.budget import BudgetExhausted, BudgetMeter, BudgetTooSmall
 from bayesym.selectors.equinas_lineage import plot_lineage
-from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
+from bayesym.selectors.executor import CandidateExecutor
 from bayesym.selectors.pareto import pareto_select
-from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
-from bayesym.selectors.spaces.base import DataShape, SearchSpace
+from bayesym.selectors.spaces.base import DataShape
 from bayesym.selectors.spaces.d4 import D4SubgroupSpace
 from bayesym.selectors.static import best_on_validation
 from bayesym.selectors.training import (
@@ -285,24 +289,13 @@ class EquiNASESelector(Selector):
     config_class: ClassVar[type] = EquiNASEConfig
     config: EquiNASEConfig
 
-    def fit(
-        self,
-        train: ImageDataset,
-        valid: ImageDataset,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        run_dir: str | Path | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-        executor: CandidateExecutor | None = None,
-    ) -> SelectionResult:
+    def search(self, selection: SelectionRun) -> SelectionResult:
         """Evolve the population (module docstring) and return its best individual."""
-        self.check_space(space)
+        train, valid, space = selection.train, selection.valid, selection.space
         if not isinstance(space, D4SubgroupSpace):
             raise TypeError(f"{self.name} needs a D4SubgroupSpace, got {type(space).__name__}")
         config = self.config
-        meter = BudgetMeter(budget, len(train))
+        meter = selection.meter
         passes = math.ceil(config.fraction * len(train))
         reserve = math.ceil(config.finish_epochs * len(train))
         meter.require(
@@ -312,14 +305,11 @@ class EquiNASESelector(Selector):
         )
         shape = DataShape.of(train)
         shared = _Shared(
-            space, shape, train, valid, resolve_device(device), config.fraction, config.optimizer
+            space, shape, train, valid, selection.device, config.fraction, config.optimizer
         )
-        identity = run_identity(
-            self.name, self.config_json(), space, budget, len(train), len(valid)
-        )
-        folder = claim_run_dir(run_dir, identity)
-        executor = executor or SerialExecutor()
-        run = _Search(self, shared, meter, (passes, reserve), executor, progress)
+        folder = selection.claim()
+        executor = selection.executor
+        run = _Search(self, shared, meter, (passes, reserve), executor, selection.progress)
         if not run.resume(folder):
             root = _Candidate((), None, None, candidate_seed(config.seed, 0, 0))
             run.generation([(None, root)], 0)
@@ -336,7 +326,6 @@ class EquiNASESelector(Selector):
             run.save(folder)
         run.finish()
         result = run.result(space)
-        finish_run(folder, result)
         if folder is not None:
             plot_lineage(result.history, folder / "lineage.png")
         return result

@@ -31,27 +31,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 
-from bayesym.data.image_dataset import ImageDataset
 from bayesym.marglik import MarglikConfig, hyper_records
 from bayesym.priors import GaussianPrior
 from bayesym.report import report_from_history
-from bayesym.runs import resolve_device
-from bayesym.selectors.base import SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetMeter
-from bayesym.selectors.executor import CandidateExecutor
+from bayesym.selectors.base import SelectionResult, SelectionRun, Selector, parameter_count
+from bayesym.selectors.budget import BudgetMeter
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
     fit_schedule,
     path_choices,
     train_metered,
 )
-from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
-from bayesym.selectors.spaces.base import DataShape, SearchSpace
+from bayesym.selectors.spaces.base import DataShape
 from bayesym.selectors.training import evaluate_model
 
 __all__ = ["MarglikSelector", "MarglikSelectorConfig"]
@@ -107,31 +102,14 @@ class MarglikSelector(Selector):
         curvature = min(config.marglik_subset or meter.train_size, meter.train_size) * per_image
         return fit_schedule(config, meter, curvature, what="one marglik epoch with a hyper step")
 
-    def fit(
-        self,
-        train: ImageDataset,
-        valid: ImageDataset,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        run_dir: str | Path | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-        executor: CandidateExecutor | None = None,
-    ) -> SelectionResult:
-        """Train the relaxed network with the marglik and read the choice per layer off it.
-
-        ``executor`` is unused (one training run).
-        """
-        self.check_space(space)
-        target = resolve_device(device)
-        meter = BudgetMeter(budget, len(train))
+    def search(self, selection: SelectionRun) -> SelectionResult:
+        """Train the relaxed network with the marglik and read the choice per layer off it."""
+        train, valid, space = selection.train, selection.valid, selection.space
+        target = selection.device
+        meter = selection.meter
         shape = DataShape.of(train)
         config = self.schedule(meter, shape.num_classes)
-        identity = run_identity(
-            self.name, self.config_json(), space, budget, len(train), len(valid)
-        )
-        folder = claim_run_dir(run_dir, identity)
+        folder = selection.claim()
         torch.manual_seed(self.config.seed)
         model = space.relaxed_network(shape).to(target)
         prior = GaussianPrior(model, init_precision=self.config.init_precision)
@@ -145,7 +123,7 @@ class MarglikSelector(Selector):
             meter=meter,
             passes_per_curvature_image=curvature_passes_per_image(config.kfac, shape.num_classes),
             run_dir=folder,
-            progress=progress,
+            progress=selection.progress,
             label=f"{self.name} ({space.name})",
         )
         history = run.history
@@ -169,5 +147,4 @@ class MarglikSelector(Selector):
             ),
             model=model,
         )
-        finish_run(folder, result)
         return result

@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -53,18 +52,21 @@ from bayesym.marglik import MarglikConfig
 from bayesym.marglik.evaluation import tensor_batches
 from bayesym.priors import GaussianPrior
 from bayesym.report import effective_parameter_report
-from bayesym.runs import resolve_device
-from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter
-from bayesym.selectors.executor import CandidateExecutor
+from bayesym.selectors.base import (
+    LayerChoice,
+    SelectionResult,
+    SelectionRun,
+    Selector,
+    parameter_count,
+)
+from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
     fit_schedule,
     path_choices,
     train_metered,
 )
-from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
-from bayesym.selectors.spaces.base import DataShape, SearchSpace
+from bayesym.selectors.spaces.base import DataShape
 from bayesym.selectors.training import evaluate_model
 from curvature import KFAC, compute_kfac
 
@@ -213,25 +215,11 @@ class RPPSelector(Selector):
         images = min(self.config.training.marglik_subset or meter.train_size, meter.train_size)
         return images * curvature_passes_per_image(self.config.training.kfac, num_outputs)
 
-    def fit(
-        self,
-        train: ImageDataset,
-        valid: ImageDataset,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        run_dir: str | Path | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-        executor: CandidateExecutor | None = None,
-    ) -> SelectionResult:
-        """MAP-train the residual network under fixed priors and read out each layer.
-
-        ``executor`` is unused (one training run).
-        """
-        self.check_space(space)
-        target = resolve_device(device)
-        meter = BudgetMeter(budget, len(train))
+    def search(self, selection: SelectionRun) -> SelectionResult:
+        """MAP-train the residual network under fixed priors and read out each layer."""
+        train, valid, space = selection.train, selection.valid, selection.space
+        target = selection.device
+        meter = selection.meter
         shape = DataShape.of(train)
         readout_cost = self._readout_cost(meter, shape.num_classes)
         config = fit_schedule(
@@ -241,10 +229,7 @@ class RPPSelector(Selector):
             extra=readout_cost,
             what="one MAP epoch and the read-out",
         )
-        identity = run_identity(
-            self.name, self.config_json(), space, budget, len(train), len(valid)
-        )
-        folder = claim_run_dir(run_dir, identity)
+        folder = selection.claim()
         torch.manual_seed(self.config.seed)
         model, eq_path, neq_path = space.residual_network(shape)
         model = model.to(target)
@@ -262,7 +247,7 @@ class RPPSelector(Selector):
             meter=meter,
             passes_per_curvature_image=1,
             run_dir=folder,
-            progress=progress,
+            progress=selection.progress,
             label=f"{self.name} ({space.name})",
         )
         choices, effective = self._readout(model, prior, train, valid, meter, shape.num_classes)
@@ -287,7 +272,6 @@ class RPPSelector(Selector):
             ),
             model=model,
         )
-        finish_run(folder, result)
         return result
 
     def _scale_unconstrained(self, model: nn.Module, neq_path: str) -> None:

@@ -1,12 +1,12 @@
 """A selector's run directory: what run it belongs to, and what a finished run leaves in it.
 
-A selector given a ``run_dir`` first calls :func:`claim_run_dir` with the identity of its run
-(selector, configuration, space, budget, data sizes): a new directory records it in
+:meth:`bayesym.selectors.base.SelectionRun.claim` calls :func:`claim_run_dir` with the identity
+of the run (selector, configuration, space, budget, data sizes): a new directory records it in
 ``selector.json``; a directory that holds another run's identity is refused with the settings
 that differ (the one resume rule of :func:`bayesym.marglik.checkpoint.config_differences`),
-so a checkpoint is never resumed under another configuration. When done, :func:`finish_run`
-writes ``selection.json`` (the result without the model) and ``model.pt`` (the selected
-model's ``state_dict``), both atomically.
+so a checkpoint is never resumed under another configuration. When the selection is done,
+``Selector.fit`` calls :func:`finish_run`, which writes ``selection.json`` (the result without
+the model) and ``model.pt`` (the selected model's ``state_dict``), both atomically.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from bayesym.marglik.checkpoint import config_differences
-from bayesym.selectors.base import SelectionResult, _jsonable
 from bayesym.selectors.budget import Budget
-from bayesym.selectors.spaces.base import SearchSpace
+from bayesym.selectors.jsonable import jsonable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bayesym.selectors.base import SelectionResult
+    from bayesym.selectors.spaces.base import SearchSpace
 
 __all__ = ["IDENTITY_FILE", "claim_run_dir", "finish_run", "run_identity"]
 
@@ -39,7 +42,7 @@ def run_identity(
     valid_size: int,
 ) -> dict[str, Any]:
     """The JSON identity of a selection run (what must match for it to resume)."""
-    return _jsonable(
+    return jsonable(
         {
             "selector": selector,
             "config": dict(config),

@@ -37,11 +37,14 @@ from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import load_checkpoint
 from bayesym.marglik.evaluation import evaluate
 from bayesym.priors import GaussianPrior
-from bayesym.runs import resolve_device
-from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter
-from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
-from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
+from bayesym.selectors.base import (
+    LayerChoice,
+    SelectionResult,
+    SelectionRun,
+    Selector,
+    parameter_count,
+)
+from bayesym.selectors.budget import BudgetExhausted
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 
 __all__ = ["StaticConfig", "StaticSelector", "baseline_seed", "best_on_validation"]
@@ -161,32 +164,18 @@ class StaticSelector(Selector):
             space.check_baseline(name)
         return names
 
-    def fit(
-        self,
-        train: ImageDataset,
-        valid: ImageDataset,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        run_dir: str | Path | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-        executor: CandidateExecutor | None = None,
-    ) -> SelectionResult:
+    def search(self, selection: SelectionRun) -> SelectionResult:
         """Train every baseline through ``executor`` and return the best on validation."""
-        self.check_space(space)
+        train, valid, space = selection.train, selection.valid, selection.space
         names = self.baselines(space)
-        target = resolve_device(device)
-        meter = BudgetMeter(budget, len(train))
+        target = selection.device
+        meter = selection.meter
         epochs = self.config.training.epochs
         if meter.limit is not None:
             per_baseline = len(names) * len(train)
             meter.require(per_baseline, f"{len(names)} baseline(s) of one epoch each")
             epochs = meter.limit // per_baseline
-        identity = run_identity(
-            self.name, self.config_json(), space, budget, len(train), len(valid)
-        )
-        folder = claim_run_dir(run_dir, identity)
+        folder = selection.claim()
         candidates = []
         for name in names:
             try:
@@ -198,10 +187,10 @@ class StaticSelector(Selector):
             config = dataclasses.replace(self.config.training, epochs=epochs, seed=seed)
             candidates.append(_Candidate(name, config))
         shared = _Shared(
-            space, DataShape.of(train), train, valid, target, folder, progress,
+            space, DataShape.of(train), train, valid, target, folder, selection.progress,
             self.config.prior_precision,
         )  # fmt: skip
-        trained = (executor or SerialExecutor()).map(_train_baseline, candidates, shared=shared)
+        trained = selection.executor.map(_train_baseline, candidates, shared=shared)
         meter.count_eval(len(trained) * len(valid))
         earlier = sum(t["seconds_before"] for t in trained)  # epochs of interrupted sessions
         meter.load_state_dict({**meter.state_dict(), "wall_seconds": meter.wall_seconds + earlier})
@@ -224,7 +213,6 @@ class StaticSelector(Selector):
             ),
             model=model,
         )
-        finish_run(folder, result)
         return result
 
 

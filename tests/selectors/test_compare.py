@@ -1,6 +1,7 @@
 """The comparison harness: test data kept from selectors, resume, outputs, refusals."""
 
 import csv
+import dataclasses
 import json
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ from bayesym.selectors import (
     SELECTORS,
     Budget,
     Cost,
+    DataShape,
     SelectionResult,
     Selector,
     StaticConfig,
@@ -45,24 +47,21 @@ def _config(**changes):
 
 
 class SpySelector(Selector):
-    """Records everything ``fit`` receives; returns an untrained CONV network."""
+    """Records everything its search receives; returns an untrained CONV network."""
 
     name: ClassVar[str] = "spy"
     spaces: ClassVar[frozenset[str]] = frozenset({"translation"})
     config_class: ClassVar[type] = StaticConfig
     received: ClassVar[list] = []
 
-    def fit(self, *args, **kwargs):
-        SpySelector.received.append((args, kwargs))
-        train = args[0]
-        from bayesym.selectors import DataShape
-
-        model = kwargs["space"].build_baseline("conv", DataShape.of(train))
+    def search(self, selection):
+        SpySelector.received.append(selection)
+        model = selection.space.build_baseline("conv", DataShape.of(selection.train))
         return SelectionResult(
             selector=self.name,
-            space=kwargs["space"].name,
+            space=selection.space.name,
             config=self.config_json(),
-            choices=kwargs["space"].describe(model),
+            choices=selection.space.describe(model),
             parameters=1,
             effective_parameters=None,
             valid={"accuracy": 0.0, "nll": 1.0},
@@ -114,11 +113,15 @@ def test_no_selector_can_reach_the_test_split(monkeypatch, tmp_path):
     assert ("test", False) in loads and not any(inside for _, inside in loads)
     assert scored == ["digits/test"] * len(config.cells())  # once per cell, after fit
 
-    ((args, kwargs),) = SpySelector.received
-    train, valid = args
+    (selection,) = SpySelector.received
+    train, valid = selection.train, selection.valid
     assert isinstance(train, ImageDataset) and isinstance(valid, ImageDataset)
-    assert set(kwargs) == {"space", "budget", "run_dir", "device", "progress", "executor"}
-    for value in (*args, *kwargs.values()):
+    fields = {f.name for f in dataclasses.fields(selection)}
+    assert fields == {
+        "train", "valid", "space", "meter", "device", "progress", "executor", "run_dir",
+        "identity", "folder",
+    }  # fmt: skip
+    for value in vars(selection).values():
         assert not hasattr(value, "test")
     test = digits(train_size=48, val_size=24).test
     assert train.name == "digits/train" and valid.name == "digits/valid"
