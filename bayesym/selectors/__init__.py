@@ -22,7 +22,7 @@ from bayesym.selectors.registry import (
     space_names,
 )
 from bayesym.selectors.rpp import RPPConfig, RPPSelector
-from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
+from bayesym.selectors.spaces import DataShape, PixelSpace, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
 from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
@@ -69,3 +69,6 @@ __all__ += [
     "make_optimizer",
     "train_epochs",
 ]
+
+# The pixel-permutation space (AEN).
+__all__ += ["PixelSpace"]

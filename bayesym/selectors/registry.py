@@ -14,6 +14,7 @@ from bayesym.selectors.base import Selector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
+from bayesym.selectors.spaces.pixel import PixelSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
 from bayesym.selectors.static import StaticSelector
 
@@ -28,6 +29,7 @@ SELECTORS: dict[str, type[Selector]] = {
 
 SPACES: dict[str, type[SearchSpace]] = {
     TranslationSpace.name: TranslationSpace,
+    PixelSpace.name: PixelSpace,
 }
 """Registered search spaces by name (the ``--space`` values of ``bayesym compare``)."""
 

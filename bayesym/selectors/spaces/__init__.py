@@ -1,6 +1,8 @@
 """Search spaces of the selectors (:class:`SearchSpace`) and the data shape they build for."""
 
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
+from bayesym.selectors.spaces.pixel import PixelSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
 
 __all__ = ["DataShape", "SearchSpace", "TranslationSpace"]
+__all__ += ["PixelSpace"]
