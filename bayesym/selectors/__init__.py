@@ -9,6 +9,7 @@ validation data out of the training file so that no selector ever sees the test 
 split once per selection.
 """
 
+from bayesym.selectors.aen import AENConfig, AENSelector
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
@@ -70,5 +71,5 @@ __all__ += [
     "train_epochs",
 ]
 
-# The pixel-permutation space (AEN).
-__all__ += ["PixelSpace"]
+# The pixel-permutation space and the AEN selector.
+__all__ += ["AENConfig", "AENSelector", "PixelSpace"]

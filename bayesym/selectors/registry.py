@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bayesym.selectors.aen import AENSelector
 from bayesym.selectors.base import Selector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
@@ -24,6 +25,7 @@ SELECTORS: dict[str, type[Selector]] = {
     StaticSelector.name: StaticSelector,
     MarglikSelector.name: MarglikSelector,
     RPPSelector.name: RPPSelector,
+    AENSelector.name: AENSelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 
