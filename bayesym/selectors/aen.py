@@ -78,6 +78,7 @@ __all__ = [
     "Environment",
     "aen_reward",
     "child_seed",
+    "train_state",
 ]
 
 NUM_BITS = 12
@@ -226,6 +227,34 @@ def _train_child(job: _ChildJob, child: _Child) -> dict[str, Any]:
 
 def _evaluate(model: torch.nn.Module, data: ImageDataset) -> dict[str, float]:
     return evaluate(model, data, batch_size=500)
+
+
+def train_state(
+    space: PixelSpace,
+    state: int,
+    train: ImageDataset,
+    valid: ImageDataset,
+    *,
+    epochs: float,
+    seed: int,
+    optimizer: OptimizerSettings | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train the network of ``state`` exactly as the selector trains a child or a top-k state.
+
+    For fixed networks beside the search (the paper's single-transformation MLPs): seed
+    :func:`child_seed` ``(seed, state)``, ``epochs`` epochs, validation after every epoch.
+
+    Returns:
+        ``(model, scores)``: the trained network and ``final`` (validation metrics of the
+        returned weights), ``accuracy`` (the best over the epochs), ``epoch_accuracies``.
+    """
+    job = _ChildJob(space, DataShape.of(train), train, valid,
+                    optimizer or OptimizerSettings(), resolve_device(device))  # fmt: skip
+    scores = _train_child(job, _Child(state, epochs, child_seed(seed, state)))
+    model = space.network(state, job.shape)
+    model.load_state_dict(scores.pop("model_state"))
+    return model.to(job.device), scores
 
 
 class ChildEnvironment(Environment):

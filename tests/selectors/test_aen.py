@@ -21,7 +21,7 @@ from bayesym.selectors import (
 )
 from bayesym.selectors.aen import AENSearch, Environment, aen_reward, child_seed
 from bayesym.selectors.dqn import EpsilonSchedule, ReplayMemory, state_bits
-from bayesym.selectors.spaces.pixel import parse_state
+from bayesym.selectors.spaces.pixel import parse_state, state_label
 
 # A Q-learning setting that learns the toy table quickly (the paper's widths are for 1,200
 # children; these are for 150).
@@ -218,3 +218,21 @@ def test_killed_run_resumes_to_the_same_result(aen_digits, tmp_path, monkeypatch
     assert without_time(resumed.to_json()) == without_time(whole.to_json())
     for key, value in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value)
+
+
+def test_figure_buckets_children_by_epsilon_and_lists_top_states(tmp_path):
+    from bayesym.selectors.aen_figure import epsilon_buckets, mean_and_se, plot_aen_search
+    from bayesym.selectors.aen_figure import top_states as ranked
+
+    search = AENSearch(AENConfig(**TOY), 30)
+    env = HammingTable(0b11)
+    while not search.finished(env):
+        search.step(env)
+    buckets = epsilon_buckets([search.history, search.history])
+    assert list(buckets) == sorted(buckets, reverse=True)
+    assert sum(len(v) for v in buckets.values()) == 2 * 30
+    best = max(search.history, key=lambda h: (h["reward"], -h["child"]))
+    assert ranked(search.history, 1) == [best["label"]] == [state_label(search.top_states(1)[0])]
+    assert mean_and_se([1.0, 3.0]) == (2.0, 1.0)
+    path = plot_aen_search({"toy": [search.history]}, tmp_path / "aen.png")
+    assert path.stat().st_size > 10_000
