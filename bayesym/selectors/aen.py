@@ -17,8 +17,9 @@ Reinforcement Learning", Sec. 4-5) on the ``pixel`` space (:mod:`bayesym.selecto
   its score and trains nothing. The environment is pluggable (:class:`Environment`): the
   search only asks it for the accuracy of new states.
 * **Agent** (:mod:`bayesym.selectors.dqn`). Episodes of ``episode_length`` toggle actions
-  from the empty state; :math:`\varepsilon`-greedy with Table 1's schedule scaled to the number
-  of children the budget pays for, counted in *new* children; one Q-learning step per
+  from the empty state (by default the paper's 101 per 1,200 children scaled to the budget);
+  :math:`\varepsilon`-greedy with Table 1's schedule scaled to the number of children the
+  budget pays for, counted in *new* children; ``q_updates_per_step`` Q-learning steps per
   environment step once the replay memory holds ``min_replay`` transitions; the target
   network copied every ``target_sync`` new children.
 * **Selection.** The ``top_k`` states by reward (ties: first visited) are retrained from their
@@ -78,6 +79,7 @@ __all__ = [
     "Environment",
     "aen_reward",
     "child_seed",
+    "scaled_episode_length",
     "train_state",
 ]
 
@@ -93,7 +95,8 @@ class AENConfig:
         retrain_epochs: epochs each of the top-k states is retrained (paper: 10).
         top_k: states retrained at the end (paper: 20).
         children: new children to train when the budget sets no epochs (paper: 1,200).
-        episode_length: toggle actions per episode (paper: 101).
+        episode_length: toggle actions per episode; None: the paper's 101 per 1,200 children
+            scaled to the planned children, at least 24 (:func:`scaled_episode_length`).
         q_hidden: hidden widths of the Q network (paper: 400, 400, 400).
         q_lr: Adam learning rate of the Q network.
         q_batch_size: replay transitions per Q-learning step (paper: 512).
@@ -115,7 +118,7 @@ class AENConfig:
     retrain_epochs: float = 10.0
     top_k: int = 5
     children: int = 200
-    episode_length: int = 101
+    episode_length: int | None = None
     q_hidden: tuple[int, ...] = (400, 400, 400)
     q_lr: float = 1e-3
     q_batch_size: int = 512
@@ -136,19 +139,35 @@ class AENConfig:
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"AENConfig.{name} must be positive, got {value}")
         for name in (
-            "top_k", "children", "episode_length", "q_batch_size", "min_replay",
+            "top_k", "children", "q_batch_size", "min_replay",
             "q_updates_per_step", "replay_capacity", "target_sync", "max_steps_per_child",
             "checkpoint_every",
         ):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AENConfig.{name} must be a positive int, got {value!r}")
+        if self.episode_length is not None and (
+            isinstance(self.episode_length, bool) or self.episode_length < 1
+        ):
+            raise ValueError(
+                f"AENConfig.episode_length must be a positive int or None, got "
+                f"{self.episode_length!r}"
+            )
         if not 0 <= self.gamma < 1:
             raise ValueError(f"AENConfig.gamma must lie in [0, 1), got {self.gamma}")
         object.__setattr__(self, "q_hidden", tuple(self.q_hidden))
         phases = tuple((float(e), int(n)) for e, n in self.epsilon_phases)
         object.__setattr__(self, "epsilon_phases", phases)
         EpsilonSchedule(phases)  # validates
+
+
+def scaled_episode_length(planned: int) -> int:
+    """The paper's 101 steps per episode for 1,200 children, scaled to ``planned``, at least 24.
+
+    A search of a few dozen children with the paper's episodes would run one episode: its
+    early random walk wanders far from the empty state and the greedy phase starts there.
+    """
+    return max(2 * NUM_BITS, round(101 * planned / 1200))
 
 
 def aen_reward(accuracy: float, baseline_accuracy: float) -> float:
@@ -309,6 +328,7 @@ class AENSearch:
         self.config = config
         self.planned = planned
         self.schedule = EpsilonSchedule(config.epsilon_phases).scaled(planned)
+        self.episode_length = config.episode_length or scaled_episode_length(planned)
         self.agent = DQNAgent(
             NUM_BITS, config.q_hidden, gamma=config.gamma, lr=config.q_lr,
             batch_size=config.q_batch_size, seed=config.seed,
@@ -365,7 +385,7 @@ class AENSearch:
         if not self.visited:
             self._score(env, 0)
             return True
-        if self.episode_step >= self.config.episode_length:
+        if self.episode_step >= self.episode_length:
             self.state, self.episode_step, self.episode = 0, 0, self.episode + 1
         epsilon = self.schedule.epsilon(len(self.visited))
         action = self.agent.act(self.state, epsilon, self.generator)

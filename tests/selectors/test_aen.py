@@ -236,3 +236,13 @@ def test_figure_buckets_children_by_epsilon_and_lists_top_states(tmp_path):
     assert mean_and_se([1.0, 3.0]) == (2.0, 1.0)
     path = plot_aen_search({"toy": [search.history]}, tmp_path / "aen.png")
     assert path.stat().st_size > 10_000
+
+
+def test_episodes_scale_with_the_planned_children():
+    from bayesym.selectors.aen import scaled_episode_length
+
+    assert scaled_episode_length(1200) == 101 and scaled_episode_length(50) == 24
+    assert AENSearch(AENConfig(), 2400).episode_length == 202
+    assert AENSearch(AENConfig(episode_length=7), 2400).episode_length == 7
+    with pytest.raises(ValueError, match="episode_length must be a positive int or None"):
+        AENConfig(episode_length=0)
