@@ -246,3 +246,19 @@ def test_episodes_scale_with_the_planned_children():
     assert AENSearch(AENConfig(episode_length=7), 2400).episode_length == 7
     with pytest.raises(ValueError, match="episode_length must be a positive int or None"):
         AENConfig(episode_length=0)
+
+
+def test_aen_runs_in_the_compare_harness_beside_pixel_baselines(tmp_path):
+    from bayesym.selectors.compare import CompareConfig, compare
+
+    options = {k: v for k, v in small_config().__dict__.items() if k in TOY or k in (
+        "child_epochs", "retrain_epochs", "top_k", "episode_length", "min_replay")}  # fmt: skip
+    config = CompareConfig(
+        task="aen-digits-Aug1", space="pixel", selectors=("static", "aen"),
+        baselines=("none", "hflip"), seeds=(0,), budget_epochs=12.0, train_size=96,
+        val_size=48, test_size=60, selector_options={"aen": options,
+        "static": {"training.batch_size": 48}},
+    )  # fmt: skip
+    compare(config, tmp_path, progress=False)
+    table = (tmp_path / "compare.md").read_text()
+    assert "| aen |" in table and "| static:hflip |" in table
