@@ -62,7 +62,7 @@ from bayesym.data.image_dataset import ImageDataset
 from bayesym.marglik.evaluation import evaluate
 from bayesym.runs import resolve_device
 from bayesym.selectors.base import SelectionResult, Selector, parameter_count
-from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter
+from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall
 from bayesym.selectors.dqn import PAPER_EPSILON_PHASES, DQNAgent, EpsilonSchedule, ReplayMemory
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
 from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
@@ -92,8 +92,9 @@ class AENConfig:
 
     Attributes:
         child_epochs: epochs a child trains (paper: 4 epochs of 4,000 images).
-        retrain_epochs: epochs each of the top-k states is retrained (paper: 10).
-        top_k: states retrained at the end (paper: 20).
+        retrain_epochs: epochs each of the top-k states is retrained (paper: 10 of 10,000).
+        top_k: states retrained at the end (paper: 20). The defaults of these three fit a
+            CPU: a budget of 16 epochs pays for one child and the retraining.
         children: new children to train when the budget sets no epochs (paper: 1,200).
         episode_length: toggle actions per episode; None: the paper's 101 per 1,200 children
             scaled to the planned children, at least 24 (:func:`scaled_episode_length`).
@@ -114,9 +115,9 @@ class AENConfig:
         seed: the run seed (agent, children's initialisations and batch orders).
     """
 
-    child_epochs: float = 2.0
-    retrain_epochs: float = 10.0
-    top_k: int = 5
+    child_epochs: float = 1.0
+    retrain_epochs: float = 5.0
+    top_k: int = 3
     children: int = 200
     episode_length: int | None = None
     q_hidden: tuple[int, ...] = (400, 400, 400)
@@ -190,7 +191,7 @@ class Environment(ABC):
 
     @abstractmethod
     def evaluate(self, state: int) -> dict[str, Any]:
-        """Score a new state.
+        """Score a new state (raise :class:`BudgetExhausted` if it cannot be paid for).
 
         Returns:
             At least ``accuracy`` (a fraction); optionally ``nll``, ``parameters`` and
@@ -383,7 +384,10 @@ class AENSearch:
     def step(self, env: Environment) -> bool:
         """One environment step (the start state first); whether a new state was evaluated."""
         if not self.visited:
-            self._score(env, 0)
+            try:
+                self._score(env, 0)
+            except BudgetExhausted as error:
+                raise BudgetTooSmall(f"no AEN child fits: {error}") from None
             return True
         if self.episode_step >= self.episode_length:
             self.state, self.episode_step, self.episode = 0, 0, self.episode + 1
@@ -392,10 +396,13 @@ class AENSearch:
         nxt = self.state ^ (1 << action)
         new = nxt not in self.visited
         if new:
-            if not env.can_evaluate():
-                self.steps = self.max_steps  # budget spent: stop here
+            try:
+                if not env.can_evaluate():
+                    raise BudgetExhausted("no budget for another child")
+                self._score(env, nxt)
+            except BudgetExhausted:  # spent (e.g. the wall clock ran out): stop here
+                self.steps = self.max_steps
                 return False
-            self._score(env, nxt)
         self.memory.push(self.state, action, nxt, self.visited[nxt]["reward"])
         if len(self.memory) >= self.config.min_replay:
             for _ in range(self.config.q_updates_per_step):
@@ -530,6 +537,11 @@ class AENSelector(Selector):
             saved = torch.load(checkpoint, weights_only=False)
             search.load_state_dict(saved)
             meter.load_state_dict(saved["meter"])
+        if meter.exhausted:
+            raise BudgetTooSmall(
+                f"the wall-clock budget of {budget.wall_seconds:g} s is spent before the first "
+                "AEN child"
+            )
         env = ChildEnvironment(job, epochs=cfg.child_epochs, seed=cfg.seed, meter=meter,
                                executor=executor, reserve=reserve)  # fmt: skip
         search.run(env, checkpoint=checkpoint, progress=progress,

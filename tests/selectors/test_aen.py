@@ -262,3 +262,26 @@ def test_aen_runs_in_the_compare_harness_beside_pixel_baselines(tmp_path):
     compare(config, tmp_path, progress=False)
     table = (tmp_path / "compare.md").read_text()
     assert "| aen |" in table and "| static:hflip |" in table
+
+
+def test_a_wall_clock_budget_stops_the_search_and_returns_the_best_child(aen_digits, monkeypatch):
+    """A clock that advances one second per reading: the search stops; no retraining fits."""
+    from bayesym.selectors.budget import BudgetMeter
+
+    class TickingMeter(BudgetMeter):
+        def __init__(self, budget, train_size):
+            ticks = iter(range(10**6))
+            super().__init__(budget, train_size, clock=lambda: float(next(ticks)))
+
+    monkeypatch.setattr(aen_module, "BudgetMeter", TickingMeter)
+    split = aen_digits
+    result = AENSelector(small_config(children=50)).fit(
+        split.train, split.valid, space=PixelSpace(), budget=Budget(wall_seconds=12.0),
+        progress=False,
+    )  # fmt: skip
+    children = [h for h in result.history if "child" in h]
+    assert 1 <= len(children) < 50 and not any("retrained" in h for h in result.history)
+    assert result.cost.final_model_epochs == 1.0  # the best child's own weights
+    best = max(children, key=lambda h: (h["reward"], -h["child"]))
+    assert result.choices[0].choice == best["label"]
+    assert result.valid["accuracy"] == best["valid_accuracy"]
