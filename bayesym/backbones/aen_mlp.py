@@ -4,13 +4,22 @@ Every linear layer is an :class:`~bayesym.layers.shared.OrbitSharedLinear` equiv
 the selected named transformations of :mod:`bayesym.groups.pixel_transforms`:
 
 * input units: the ``H x W`` image pixels (28 x 28);
-* hidden units: each hidden layer's 400 units form a 20 x 20 grid, acted on by the same
-  transformations applied to a 20 x 20 image (the AEN reference uses this grid structure);
+* hidden units: each hidden layer's units form a grid acted on by the same transformations
+  applied to an image of that size. The default grid is the input grid, on which every
+  transformation acts with the same order as on the input, so no weight is forced to be
+  periodic; the paper's 400 units (``hidden_spatial=(20, 20)``, the AEN reference's grid
+  structure) force periodic weights for the translations of a 28x28 input, and the layers
+  warn (:class:`~bayesym.layers.shared.PeriodicSharingWarning`);
 * output units (class logits): nothing acts on them, so the last layer is invariant.
 
 With pointwise ReLUs in between the network is therefore exactly *invariant* to every
 selected transformation (and to the group they generate). With no transformation selected
 it is a plain MLP (477,600 weights + 810 biases for the paper's sizes).
+
+Example:
+    >>> AENMLPConfig(("htranslate",)).hidden_spatial  # the input grid by default
+    (28, 28)
+
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ class AENMLPConfig:
         transforms: selected transformation names (or an ``"Aug<k>"`` preset), normalised to
             the table order of :data:`~bayesym.groups.pixel_transforms.TRANSFORM_NAMES`.
         input_spatial: image grid ``(H, W)``.
-        hidden_spatial: grid of each hidden layer's units (``20 x 20`` = 400 units).
+        hidden_spatial: grid of each hidden layer's units; None (default): the input grid
+            (the paper: ``(20, 20)`` = 400 units, which forces periodic weights for
+            translations, see the module docstring).
         num_hidden_layers: number of hidden layers (2 in the paper).
         num_classes: number of logits.
         bias: orbit-shared biases.
@@ -48,7 +59,7 @@ class AENMLPConfig:
 
     transforms: tuple[str, ...] = ()
     input_spatial: tuple[int, int] = (28, 28)
-    hidden_spatial: tuple[int, int] = (20, 20)
+    hidden_spatial: tuple[int, int] | None = None
     num_hidden_layers: int = 2
     num_classes: int = 10
     bias: bool = True
@@ -61,7 +72,8 @@ class AENMLPConfig:
         )
         object.__setattr__(self, "transforms", names)
         object.__setattr__(self, "input_spatial", check_spatial(self.input_spatial, owner=owner))
-        object.__setattr__(self, "hidden_spatial", check_spatial(self.hidden_spatial, owner=owner))
+        hidden = self.input_spatial if self.hidden_spatial is None else self.hidden_spatial
+        object.__setattr__(self, "hidden_spatial", check_spatial(hidden, owner=owner))
         check_positive_int(self.num_hidden_layers, name="num_hidden_layers", owner=owner)
         check_positive_int(self.num_classes, name="num_classes", owner=owner)
 

@@ -13,7 +13,10 @@ Every task is a base dataset (scikit-learn ``digits``, 8x8, or ``fmnist``, Fashi
 - ``translated-<base>``: random integer shift in ``[-s, s]`` on a canvas ``2 s`` larger
   (``s = 4`` for digits -> 16x16, ``s = 8`` for Fashion-MNIST -> 44x44, as in the paper);
 - ``aen-<base>-Aug0`` .. ``aen-<base>-Aug5``: the AEN augmentation arrays (G-Fashion-MNIST
-  and its digits analogue).
+  and its digits analogue);
+- ``aen-<base>-IAug1`` .. ``aen-<base>-IAug12``: one AEN transformation each (the paper's
+  single-transformation tasks of Tables 4-5, ``IAug<k>`` = row ``k`` of
+  :data:`~bayesym.groups.pixel_transforms.PIXEL_TRANSFORMS`).
 
 Seeds: the base split depends on ``split_seed`` only; the random transformation of a task
 is drawn with ``derive_seed(seed, task name, split)``, so train, val and test draw
@@ -47,7 +50,7 @@ from bayesym.data.symmetry_tasks import (
     rotated,
     translated,
 )
-from bayesym.groups.pixel_transforms import AUGMENTATION_PRESETS
+from bayesym.groups.pixel_transforms import AUGMENTATION_PRESETS, PIXEL_TRANSFORMS
 
 __all__ = ["TASKS", "TaskSpec", "get_task_spec", "make_task", "task_names"]
 
@@ -73,7 +76,8 @@ class TaskSpec:
         image_shape: ``(C, H, W)`` of the task's images.
         pad: Zero padding of the base images (each side) before the transformation.
         max_shift: Largest shift of ``translated`` tasks.
-        augmentation: AEN preset (``"Aug0"`` .. ``"Aug5"``) of ``aen`` tasks.
+        augmentation: AEN preset (``"Aug0"`` .. ``"Aug5"``) or single transformation name
+            (``"rot90"``, ...) of ``aen`` tasks.
     """
 
     name: str
@@ -152,6 +156,19 @@ def _specs_for(base: BaseName, label: str, size: int, classes: int) -> list[Task
                 classes,
                 (1, size, size),
                 augmentation=preset,
+            )
+        )
+    for transform in PIXEL_TRANSFORMS.values():
+        specs.append(
+            TaskSpec(
+                f"aen-{base}-IAug{transform.paper_index}",
+                base,
+                "aen",
+                f"{label}, AEN single transformation IAug{transform.paper_index} "
+                f"({transform.name})",
+                classes,
+                (1, size, size),
+                augmentation=transform.name,
             )
         )
     return specs

@@ -52,6 +52,7 @@ from bayesym.groups.permutation import (
     PairOrbits,
     PermutationGroup,
     grid_group,
+    grid_pair_orbits,
     orbit_labels,
     pair_orbits,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "PermutationGroup",
     "PairOrbits",
     "grid_group",
+    "grid_pair_orbits",
     "orbit_labels",
     "pair_orbits",
     # feature-map layouts and kernel expansion

@@ -25,13 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from bayesym.groups.pixel_transforms import pixel_permutation, resolve_transforms
 
-__all__ = ["PairOrbits", "PermutationGroup", "grid_group", "orbit_labels", "pair_orbits"]
+__all__ = [
+    "PairOrbits",
+    "PermutationGroup",
+    "grid_group",
+    "grid_pair_orbits",
+    "orbit_labels",
+    "pair_orbits",
+]
 
 
 def _check_permutation(perm: object, *, degree: int, name: str) -> Tensor:
@@ -284,3 +292,56 @@ def pair_orbits(out_group: PermutationGroup, in_group: PermutationGroup) -> Pair
     ]
     ids, count = orbit_labels(m * n, maps)
     return PairOrbits(ids=ids.view(m, n), count=count, names=out_group.names)
+
+
+def grid_pair_orbits(
+    transforms: tuple[str, ...],
+    in_spatial: tuple[int, int],
+    out_spatial: tuple[int, int] | None = None,
+    out_features: int | None = None,
+) -> PairOrbits:
+    """:func:`pair_orbits` of named pixel transformations between two grids, cached.
+
+    The AEN search builds one network per visited state, and a state's networks (a child,
+    its retraining, the returned model) share their layers' orbits; this function keeps the
+    orbits of the most recently used layers (:data:`ORBIT_CACHE_SIZE` of them, stored as
+    int32) so that rebuilding costs a copy instead of a search. Every call returns fresh
+    int64 ``ids`` (a caller may write into them).
+
+    Args:
+        transforms: transformation names (table order, as :func:`resolve_transforms` gives).
+        in_spatial: input grid ``(H, W)``.
+        out_spatial: output grid acted on by the same transformations, or None with
+            ``out_features`` for output units nothing acts on.
+        out_features: number of trivially acted output units.
+
+    Returns:
+        The orbits of :func:`pair_orbits` for ``grid_group(transforms, out_spatial)`` (or the
+        trivial group on ``out_features`` units) and ``grid_group(transforms, in_spatial)``.
+    """
+    ids, count, names = _cached_grid_pair_orbits(
+        tuple(transforms), tuple(in_spatial), out_spatial and tuple(out_spatial), out_features
+    )
+    return PairOrbits(ids=ids.to(torch.int64), count=count, names=names)
+
+
+ORBIT_CACHE_SIZE = 48
+"""Number of layers whose orbits :func:`grid_pair_orbits` keeps (about 16 AEN states)."""
+
+
+@lru_cache(maxsize=ORBIT_CACHE_SIZE)
+def _cached_grid_pair_orbits(
+    transforms: tuple[str, ...],
+    in_spatial: tuple[int, int],
+    out_spatial: tuple[int, int] | None,
+    out_features: int | None,
+) -> tuple[Tensor, int, tuple[str, ...]]:
+    in_group = grid_group(transforms, in_spatial)
+    if out_spatial is not None:
+        out_group = grid_group(transforms, out_spatial)
+    elif out_features is not None:
+        out_group = PermutationGroup.trivial(out_features, in_group.names)
+    else:
+        raise ValueError("grid_pair_orbits: give out_spatial or out_features")
+    orbits = pair_orbits(out_group, in_group)
+    return orbits.ids.to(torch.int32), orbits.count, orbits.names

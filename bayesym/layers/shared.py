@@ -17,21 +17,67 @@ Hidden units (AEN's 784-400-400-10 MLP): the 400 hidden units of a layer form a 
 grid and every named transformation acts on them exactly as on an image of that size
 (rotating, flipping, translating or scrambling the 20 x 20 grid), the same structure the
 AEN reference experiments use; see :mod:`bayesym.backbones.aen_mlp`.
+
+**Forced periodic weights.** If a generator has order ``a`` on the input units and ``b != a``
+on the output units, equivariance to the cyclic group it generates (order ``lcm(a, b)``) makes
+its power ``g^b`` act trivially on the outputs but not on the inputs, so every row of ``W``
+must be invariant to ``g^b`` on the inputs: the weights are forced to be periodic (e.g. a
+one-pixel translation of a 28x28 input and a 20x20 hidden grid ties every weight to its
+copies 4 pixels apart, 2,240 free weights instead of 11,200). The layer warns
+(:class:`PeriodicSharingWarning`) when a generator's orders differ; a hidden grid equal to
+the input grid never forces it. (The check compares generator orders; relations between
+several generators that hold on one grid only are not checked.)
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayesym.groups.permutation import PermutationGroup, grid_group, pair_orbits
+from bayesym.groups.permutation import (
+    PairOrbits,
+    PermutationGroup,
+    grid_group,
+    grid_pair_orbits,
+    pair_orbits,
+)
+from bayesym.groups.pixel_transforms import permutation_order
 from bayesym.layers.symmetry import LayerSymmetry
 
-__all__ = ["OrbitSharedLinear"]
+__all__ = ["OrbitSharedLinear", "PeriodicSharingWarning", "order_mismatches"]
+
+
+class PeriodicSharingWarning(UserWarning):
+    """An orbit-shared layer's generator has different orders on its input and output units."""
+
+
+def order_mismatches(
+    in_group: PermutationGroup, out_group: PermutationGroup
+) -> tuple[tuple[str, int, int], ...]:
+    """Generators whose order on the inputs differs from their order on the outputs.
+
+    A trivial output action (every generator the identity: class logits, an *invariant*
+    layer) is intended and gives no mismatch.
+
+    Returns:
+        ``(name, order on the inputs, order on the outputs)`` per mismatched generator.
+    """
+    identity = torch.arange(out_group.degree)
+    if all(torch.equal(p, identity) for p in out_group.generators):
+        return ()
+    found = []
+    for name, p_in, p_out in zip(
+        in_group.names, in_group.generators, out_group.generators, strict=True
+    ):
+        order_in, order_out = permutation_order(p_in), permutation_order(p_out)
+        if order_in != order_out:
+            found.append((name, order_in, order_out))
+    return tuple(found)
 
 
 class OrbitSharedLinear(nn.Module):
@@ -43,6 +89,12 @@ class OrbitSharedLinear(nn.Module):
         in_group: action on the ``n`` input units.
         out_group: action on the ``m`` output units, with the same generator names.
         bias: learn a bias shared over output-unit orbits.
+        orbits: the pair orbits of ``(out_group, in_group)`` when already known (e.g. from
+            :func:`~bayesym.groups.permutation.grid_pair_orbits`); computed when None.
+
+    Warns:
+        PeriodicSharingWarning: if a generator's order on the inputs differs from its order
+            on the outputs (the weights are then forced to be periodic, module docstring).
 
     Shape:
         ``x: [N, n] -> [N, m]``.
@@ -68,7 +120,12 @@ class OrbitSharedLinear(nn.Module):
     """
 
     def __init__(
-        self, in_group: PermutationGroup, out_group: PermutationGroup, *, bias: bool = True
+        self,
+        in_group: PermutationGroup,
+        out_group: PermutationGroup,
+        *,
+        bias: bool = True,
+        orbits: PairOrbits | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(in_group, PermutationGroup) or not isinstance(
@@ -78,7 +135,25 @@ class OrbitSharedLinear(nn.Module):
                 f"{type(self).__name__}: in_group and out_group must be PermutationGroups, got "
                 f"{type(in_group).__name__} and {type(out_group).__name__}"
             )
-        orbits = pair_orbits(out_group, in_group)
+        if orbits is None:
+            orbits = pair_orbits(out_group, in_group)
+        elif orbits.ids.shape != (out_group.degree, in_group.degree) or (
+            orbits.names != in_group.names
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: orbits of shape {list(orbits.ids.shape)} for "
+                f"{orbits.names} do not fit {out_group.degree} outputs, {in_group.degree} "
+                f"inputs and generators {in_group.names}"
+            )
+        for name, order_in, order_out in order_mismatches(in_group, out_group):
+            warnings.warn(
+                f"{type(self).__name__}: {name!r} has order {order_in} on the "
+                f"{in_group.degree} inputs but {order_out} on the {out_group.degree} outputs, "
+                "which forces periodic shared weights; use an output grid on which it has "
+                "the same order (e.g. the input grid)",
+                PeriodicSharingWarning,
+                stacklevel=2,
+            )
         self.in_group = in_group
         self.out_group = out_group
         self.in_features = in_group.degree
@@ -115,6 +190,9 @@ class OrbitSharedLinear(nn.Module):
                 ``out_spatial``).
             bias: learn an orbit-shared bias.
 
+        The orbits come from the cache of
+        :func:`~bayesym.groups.permutation.grid_pair_orbits`.
+
         Raises:
             ValueError: unless exactly one of ``out_spatial``/``out_features`` is given.
         """
@@ -128,7 +206,8 @@ class OrbitSharedLinear(nn.Module):
             out_group = grid_group(transforms, out_spatial)
         else:
             out_group = PermutationGroup.trivial(out_features, in_group.names)
-        return cls(in_group, out_group, bias=bias)
+        orbits = grid_pair_orbits(in_group.names, in_spatial, out_spatial, out_features)
+        return cls(in_group, out_group, bias=bias, orbits=orbits)
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s init (``U(+-1/sqrt(n))``) for every free weight and bias."""

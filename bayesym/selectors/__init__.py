@@ -15,6 +15,7 @@ from bayesym.selectors.ace import (
     ACEResilientConfig,
     ACEResilientSelector,
 )
+from bayesym.selectors.aen import AENConfig, AENSelector
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
@@ -32,7 +33,13 @@ from bayesym.selectors.registry import (
     space_names,
 )
 from bayesym.selectors.rpp import RPPConfig, RPPSelector
-from bayesym.selectors.spaces import D4SubgroupSpace, DataShape, SearchSpace, TranslationSpace
+from bayesym.selectors.spaces import (
+    D4SubgroupSpace,
+    DataShape,
+    PixelSpace,
+    SearchSpace,
+    TranslationSpace,
+)
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
 from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
@@ -68,6 +75,8 @@ __all__ += [
     "ACEEqualitySelector",
     "ACEResilientConfig",
     "ACEResilientSelector",
+    "AENConfig",
+    "AENSelector",
 ]
 
 # Their building blocks: Pareto selection (EquiNAS_E), constrained learning (ACE).
@@ -82,6 +91,7 @@ __all__ += [
     "SearchSpace",
     "TranslationSpace",
     "D4SubgroupSpace",
+    "PixelSpace",
     "Resize",
     "SelectionSplit",
     "selection_split",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bayesym.selectors.ace import ACEEqualitySelector, ACEResilientSelector
+from bayesym.selectors.aen import AENSelector
 from bayesym.selectors.base import Selector
 from bayesym.selectors.equinas_d import EquiNASDSelector
 from bayesym.selectors.equinas_e import EquiNASESelector
@@ -18,6 +19,7 @@ from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
 from bayesym.selectors.spaces.d4 import D4SubgroupSpace
+from bayesym.selectors.spaces.pixel import PixelSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
 from bayesym.selectors.static import StaticSelector
 
@@ -31,12 +33,14 @@ SELECTORS: dict[str, type[Selector]] = {
     EquiNASESelector.name: EquiNASESelector,
     ACEEqualitySelector.name: ACEEqualitySelector,
     ACEResilientSelector.name: ACEResilientSelector,
+    AENSelector.name: AENSelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 
 SPACES: dict[str, type[SearchSpace]] = {
     TranslationSpace.name: TranslationSpace,
     D4SubgroupSpace.name: D4SubgroupSpace,
+    PixelSpace.name: PixelSpace,
 }
 """Registered search spaces by name (the ``--space`` values of ``bayesym compare``)."""
 

@@ -2,7 +2,7 @@
 
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.spaces.d4 import D4SubgroupSpace
+from bayesym.selectors.spaces.pixel import PixelSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
 
-__all__ = ["DataShape", "SearchSpace", "TranslationSpace"]
-__all__ += ["D4SubgroupSpace"]
+__all__ = ["DataShape", "SearchSpace", "TranslationSpace", "D4SubgroupSpace", "PixelSpace"]
