@@ -524,8 +524,8 @@ class AENSelector(Selector):
             meter.load_state_dict(saved["meter"])
         if meter.exhausted:
             raise BudgetTooSmall(
-                f"the wall-clock budget of {meter.budget.wall_seconds:g} s is spent before the first "
-                "AEN child"
+                f"the wall-clock budget of {meter.budget.wall_seconds:g} s is spent before the "
+                "first AEN child"
             )
         env = ChildEnvironment(job, epochs=cfg.child_epochs, seed=cfg.seed, meter=meter,
                                executor=executor, reserve=reserve)  # fmt: skip
