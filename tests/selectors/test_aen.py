@@ -273,7 +273,9 @@ def test_a_wall_clock_budget_stops_the_search_and_returns_the_best_child(aen_dig
             ticks = iter(range(10**6))
             super().__init__(budget, train_size, clock=lambda: float(next(ticks)))
 
-    monkeypatch.setattr(aen_module, "BudgetMeter", TickingMeter)
+    import bayesym.selectors.base as base_module
+
+    monkeypatch.setattr(base_module, "BudgetMeter", TickingMeter)
     split = aen_digits
     result = AENSelector(small_config(children=50)).fit(
         split.train, split.valid, space=PixelSpace(), budget=Budget(wall_seconds=12.0),
