@@ -16,6 +16,7 @@ mode only while curvature and validation metrics are computed (laplace-torch's
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -37,6 +38,7 @@ from bayesym.marglik.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from bayesym.marglik.distributed import DataParallel
 from bayesym.marglik.evaluation import TrainingData, as_tensors, evaluate, tensor_batches
 from bayesym.marglik.history import EpochRecord, save_history
 from bayesym.marglik.objective import (
@@ -215,6 +217,9 @@ class MarglikTrainer:
         self.best: dict[str, Any] | None = None
         self.epoch = 0  # next epoch to run
         self.last_kfac = None
+        # data-parallel training when a process group of several ranks is initialised
+        self.parallel = DataParallel.detect()
+        self.map_model = model if self.parallel is None else self.parallel.wrap(model)
 
     # ----------------------------------------------------------------------------- objectives
     def _nll(self, f: Tensor, y: Tensor) -> Tensor:
@@ -267,6 +272,11 @@ class MarglikTrainer:
         device = self._device()
         if self.charge is not None:
             self.charge("curvature", xs.shape[0])
+        if self.parallel is not None:  # this rank's shard; compute_kfac sums over the ranks
+            xs, ys = self.parallel.curvature_shard(xs, ys)
+            kfac_config = dataclasses.replace(
+                kfac_config, seed=self.parallel.curvature_seed(kfac_config.seed)
+            )
         self.model.eval()
         try:
             kfac = compute_kfac(
@@ -276,6 +286,7 @@ class MarglikTrainer:
                 kfac_config,
                 sigma=float(self.log_sigma.detach().exp()),
                 exclude=self.curvature_exclude(),
+                process_group=None if self.parallel is None else self.parallel.process_group,
             )
         finally:
             self.model.train()
@@ -365,10 +376,25 @@ class MarglikTrainer:
 
     def _save(self) -> None:
         path = self._checkpoint_path()
-        if path is None:
+        if path is None or not (self.parallel is None or self.parallel.is_main):
             return
         save_checkpoint(path, self.state_dict())
         save_history(self.history, path.parent / "history.json")
+
+    def _saved_state(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from, if any (data-parallel: rank 0's, sent to all)."""
+        path = self._checkpoint_path()
+
+        def read() -> dict[str, Any] | None:
+            return load_checkpoint(path) if path is not None and path.is_file() else None
+
+        return read() if self.parallel is None else self.parallel.from_main(read)
+
+    def _collective_errors(self) -> contextlib.AbstractContextManager[None]:
+        """Data-parallel: a failed collective raised as a clear error (:mod:`.distributed`)."""
+        if self.parallel is None:
+            return contextlib.nullcontext()
+        return self.parallel.collective_errors(self._checkpoint_path())
 
     # ---------------------------------------------------------------------------- training
     def fit(
@@ -384,9 +410,11 @@ class MarglikTrainer:
             The history: one :class:`~bayesym.marglik.history.EpochRecord` per epoch.
         """
         x, y = as_tensors(train)
-        path = self._checkpoint_path()
-        if path is not None and path.is_file():
-            self.load_state_dict(load_checkpoint(path))
+        if self.parallel is not None:
+            self.parallel.check_batches(x.shape[0], self.config.batch_size)
+        state = self._saved_state()
+        if state is not None:
+            self.load_state_dict(state)
         config = self.config
         self.model.train()
         bar = tqdm(
@@ -394,10 +422,11 @@ class MarglikTrainer:
             initial=self.epoch,
             total=config.epochs,
             desc=self.progress_label or ("marglik" if config.learn_prior else "MAP"),
-            disable=not self.progress,
+            disable=not self.progress or not (self.parallel is None or self.parallel.is_main),
         )
         for epoch in bar:
-            record = self._epoch(x, y, valid, epoch)
+            with self._collective_errors():  # data-parallel: a dead rank fails, never hangs
+                record = self._epoch(x, y, valid, epoch)
             self.history.append(record)
             self.epoch = epoch + 1
             self._save()
@@ -426,19 +455,31 @@ class MarglikTrainer:
             xb, yb = xb.to(device), yb.to(device)
             if self.augment is not None:
                 xb = self.augment(xb)
+            xb, yb, weight = self._local_batch(xb, yb)
             self.optimizer.zero_grad(set_to_none=True)
-            f = self.model(xb)
+            f = self.map_model(xb)
             nll = self._nll(f, yb)
-            loss = nll + self.prior.penalty(self.model) / n
-            loss.backward()
+            penalty = self.prior.penalty(self.model) / n
+            loss = nll + penalty
+            (weight * nll + penalty).backward()  # weight 1 unless data-parallel (_local_batch)
             self.optimizer.step()
             with torch.no_grad():
                 totals[0] += loss.double() * xb.shape[0]
                 totals[1] += nll.double() * xb.shape[0]
                 if self.likelihood == "classification":
                     totals[2] += (f.argmax(-1) == yb).sum()
+        if self.parallel is not None:
+            self.parallel.sum_(totals)
         total_loss, total_nll, correct = totals.tolist()
         return total_loss, total_nll, correct
+
+    def _local_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float]:
+        """The part of a MAP batch this process trains on, and the weight of its mean NLL.
+
+        One process: all of it, weight 1. Data-parallel: this rank's shard, weighted so that
+        the gradient average over the ranks is the whole batch's (:mod:`.distributed`).
+        """
+        return (x, y, 1.0) if self.parallel is None else self.parallel.shard(x, y)
 
     def _epoch(self, x: Tensor, y: Tensor, valid: Any, epoch: int) -> EpochRecord:
         """MAP steps, the hyper step if one is due, validation: the epoch's record."""
