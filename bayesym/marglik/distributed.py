@@ -30,16 +30,19 @@ curvature draws (a different seed per rank), dropout masks and batch-norm statis
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DataParallel", "RankFailedError", "is_main_process"]
+__all__ = ["DataParallel", "RankFailedError", "is_main_process", "torchrun_process_group"]
 
 T = TypeVar("T")
 
@@ -149,3 +152,27 @@ class DataParallel:
                 f"likely because another rank died or timed out (see its log); {where}relaunch "
                 f"all ranks to resume. Cause: {str(err).splitlines()[0] if str(err) else err!r}"
             ) from err
+
+
+@contextlib.contextmanager
+def torchrun_process_group(device: str, timeout_s: float = 600.0) -> Iterator[str]:
+    """Join the process group ``torchrun`` describes, if launched by it; yields this rank's device.
+
+    With ``WORLD_SIZE > 1`` in the environment (``torchrun`` sets it with ``RANK``,
+    ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) and no process group yet, initialises
+    the default group, Gloo on the CPU or NCCL for ``cuda`` (then this rank uses
+    ``cuda:LOCAL_RANK``), and destroys it on exit. Otherwise yields ``device`` unchanged.
+    A collective that waits longer than ``timeout_s`` seconds fails (:class:`RankFailedError`).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or dist.is_initialized():
+        yield device
+        return
+    backend = "gloo"
+    if torch.device(device).type == "cuda":
+        device, backend = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}", "nccl"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
