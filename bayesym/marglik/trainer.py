@@ -157,6 +157,11 @@ class MarglikTrainer:
             meter uses it to count and stop the work (an exception raised by ``charge``
             stops :meth:`fit` before that work; the last checkpoint stays as it was).
 
+    Created inside an initialised ``torch.distributed`` process group of several ranks
+    (e.g. under ``torchrun``), on every rank, it trains data-parallel
+    (:mod:`bayesym.marglik.distributed`): each rank passes the same ``train`` data and
+    trains on its shard, every rank ends with the same parameters and prior.
+
     Example:
         >>> import torch
         >>> from torch import nn

@@ -108,6 +108,10 @@ class RayExecutor(CandidateExecutor):
         self.runtime_env = dict(runtime_env or {})
         self._started = False  # whether this executor started Ray (and shuts it down)
 
+    def start(self) -> None:
+        """Connect to Ray now (else at the first :meth:`map`): start or join the instance."""
+        self._connect()
+
     def _connect(self) -> ModuleType:
         ray = _ray()
         if not ray.is_initialized():
