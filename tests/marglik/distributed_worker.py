@@ -60,9 +60,9 @@ def kfac_summary(model, kfac):
 
 
 def trainer_problem():
-    """An MLP and 50 points: three batches of 16 and a last one of 2 (one per rank)."""
+    """An MLP and 51 points: three batches of 16 and a last one of 3, split 2 + 1."""
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    x = torch.randn(51, 4, generator=g, dtype=torch.float64)
     y = (x @ torch.randn(4, 3, generator=g, dtype=torch.float64)).argmax(-1)
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()

@@ -15,6 +15,7 @@ import distributed_worker as worker
 import pytest
 import torch
 
+from bayesym.marglik.distributed import DataParallel
 from curvature import compute_kfac
 
 WORKER = Path(worker.__file__)
@@ -85,7 +86,7 @@ def test_summed_kfac_and_marglik_equal_one_process(equal_run):
         torch.set_default_dtype(torch.float32)
     for result in ranks:  # every rank holds the KFAC of all the data
         got = result["kfac"]
-        assert got["num_data"] == 21
+        assert got["num_data"] == 21  # shards of 11 and 10
         assert set(got["factors"]) == set(reference["factors"])
         for name, factors in reference["factors"].items():
             for mine, ref in zip(got["factors"][name], factors, strict=True):
@@ -134,3 +135,35 @@ def test_only_rank_zero_writes_the_run_directory(equal_run):
     ranks, out = equal_run
     assert ranks[0]["files"] == ["checkpoint.pt", "history.json"]
     assert not list((out / "run").glob("*.tmp"))
+
+
+def test_shards_interleave_and_weight_the_batch_mean():
+    x, y = torch.arange(7.0)[:, None], torch.arange(7)
+    first, second = DataParallel(0, 2).shard(x, y), DataParallel(1, 2).shard(x, y)
+    assert first[1].tolist() == [0, 2, 4, 6] and second[1].tolist() == [1, 3, 5]
+    assert first[2] == pytest.approx(8 / 7) and second[2] == pytest.approx(6 / 7)
+    # the weighted shard means average to the batch mean
+    assert (first[2] * first[0].mean() + second[2] * second[0].mean()) / 2 == pytest.approx(3.0)
+
+
+def test_batches_that_would_leave_a_rank_empty_are_refused():
+    DataParallel(0, 2).check_batches(51, 16)  # last batch of 3
+    with pytest.raises(ValueError, match=r"at least 2 points \(batch size 16, last batch 1 of 49"):
+        DataParallel(0, 2).check_batches(49, 16)
+    with pytest.raises(ValueError, match="batch size 1"):
+        DataParallel(0, 2).check_batches(8, 1)
+
+
+def test_a_rank_without_curvature_data_is_refused_on_every_rank(tmp_path):
+    import torch.distributed as dist
+
+    from curvature.distributed import check_every_rank_has_data
+
+    init = f"file://{tmp_path / 'store'}"
+    dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+    try:
+        assert check_every_rank_has_data(5, torch.device("cpu")) == 5
+        with pytest.raises(ValueError, match=r"ranks \[0\] received no curvature data"):
+            check_every_rank_has_data(0, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
