@@ -29,7 +29,11 @@ import torch
 from bayesym.cli.errors import CliError
 from bayesym.cli.options import add_run_options, run_config_from_args
 from bayesym.data.registry import TASKS
-from bayesym.marglik.distributed import is_main_process, torchrun_process_group
+from bayesym.marglik.distributed import (
+    RankFailedError,
+    is_main_process,
+    torchrun_process_group,
+)
 from bayesym.marglik.history import load_history
 from bayesym.report import plot_history, report_from_history
 from bayesym.runs import RunConfig, RunResult, load_groups, run
@@ -92,7 +96,10 @@ def _fit(args: argparse.Namespace) -> int:
         raise CliError(f"--dist-timeout must be positive, got {args.dist_timeout}")
     # under torchrun: one rank of a data-parallel run (bayesym.marglik.distributed)
     with torchrun_process_group(args.device, args.dist_timeout) as device:
-        result = _run(config, Path(args.out), args, device)
+        try:
+            result = _run(config, Path(args.out), args, device)
+        except RankFailedError as err:  # another rank died: one line, exit status 1
+            raise CliError(str(err), exit_code=1) from None
         if is_main_process():
             _print_result(result, f"{config.task}: {config.model.layer_kind}, {config.method}")
     return 0

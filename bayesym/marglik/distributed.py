@@ -147,10 +147,11 @@ class DataParallel:
             if not _is_communication_failure(err):
                 raise
             where = f"the last checkpoint ({checkpoint}) is intact: " if checkpoint else ""
+            cause = str(err).splitlines()[0] if str(err) else repr(err)
             raise RankFailedError(
                 f"rank {self.rank} of {self.world_size}: a collective operation failed, most "
                 f"likely because another rank died or timed out (see its log); {where}relaunch "
-                f"all ranks to resume. Cause: {str(err).splitlines()[0] if str(err) else err!r}"
+                f"all ranks to resume. Cause: {cause}"
             ) from err
 
 
