@@ -11,10 +11,11 @@ trains data-parallel through :class:`DataParallel`:
   \delta_g\lVert\theta_g\rVert^2` with :math:`w_r = R\,b_r / B` (:math:`b_r` of the batch's
   :math:`B` points on rank ``r``), so the gradient all-reduce (an average over ranks) is the
   gradient of the global batch's mean loss, whatever the shard sizes.
-* **Hyper steps**: rank ``r`` computes the curvature on positions ``r::R`` of the curvature data
-  and :func:`curvature.compute_kfac` sums the factor sums, data counts and log likelihoods over
-  the ranks before the eigendecomposition (:mod:`curvature.distributed`). Every rank then holds
-  the same KFAC and takes the same hyper step: the prior stays identical without being sent.
+* **Hyper steps**: rank ``r`` computes the curvature on batches ``r, r + R, ...`` of the
+  curvature pass and :func:`curvature.compute_kfac` sums the factor sums, data counts and log
+  likelihoods over the ranks before the eigendecomposition (:mod:`curvature.distributed`).
+  Every rank then holds the same KFAC and takes the same hyper step: the prior stays
+  identical without being sent.
 * **Checkpoints** are written by rank 0 only; on resume rank 0 reads its checkpoint and
   sends it to every rank (no shared file system needed). Progress is shown on rank 0 only.
 * A **failed collective** (a rank died, the network failed, the process group timed out) is
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -114,14 +115,37 @@ class DataParallel:
                 f"{last or batch_size} of {num_data} points); choose another batch size"
             )
 
-    def shard(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float]:
-        """This rank's part ``r::R`` of a global batch and its loss weight ``R b_r / B``."""
-        local = x[self.rank :: self.world_size]
-        return local, y[self.rank :: self.world_size], self.world_size * local.shape[0] / x.shape[0]
+    def shard(self, x: Tensor | Mapping[str, Any], y: Tensor) -> tuple[Any, Tensor, float]:
+        """This rank's part ``r::R`` of a global batch and its loss weight ``R b_r / B``.
 
-    def curvature_shard(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """This rank's part ``r::R`` of the curvature data."""
-        return x[self.rank :: self.world_size], y[self.rank :: self.world_size]
+        ``x`` is a tensor or a mapping of tensors (each split along its first axis).
+
+        Raises:
+            ValueError: on every rank alike, if the batch holds fewer points than ranks.
+        """
+        size, part = y.shape[0], slice(self.rank, None, self.world_size)
+        if size < self.world_size:
+            raise ValueError(
+                f"data-parallel training on {self.world_size} ranks needs every MAP batch to "
+                f"hold at least {self.world_size} points, got one of {size}; choose another "
+                "batch size"
+            )
+        if isinstance(x, Mapping):
+            local = {k: v[part] if isinstance(v, Tensor) else v for k, v in x.items()}
+        else:
+            local = x[part]
+        local_y = y[part]
+        return local, local_y, self.world_size * local_y.shape[0] / size
+
+    def curvature_batches(self, batches: Iterable[T]) -> Iterator[T]:
+        """This rank's whole batches of a curvature pass: numbers ``r, r + R, r + 2R, ...``.
+
+        The Kronecker factors are sums over data, so any partition of the batches gives the
+        same sums; a rank left without a batch is refused by :func:`curvature.compute_kfac`.
+        """
+        for index, batch in enumerate(batches):
+            if index % self.world_size == self.rank:
+                yield batch
 
     def curvature_seed(self, seed: int | None) -> int | None:
         """A Monte-Carlo seed of its own per rank (rank 0 keeps ``seed``)."""

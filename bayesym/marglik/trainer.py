@@ -277,8 +277,9 @@ class MarglikTrainer:
         device = self._device()
         if self.charge is not None:
             self.charge("curvature", xs.shape[0])
-        if self.parallel is not None:  # this rank's shard; compute_kfac sums over the ranks
-            xs, ys = self.parallel.curvature_shard(xs, ys)
+        batches = [(xb.to(device), yb.to(device)) for xb, yb in tensor_batches(xs, ys, size, None)]
+        if self.parallel is not None:  # this rank's batches; compute_kfac sums over the ranks
+            batches = list(self.parallel.curvature_batches(batches))
             kfac_config = dataclasses.replace(
                 kfac_config, seed=self.parallel.curvature_seed(kfac_config.seed)
             )
@@ -286,7 +287,7 @@ class MarglikTrainer:
         try:
             kfac = compute_kfac(
                 self.model,
-                [(xb.to(device), yb.to(device)) for xb, yb in tensor_batches(xs, ys, size, None)],
+                batches,
                 self.likelihood,
                 kfac_config,
                 sigma=float(self.log_sigma.detach().exp()),

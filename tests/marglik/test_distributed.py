@@ -146,12 +146,22 @@ def test_shards_interleave_and_weight_the_batch_mean():
     assert (first[2] * first[0].mean() + second[2] * second[0].mean()) / 2 == pytest.approx(3.0)
 
 
+def test_mapping_batches_are_sharded_and_curvature_batches_dealt_round_robin():
+    x = {"pixels": torch.arange(5.0)[:, None], "name": "kept"}
+    local, y, weight = DataParallel(1, 2).shard(x, torch.arange(5))
+    assert local["pixels"].flatten().tolist() == [1.0, 3.0] and local["name"] == "kept"
+    assert y.tolist() == [1, 3] and weight == pytest.approx(4 / 5)
+    assert list(DataParallel(1, 3).curvature_batches("abcdefg")) == ["b", "e"]
+
+
 def test_batches_that_would_leave_a_rank_empty_are_refused():
     DataParallel(0, 2).check_batches(51, 16)  # last batch of 3
     with pytest.raises(ValueError, match=r"at least 2 points \(batch size 16, last batch 1 of 49"):
         DataParallel(0, 2).check_batches(49, 16)
     with pytest.raises(ValueError, match="batch size 1"):
         DataParallel(0, 2).check_batches(8, 1)
+    with pytest.raises(ValueError, match="at least 2 points, got one of 1"):
+        DataParallel(1, 2).shard(torch.zeros(1, 3), torch.zeros(1))
 
 
 def test_a_rank_without_curvature_data_is_refused_on_every_rank(tmp_path):
