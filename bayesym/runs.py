@@ -36,6 +36,7 @@ from bayesym.layers._checks import check_positive_int
 from bayesym.layers.registry import layer_kind
 from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import config_differences
+from bayesym.marglik.distributed import is_main_process
 from bayesym.marglik.history import EpochRecord, hyper_records
 from bayesym.priors import GaussianPrior, ParameterGroup
 from bayesym.report import EffectiveParameterReport, plot_history, report_from_history
@@ -285,11 +286,13 @@ def run(
     torch.manual_seed(config.seed)
     model = build_model(config, train).to(target)
     prior = GaussianPrior(model)
+    main = is_main_process()  # data-parallel (torchrun): rank 0 writes the run directory
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
-    (run_dir / "groups.json").write_text(
-        json.dumps([dataclasses.asdict(g) for g in prior.groups], indent=1)
-    )
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
+        (run_dir / "groups.json").write_text(
+            json.dumps([dataclasses.asdict(g) for g in prior.groups], indent=1)
+        )
     trainer = MarglikTrainer(
         model, prior=prior, config=config.training, run_dir=run_dir, progress=progress
     )
@@ -307,10 +310,12 @@ def run(
     hyper = hyper_records(history)
     if hyper:
         metrics["marglik"] = hyper[-1].marglik
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     report = None
     if hyper:
         report = report_from_history(history, prior.groups)
+    if report is not None and main:
         (run_dir / "report.txt").write_text(report.to_table() + "\n")
         report.to_csv(run_dir / "report.csv")
         report.to_json(run_dir / "report.json")

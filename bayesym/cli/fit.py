@@ -6,6 +6,9 @@ Usage::
     bayesym report runs/pos
     bayesym demo [--out runs/demo] [--epochs 40]
 
+Under ``torchrun --nproc-per-node N -m bayesym fit ...`` the N processes train one model
+data-parallel (:mod:`bayesym.marglik.distributed`); rank 0 writes the run directory and prints.
+
 ``fit`` trains one model (:func:`bayesym.runs.run`) into a run directory; running it again on
 the same directory resumes from the last epoch's checkpoint (after an interruption or a kill)
 and ends with the same result. ``report`` prints the per-layer effective-parameter table of a
@@ -26,6 +29,11 @@ import torch
 from bayesym.cli.errors import CliError
 from bayesym.cli.options import add_run_options, run_config_from_args
 from bayesym.data.registry import TASKS
+from bayesym.marglik.distributed import (
+    RankFailedError,
+    is_main_process,
+    torchrun_process_group,
+)
 from bayesym.marglik.history import load_history
 from bayesym.report import plot_history, report_from_history
 from bayesym.runs import RunConfig, RunResult, load_groups, run
@@ -60,9 +68,11 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _run(config: RunConfig, out: Path, args: argparse.Namespace) -> RunResult:
+def _run(
+    config: RunConfig, out: Path, args: argparse.Namespace, device: str | None = None
+) -> RunResult:
     try:
-        return run(config, out, progress=not args.quiet, device=args.device)
+        return run(config, out, progress=not args.quiet, device=device or args.device)
     except ValueError as err:
         raise CliError(str(err)) from None
 
@@ -82,8 +92,16 @@ def _fit(args: argparse.Namespace) -> int:
         raise CliError(f"unknown task {args.task!r}; `bayesym data list` shows the tasks")
     _set_threads(args)
     config = run_config_from_args(args)
-    result = _run(config, Path(args.out), args)
-    _print_result(result, f"{config.task}: {config.model.layer_kind}, {config.method}")
+    if args.dist_timeout <= 0:
+        raise CliError(f"--dist-timeout must be positive, got {args.dist_timeout}")
+    # under torchrun: one rank of a data-parallel run (bayesym.marglik.distributed)
+    with torchrun_process_group(args.device, args.dist_timeout) as device:
+        try:
+            result = _run(config, Path(args.out), args, device)
+        except RankFailedError as err:  # another rank died: one line, exit status 1
+            raise CliError(str(err), exit_code=1) from None
+        if is_main_process():
+            _print_result(result, f"{config.task}: {config.model.layer_kind}, {config.method}")
     return 0
 
 
@@ -141,6 +159,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_options(fit)
     fit.add_argument("--group", default=None, help="group of GCONV kinds (e.g. C4, D4)")
     fit.add_argument("--map", action="store_true", help="MAP with a fixed unit prior instead")
+    fit.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=600.0,
+        help="under torchrun: seconds a rank waits for the others before the run fails "
+        "(default 600)",
+    )
     _add_session_options(fit)
     fit.set_defaults(handler=_fit)
 

@@ -13,6 +13,7 @@ from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, param
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
+from bayesym.selectors.ray_executor import RayExecutor  # imports Ray only when it runs
 from bayesym.selectors.registry import (
     SELECTORS,
     SPACES,
@@ -41,6 +42,7 @@ __all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"
 
 # Candidates.
 __all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
+__all__ += ["RayExecutor"]  # optional extra bayesym[ray]
 
 # The selectors of this package.
 __all__ += [
