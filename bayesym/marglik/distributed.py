@@ -137,6 +137,33 @@ class DataParallel:
         local_y = y[part]
         return local, local_y, self.world_size * local_y.shape[0] / size
 
+    def check_same_batch(self, x: Tensor | Mapping[str, Any], y: Tensor, where: str) -> None:
+        """Refuse, on every rank alike, a batch that is not the same on every rank.
+
+        Data-parallel training needs every rank to see the same global batches (each then
+        trains on its shard): a data loader that shuffles with an unseeded generator would
+        give each rank other batches, and points would be used twice or never. Compares a
+        fingerprint of ``(x, y)`` (sums and a position-weighted sum) across the ranks.
+
+        Raises:
+            ValueError: naming ``where`` and the fix.
+        """
+        flat = y.detach().double().reshape(-1)
+        positions = torch.arange(1, flat.numel() + 1, dtype=flat.dtype, device=flat.device)
+        parts = [flat.sum(), (flat * positions).sum(), flat.new_tensor(float(y.shape[0]))]
+        tensors = x.values() if isinstance(x, Mapping) else [x]
+        parts += [t.detach().double().sum() for t in tensors if isinstance(t, Tensor)]
+        mine = torch.stack(parts)
+        gathered = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(gathered, mine)
+        if not all(torch.equal(g, gathered[0]) for g in gathered):
+            raise ValueError(
+                f"{where}: the ranks received different batches; data-parallel training needs "
+                "the same batches on every rank (each trains on its shard): seed the loader's "
+                "shuffling alike on every rank, e.g. DataLoader(..., shuffle=True, "
+                "generator=torch.Generator().manual_seed(0))"
+            )
+
     def curvature_batches(self, batches: Iterable[T]) -> Iterator[T]:
         """This rank's whole batches of a curvature pass: numbers ``r, r + R, r + 2R, ...``.
 
