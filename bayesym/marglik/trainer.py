@@ -508,6 +508,8 @@ class MarglikTrainer:
             where = f"training data, batch {step} of epoch {epoch + 1}"
             if not checked:
                 check_batch(xb, yb, self.likelihood, where)
+                if self.parallel is not None and step == 0:  # loaders: the same on every rank
+                    self.parallel.check_same_batch(xb, yb, where)
             if self.charge is not None:
                 self.charge("map", yb.shape[0])
             xb, yb = self._to_device(xb, device), yb.to(device)

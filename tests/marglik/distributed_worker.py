@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.distributed import RankFailedError
@@ -69,10 +70,15 @@ def trainer_problem():
     return model, x, y
 
 
-def train(run_dir=None, charge=None):
+def train(run_dir=None, charge=None, loader_seed=None):
+    """Train on the tensors, or (``loader_seed``) through a shuffling DataLoader so seeded."""
     model, x, y = trainer_problem()
+    data = (x, y)
+    if loader_seed is not None:
+        generator = torch.Generator().manual_seed(loader_seed)
+        data = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=generator)
     trainer = MarglikTrainer(model, config=CONFIG, run_dir=run_dir, progress=False, charge=charge)
-    history = trainer.fit((x, y))
+    history = trainer.fit(data)
     return {
         "precisions": trainer.prior.precisions.detach().clone(),
         "parameters": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -128,6 +134,12 @@ def main(out: str) -> None:
         train(run_dir=run_dir, charge=_stop_after(2 * STEPS_PER_EPOCH))
     result["resumed"] = train(run_dir=run_dir)
     result["files"] = sorted(os.listdir(run_dir))
+    # a DataLoader seeded alike on both ranks: the same batches, sharded; seeded per rank: refused
+    result["loader"] = train(loader_seed=5)
+    try:
+        train(loader_seed=rank)
+    except ValueError as err:
+        result["unequal_loaders"] = str(err)
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
     # last: rank 1 dies in the sixth MAP step; rank 0 must fail with a clear error, not hang
     start = time.monotonic()

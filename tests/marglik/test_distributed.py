@@ -123,6 +123,23 @@ def test_data_parallel_training_equals_one_process(equal_run):
             assert close(got["train_loss"], reference["train_loss"])
 
 
+def test_data_parallel_training_from_a_loader_equals_one_process(equal_run):
+    ranks, _ = equal_run
+    torch.set_default_dtype(torch.float64)
+    try:
+        reference = worker.train(loader_seed=5)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert not close(reference["precisions"], worker.train()["precisions"])  # other batches
+    for result in ranks:
+        got = result["loader"]
+        assert close(got["precisions"], reference["precisions"])
+        for name, value in reference["parameters"].items():
+            assert close(got["parameters"][name], value), name
+        assert "the ranks received different batches" in result["unequal_loaders"]
+        assert "generator=torch.Generator().manual_seed(0)" in result["unequal_loaders"]
+
+
 def test_killed_rank_fails_the_survivor_with_a_clear_error(equal_run):
     ranks, _ = equal_run
     message, seconds = ranks[0]["failure"]
