@@ -62,6 +62,108 @@ def test_the_cli_says_how_to_install_ray_when_it_is_missing(tmp_path, capsys, mo
     assert 'needs Ray: pip install "bayesym[ray]"' in capsys.readouterr().err
 
 
+# ------------------------------------------------------- the executor's logic, Ray faked
+
+
+class FakeRay:
+    """What RayExecutor uses of ``ray``: tasks run when fetched; a killed worker is retried."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            def __init__(self, cause):
+                super().__init__(str(cause))
+                self.cause = cause
+
+        class WorkerCrashedError(RayError):
+            pass
+
+    def __init__(self):
+        self.initialised, self.init_options, self.task_options = False, None, None
+        self.puts, self.cancelled, self.shutdowns = [], [], 0
+
+    def is_initialized(self):
+        return self.initialised
+
+    def init(self, **options):
+        self.initialised, self.init_options = True, options
+
+    def shutdown(self):
+        self.initialised, self.shutdowns = False, self.shutdowns + 1
+
+    def put(self, value):
+        self.puts.append(value)
+        return ("ref", len(self.puts) - 1)
+
+    def remote(self, **options):
+        self.task_options = options
+        fake = self
+
+        class Task:
+            def remote(self, fn, shared_ref, item, threads):
+                return fake, fn, shared_ref, item, threads
+
+        return lambda body: Task()
+
+    def get(self, ref):
+        _, fn, (_, index), item, _threads = ref
+        attempts = self.task_options["max_retries"] + 1
+        for _ in range(attempts):
+            if item == "killed":
+                continue  # the worker died: Ray runs the task again
+            try:
+                return fn(self.puts[index], item)
+            except Exception as err:
+                raise self.exceptions.RayTaskError(err) from err
+        raise self.exceptions.WorkerCrashedError("worker died")
+
+    def cancel(self, ref):
+        self.cancelled.append(ref[3])
+
+
+def test_the_executor_logic_with_ray_faked(monkeypatch):
+    import bayesym.selectors.ray_executor as module
+
+    fake = FakeRay()
+    monkeypatch.setattr(module, "_ray", lambda: fake)
+    monkeypatch.setenv("PYTHONPATH", "/code")
+    executor = module.RayExecutor(num_cpus=3, max_retries=1)
+    assert executor.map(square_plus, [3, 1, 2], shared={"offset": 1}) == [10, 2, 5]
+    assert fake.puts == [{"offset": 1}]  # shared is put once
+    assert fake.init_options["num_cpus"] == 3
+    env = fake.init_options["runtime_env"]["env_vars"]
+    assert env["OMP_NUM_THREADS"] == "1" and env["PYTHONPATH"] == "/code"
+    assert fake.task_options == {"num_cpus": 1, "num_gpus": 0.0, "max_retries": 1}
+    with pytest.raises(CandidateFailed, match=r"candidate 2 \(2\) failed: ValueError: candidate"):
+        executor.map(fails_on_two, [0, 1, 2, 3, 4])
+    assert fake.cancelled == [3, 4]  # the later candidates are not left running
+    with pytest.raises(CandidateFailed, match=r"candidate 1 \('killed'\).*died 2 time"):
+        executor.map(square_plus, [0, "killed"], shared={"offset": 0})
+    executor.close()
+    assert fake.shutdowns == 1 and not fake.initialised
+    # a Ray instance this process had already initialised is used, and left running
+    fake.initialised = True
+    joined = module.RayExecutor("auto")
+    assert joined.map(square_plus, [2], shared={"offset": 0}) == [4]
+    joined.close()
+    assert fake.shutdowns == 1
+
+
+def test_bad_executor_settings_are_refused():
+    from bayesym.selectors.ray_executor import RayExecutor
+
+    for kwargs, message in [
+        ({"address": "auto", "num_cpus": 2}, "num_cpus applies to a local instance"),
+        ({"max_retries": -1}, "max_retries must be >= 0"),
+        ({"threads": 0}, "threads must be >= 1"),
+        ({"gpus_per_task": -1}, "gpus_per_task must be >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            RayExecutor(**kwargs)
+
+
 # ---------------------------------------------------------------------------- with Ray
 
 
