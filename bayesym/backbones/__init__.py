@@ -2,6 +2,7 @@
 
 from bayesym.backbones.aen_mlp import AENMLP, AENMLPConfig
 from bayesym.backbones.equinas import EquiNASBlock, EquiNASConfig, EquiNASNet
+from bayesym.backbones.equinas_paths import EquiNASPathNet
 from bayesym.backbones.layerwise import (
     LayerwiseBackbone,
     LayerwiseBackboneConfig,
@@ -16,3 +17,6 @@ __all__ += ["AENMLP", "AENMLPConfig"]
 
 # The EquiNAS network over subgroups of D4 (fixed-group or [G]-mixed blocks).
 __all__ += ["EquiNASBlock", "EquiNASConfig", "EquiNASNet"]
+
+# The norm-free EquiNAS network with one path per subgroup in every block.
+__all__ += ["EquiNASPathNet"]

@@ -5,14 +5,23 @@ Architecture (App. B of the EquiNAS paper, widths scaled by ``width`` for CPU us
 * ``depth`` convolution blocks (paper: 8): block 0 is a lifting convolution, the others
   group convolutions; each is followed by an equivariant batch norm
   (:class:`~bayesym.layers.group_norm.GroupBatchNorm`, statistics shared over the group
-  axis) and a ReLU; a D4-symmetric stride-2 average pool
+  axis; ``norm="group_batch"``, the paper's) or by nothing (``norm="none"``, the
+  convolutions then carry a bias) and a ReLU; a D4-symmetric stride-2 average pool
   (:class:`~bayesym.layers.group_pool.SymmetricAvgPool2d`) follows every ``pool_every``-th
   block except the last (paper: every other layer; 28 -> 14 -> 7 -> 4, 16 -> 8 -> 4 -> 2).
 * Channels: the first half of the blocks has ``width`` D4-channels, the second half
   ``2·width`` (paper: 16 and 32); a block over ``K`` has ``[D4:K]`` times as many channels,
   so every block has the same width once expanded to a plain convolution (EquiNAS Sec. 6).
 * Head: mean (or max) pooling over the group axis, global spatial mean, then
-  ``Linear -> BatchNorm1d -> ReLU -> Linear`` to the classes.
+  ``Linear -> BatchNorm1d -> ReLU -> Linear`` to the classes (``norm="none"``:
+  ``Linear -> ReLU -> Linear``).
+
+The norm-free network (``norm="none"``) is what priors need: batch norm makes the scale of
+the preceding weights unidentifiable and has no curvature block. Without normalisation the
+default initialisation would shrink the activations ~6x per block, so its convolutions and
+linear layers are rescaled once at construction to unit output second moment on a fixed
+Gaussian probe (LSUV, :mod:`bayesym.backbones.initialisation`; a scalar per layer, so every
+symmetry is kept).
 
 Per-layer groups must be non-increasing with depth (``G_{l+1} <= G_l``). Between blocks
 whose groups differ, the G-feature map is re-read as a ``G_{l+1}``-feature map
@@ -45,6 +54,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from bayesym.backbones.initialisation import scale_layer
 from bayesym.groups.d4 import d4_subgroup, dihedral4
 from bayesym.groups.finite import FiniteGroup, coset_index, is_subgroup
 from bayesym.groups.lattice import d4_lattice
@@ -56,9 +66,12 @@ from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
 from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
 from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_linear
 
-__all__ = ["EquiNASBlock", "EquiNASConfig", "EquiNASNet"]
+__all__ = ["NORMS", "EquiNASBlock", "EquiNASConfig", "EquiNASNet"]
 
 GroupSpec = str | FiniteGroup
+
+NORMS: tuple[str, ...] = ("group_batch", "none")
+"""Values of :attr:`EquiNASConfig.norm`."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,9 @@ class EquiNASConfig:
         group_pooling: ``"mean"`` (paper; needed by :meth:`EquiNASNet.relax_layer` on the
             last block) or ``"max"``.
         layer_type: ``"fixed"`` (one group per block) or ``"mixed"`` ([G]-mixed blocks).
+        norm: ``"group_batch"`` (the paper's: group batch norm per block, batch norm in the
+            head) or ``"none"`` (no normalisation, convolution biases, unit-moment
+            initialisation; see the module docstring).
     """
 
     in_channels: int = 1
@@ -91,6 +107,7 @@ class EquiNASConfig:
     padding_mode: PaddingMode = "circular"
     group_pooling: Literal["mean", "max"] = "mean"
     layer_type: Literal["fixed", "mixed"] = "fixed"
+    norm: Literal["group_batch", "none"] = "group_batch"
 
     def __post_init__(self) -> None:
         positive = {
@@ -121,6 +138,11 @@ class EquiNASConfig:
             raise ValueError(
                 f"EquiNASConfig: layer_type must be 'fixed' or 'mixed', got {self.layer_type!r}"
             )
+        if self.norm not in NORMS:
+            raise ValueError(
+                f"EquiNASConfig: norm must be one of {', '.join(map(repr, NORMS))}, "
+                f"got {self.norm!r}"
+            )
 
     def base_channels(self, block: int) -> int:
         """D4-channels of ``block``: ``width`` in the first half, ``2·width`` after."""
@@ -136,7 +158,8 @@ class EquiNASBlock(nn.Module):
 
     Args:
         conv: Lifting / group (or mixed) convolution.
-        norm: :class:`~bayesym.layers.group_norm.GroupBatchNorm` over the conv's group.
+        norm: :class:`~bayesym.layers.group_norm.GroupBatchNorm` over the conv's group, or
+            ``None`` for none (``self.norm`` is then an ``nn.Identity``).
         pool: Whether to apply :class:`~bayesym.layers.group_pool.SymmetricAvgPool2d`.
         in_group: Group of the incoming feature map (``None`` for images).
 
@@ -145,11 +168,15 @@ class EquiNASBlock(nn.Module):
     """
 
     def __init__(
-        self, conv: nn.Module, norm: GroupBatchNorm, pool: bool, in_group: FiniteGroup | None
+        self,
+        conv: nn.Module,
+        norm: GroupBatchNorm | None,
+        pool: bool,
+        in_group: FiniteGroup | None,
     ) -> None:
         super().__init__()
         self.conv = conv
-        self.norm = norm
+        self.norm = nn.Identity() if norm is None else norm
         self.pool = SymmetricAvgPool2d() if pool else None
         self.in_group = in_group
 
@@ -181,7 +208,8 @@ class EquiNASNet(nn.Module):
     Attributes:
         blocks: ``nn.ModuleList`` of :class:`EquiNASBlock`.
         group_pool: :class:`~bayesym.layers.group_pool.GroupPool`.
-        head: ``Linear -> BatchNorm1d -> ReLU -> Linear``.
+        head: ``Linear -> BatchNorm1d -> ReLU -> Linear`` (without the batch norm for
+            ``norm="none"``).
 
     Raises:
         ValueError: Wrong number of groups, increasing groups, unknown group names; on call,
@@ -223,7 +251,7 @@ class EquiNASNet(nn.Module):
         blocks, in_channels, in_group = [], config.in_channels, None
         for i, group in enumerate(resolved):
             channels = config.base_channels(i) * coset_index(d4, group)
-            options = {"padding_mode": config.padding_mode, "bias": False}
+            options = {"padding_mode": config.padding_mode, "bias": config.norm == "none"}
             if config.layer_type == "mixed":
                 cls = MixedLiftingConv2d if i == 0 else MixedGroupConv2d
                 kept = mixed_components
@@ -235,18 +263,45 @@ class EquiNASNet(nn.Module):
             if in_group is not None:
                 in_channels *= coset_index(in_group, group)
             conv = cls(in_channels, channels, config.kernel_size, group, **options)
-            norm = GroupBatchNorm(channels, group)
+            norm = GroupBatchNorm(channels, group) if config.norm == "group_batch" else None
             blocks.append(EquiNASBlock(conv, norm, config.pools_after(i), in_group))
             in_channels, in_group = channels, group
         self.blocks = nn.ModuleList(blocks)
         self.group_pool = GroupPool(config.group_pooling)
         hidden = config.hidden_features or 16 * config.width
+        head_norm = [nn.BatchNorm1d(hidden)] if config.norm == "group_batch" else []
         self.head = nn.Sequential(
             nn.Linear(in_channels, hidden),
-            nn.BatchNorm1d(hidden),
+            *head_norm,
             nn.ReLU(),
             nn.Linear(hidden, config.num_classes),
         )
+        if config.norm == "none":
+            self._unit_moment_init()
+
+    @torch.no_grad()
+    def _unit_moment_init(self) -> None:
+        """LSUV rescaling of every convolution and linear layer (module docstring)."""
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        ref = next(self.parameters())
+        x = torch.randn(8, self.config.in_channels, 16, 16, generator=generator).to(ref)
+        was_training = self.training
+        self.eval()
+        for block in self.blocks:
+            x_in = x
+            if block.in_group is not None and block.in_group is not block.conv.group:
+                x_in = restrict_feature_map(x, block.in_group, block.conv.group)
+            if isinstance(block.conv, (MixedLiftingConv2d, MixedGroupConv2d)):
+                _scale_mixed(block.conv, x_in)
+            else:
+                scale_layer(block.conv, x_in)
+            x = block(x)
+        x = self.group_pool(x).mean(dim=(-2, -1))
+        for module in self.head:
+            if isinstance(module, nn.Linear):
+                scale_layer(module, x)
+            x = module(x)
+        self.train(was_training)
 
     @property
     def groups(self) -> tuple[FiniteGroup, ...]:
@@ -337,7 +392,8 @@ class EquiNASNet(nn.Module):
             provided = _restrict(labels, prev, sub)
             relaxed = adapt_input_layout(relaxed, expected, provided)
         target.conv = relaxed
-        target.norm = relax(target.norm, sub)
+        if isinstance(target.norm, GroupBatchNorm):
+            target.norm = relax(target.norm, sub)
         if block + 1 < depth:
             following = new.blocks[block + 1]
             later = following.conv.group
@@ -349,6 +405,19 @@ class EquiNASNet(nn.Module):
         else:
             new.head[0] = relax_pooled_linear(new.head[0], coset_index(group, sub))
         return new
+
+
+@torch.no_grad()
+def _scale_mixed(conv: MixedLiftingConv2d | MixedGroupConv2d, x: Tensor) -> None:
+    """Unit output second moment of a mixed convolution by scaling its frozen norms.
+
+    The output is linear in the norms (the bias is zero at initialisation), so one step is
+    exact.
+    """
+    moment = float(conv(x).square().mean())
+    if moment > 0:
+        for component in conv.components:
+            conv.component_norm(component.name).mul_(moment**-0.5)
 
 
 def _labels(channels: int, group: FiniteGroup) -> Tensor:

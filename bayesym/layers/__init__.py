@@ -49,6 +49,7 @@ from bayesym.layers.registry import (
     register_layer_kind,
 )
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
+from bayesym.layers.subgroup_paths import SubgroupPath, subgroup_path_sum
 from bayesym.layers.subsampling import PolyphaseSubsample2d
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry, meet_symmetries
 
@@ -121,3 +122,6 @@ __all__ += [
 
 # The equivariance relaxation morphism (EquiNAS_E).
 __all__ += ["adapt_input_layout", "relax", "relax_pooled_linear"]
+
+# One group-convolution path per subgroup on D4 feature maps (the d4 space's relaxed layers).
+__all__ += ["SubgroupPath", "subgroup_path_sum"]

@@ -11,8 +11,11 @@ split once per selection.
 
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.equinas_d import EquiNASDConfig, EquiNASDSelector
+from bayesym.selectors.equinas_e import EquiNASEConfig, EquiNASESelector
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
+from bayesym.selectors.pareto import pareto_front, pareto_select
 from bayesym.selectors.ray_executor import RayExecutor  # imports Ray only when it runs
 from bayesym.selectors.registry import (
     SELECTORS,
@@ -23,7 +26,7 @@ from bayesym.selectors.registry import (
     space_names,
 )
 from bayesym.selectors.rpp import RPPConfig, RPPSelector
-from bayesym.selectors.spaces import DataShape, SearchSpace, TranslationSpace
+from bayesym.selectors.spaces import D4SubgroupSpace, DataShape, SearchSpace, TranslationSpace
 from bayesym.selectors.split import Resize, SelectionSplit, selection_split
 from bayesym.selectors.static import StaticConfig, StaticSelector
 from bayesym.selectors.training import (
@@ -53,6 +56,7 @@ __all__ += [
     "StaticConfig",
     "StaticSelector",
 ]
+__all__ += ["EquiNASDConfig", "EquiNASDSelector"]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
@@ -71,3 +75,5 @@ __all__ += [
     "make_optimizer",
     "train_epochs",
 ]
+__all__ += ["D4SubgroupSpace"]
+__all__ += ["EquiNASESelector", "EquiNASEConfig", "pareto_front", "pareto_select"]

@@ -20,9 +20,12 @@ __all__ = ["plot_comparison"]
 
 
 def _short(layer: str) -> str:
-    """``blocks.3.layer`` -> ``3``; other names unchanged."""
+    """``blocks.3.layer`` or ``blocks.3.conv`` -> ``3``; other names unchanged.
+
+    One column per block, whatever a network calls the block's layer.
+    """
     parts = layer.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "layer":
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
         return parts[1]
     return layer
 
@@ -75,18 +78,18 @@ def _choices_panel(ax: Any, summary: Sequence[Mapping[str, Any]]) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    layers = list(dict.fromkeys(layer for s in summary for layer in s["choices"]))
-    kinds = sorted({c for s in summary for c in s["choices"].values()})
+    rows = [{_short(layer): c for layer, c in s["choices"].items()} for s in summary]
+    layers = list(dict.fromkeys(layer for row in rows for layer in row))
+    kinds = sorted({c for row in rows for c in row.values()})
     index = {kind: i for i, kind in enumerate(kinds)}
-    grid = [[index.get(s["choices"].get(layer), math.nan) for layer in layers] for s in summary]
+    grid = [[index.get(row.get(layer), math.nan) for layer in layers] for row in rows]
     base = plt.get_cmap("tab20" if len(kinds) > 10 else "tab10")
     cmap = ListedColormap([base(i) for i in range(max(1, len(kinds)))])
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(kinds) - 0.5, aspect="auto")
-    for row, s in enumerate(summary):
+    for r, row in enumerate(rows):
         for col, layer in enumerate(layers):
-            text = s["choices"].get(layer, "")
-            ax.text(col, row, text, ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(layers)), [_short(layer) for layer in layers])
+            ax.text(col, r, row.get(layer, ""), ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(layers)), layers)
     ax.set_yticks(range(len(summary)), [s["selector"] for s in summary])
     ax.set_xlabel("layer (block)")
     ax.set_title("choice per layer (most frequent over seeds)")

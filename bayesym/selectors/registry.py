@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from bayesym.selectors.base import Selector
+from bayesym.selectors.equinas_d import EquiNASDSelector
+from bayesym.selectors.equinas_e import EquiNASESelector
 from bayesym.selectors.marglik import MarglikSelector
 from bayesym.selectors.rpp import RPPSelector
 from bayesym.selectors.spaces.base import SearchSpace
+from bayesym.selectors.spaces.d4 import D4SubgroupSpace
 from bayesym.selectors.spaces.translation import TranslationSpace
 from bayesym.selectors.static import StaticSelector
 
@@ -23,11 +26,14 @@ SELECTORS: dict[str, type[Selector]] = {
     StaticSelector.name: StaticSelector,
     MarglikSelector.name: MarglikSelector,
     RPPSelector.name: RPPSelector,
+    EquiNASDSelector.name: EquiNASDSelector,
+    EquiNASESelector.name: EquiNASESelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 
 SPACES: dict[str, type[SearchSpace]] = {
     TranslationSpace.name: TranslationSpace,
+    D4SubgroupSpace.name: D4SubgroupSpace,
 }
 """Registered search spaces by name (the ``--space`` values of ``bayesym compare``)."""
 
