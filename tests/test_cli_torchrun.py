@@ -31,3 +31,9 @@ def test_torchrun_fit_equals_one_process_and_rank_zero_writes(tmp_path, capsys):
     for a, b in zip(*history, strict=True):
         assert b["precisions"] == pytest.approx(a["precisions"], rel=1e-4)
     assert {p.name for p in (tmp_path / "two").iterdir()} >= {"checkpoint.pt", "report.txt"}
+
+
+def test_a_non_positive_dist_timeout_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["fit", *TINY, "--dist-timeout", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--dist-timeout must be positive, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
