@@ -18,6 +18,9 @@ Usage::
 
     python benchmarks/distributed_speed.py --quick   # smoke run, under 3 minutes on 2 cores
     python benchmarks/distributed_speed.py           # default size (~10 min on 2 cores)
+    python benchmarks/distributed_speed.py --ranks 4 --output distributed_speed_4   # 4 cores
+
+Without Ray installed the candidate measurement is skipped.
 
 Writes ``benchmarks/results/distributed_speed.json`` and prints a markdown table.
 """
@@ -25,6 +28,7 @@ Writes ``benchmarks/results/distributed_speed.json`` and prints a markdown table
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -187,12 +191,13 @@ def table(result: dict) -> str:
         rows.append(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
     c = result["candidates"]
     k = result["args"]["candidates"]
-    a, b = median(c["serial_s"]), median(c["ray_s"])
-    rows.append(
-        f"| {k} candidates, serial vs Ray (s) | {a:.2f} | {b:.2f} | {a / b:.2f}x "
-        f"({k / a:.2f} vs {k / b:.2f} candidates/s) |"
-    )
-    rows.append(f"| Ray start (s, once) | | {c['ray_start_s']:.1f} | |")
+    if c is not None:
+        a, b = median(c["serial_s"]), median(c["ray_s"])
+        rows.append(
+            f"| {k} candidates, serial vs Ray (s) | {a:.2f} | {b:.2f} | {a / b:.2f}x "
+            f"({k / a:.2f} vs {k / b:.2f} candidates/s) |"
+        )
+        rows.append(f"| Ray start (s, once) | | {c['ray_start_s']:.1f} | |")
     factor, grads = many["factor_bytes_per_hyper_step"], many["gradient_bytes_per_epoch"]
     lines = "\n".join(rows)
     return (
@@ -212,6 +217,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs / map calls")
     parser.add_argument("--candidates", type=int, default=4, help="independent candidates")
     parser.add_argument("--candidate-n", type=int, default=None, help="images per candidate")
+    parser.add_argument(
+        "--output", default="distributed_speed", help="result file benchmarks/results/NAME.json"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,15 +236,16 @@ def main() -> None:
     for ranks in (1, args.ranks):  # each run repeats its timed epochs inside the processes
         print(f"data-parallel marglik, {ranks} process(es) ...", flush=True)
         data_parallel[str(ranks)] = launch(ranks, args, scratch / f"ranks{ranks}.json")
-    print(f"{args.candidates} candidates, serial and on Ray ...", flush=True)
+    ray = importlib.util.find_spec("ray") is not None
+    print(f"{args.candidates} candidates, serial and on Ray ..." if ray else "no Ray", flush=True)
     result = {
         "args": vars(args),
         "ranks": args.ranks,
         "data_parallel": data_parallel,
-        "candidates": candidates(args),
+        "candidates": candidates(args) if ray else None,  # pip install "bayesym[ray]"
         "environment": environment(),
     }
-    path = write_json("distributed_speed", result)
+    path = write_json(args.output, result)
     print(table(result))
     print(f"written: {path}")
 
