@@ -4,8 +4,9 @@ A run directory holds everything needed to inspect, resume or reproduce it:
 
 ============================  =====================================================
 ``config.json``               the :class:`RunConfig`
-``groups.json``               the prior groups (layer, path, number of parameters)
+``groups.json``               the prior groups (layer, path, symmetry, number of parameters)
 ``checkpoint.pt``             written every epoch by the trainer (resume point)
+``checkpoint.prev.pt``        the epoch before (the fallback if the newest is unreadable)
 ``history.json``              per-epoch losses, metrics, marglik, precisions, γ
 ``report.txt|csv|json``       effective parameters per layer and path (App. D)
 ``plot.png``                  training curves and relative effective parameters
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +37,24 @@ from bayesym.data.registry import make_task
 from bayesym.layers._checks import check_positive_int
 from bayesym.layers.registry import layer_kind
 from bayesym.marglik import MarglikConfig, MarglikTrainer
-from bayesym.marglik.checkpoint import config_differences
+from bayesym.marglik.checkpoint import (
+    config_differences,
+    load_checkpoint,
+    previous_checkpoint_path,
+)
 from bayesym.marglik.distributed import is_main_process
 from bayesym.marglik.history import EpochRecord, hyper_records
 from bayesym.priors import GaussianPrior, ParameterGroup
-from bayesym.report import EffectiveParameterReport, plot_history, report_from_history
+from bayesym.report import (
+    EffectiveParameterReport,
+    group_symmetries,
+    plot_history,
+    report_from_history,
+)
 from curvature import KFACConfig
 
 __all__ = [
+    "RUN_FILES",
     "ModelConfig",
     "RunConfig",
     "RunResult",
@@ -50,10 +62,31 @@ __all__ = [
     "check_resumable",
     "load_data",
     "load_groups",
+    "load_symmetries",
     "resolve_device",
     "run",
+    "run_title",
     "upgrade_config_json",
 ]
+
+
+RUN_FILES: dict[str, str] = {
+    "config.json": "the configuration",
+    "groups.json": "the prior groups and the symmetry of each path",
+    "checkpoint.pt": "the last epoch's state (rerun the command to resume)",
+    "checkpoint.prev.pt": "the epoch before (fallback if the newest is unreadable)",
+    "history.json": "per-epoch losses, marglik, precisions, effective parameters",
+    "report.txt": "the effective-parameter table",
+    "report.csv": "the table's every column",
+    "report.json": "the table's every column and each layer's chosen path",
+    "plot.png": "training curves and each layer's choice over training",
+    "metrics.json": "test and validation accuracy and NLL, parameter count",
+}
+"""The files of a run directory and what each holds, in the order they are listed."""
+
+LOCATION_FIELDS = frozenset({"data_root"})
+"""Fields of :class:`RunConfig` that say where things are, not what is computed: a run may
+resume with other values (the new command's are used)."""
 
 
 @dataclass(frozen=True)
@@ -200,16 +233,38 @@ def build_model(config: RunConfig, data: ImageDataset) -> nn.Module:
 def load_groups(run_dir: str | Path) -> list[ParameterGroup]:
     """The prior groups saved in a run directory."""
     records = json.loads((Path(run_dir) / "groups.json").read_text())
-    return [ParameterGroup(**{**r, "parameters": tuple(r["parameters"])}) for r in records]
+    return [
+        ParameterGroup(
+            name=r["name"],
+            layer=r["layer"],
+            path=r["path"],
+            parameters=tuple(r["parameters"]),
+            numel=r["numel"],
+        )
+        for r in records
+    ]
+
+
+def load_symmetries(run_dir: str | Path) -> dict[str, str]:
+    """Group name -> symmetry of its path, as saved in ``groups.json`` (empty for old runs)."""
+    records = json.loads((Path(run_dir) / "groups.json").read_text())
+    return {r["name"]: r["symmetry"] for r in records if "symmetry" in r}
 
 
 def load_data(config: RunConfig) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     """The ``(train, valid, test)`` splits of ``config.task``, standardised.
 
-    ``train_subset`` draws a seeded subset of the training split.
+    ``train_subset`` draws a seeded subset of the training split; one larger than the split
+    uses all of it, with a warning that names both numbers.
     """
     options = {"seed": config.seed, "root": config.data_root, "standardize": True}
     train = make_task(config.task, "train", **options)
+    if config.train_subset is not None and config.train_subset > len(train):
+        warnings.warn(
+            f"train_subset={config.train_subset} is more than the {len(train)} training images "
+            f"of {config.task}; training on all {len(train)}",
+            stacklevel=2,
+        )
     if config.train_subset is not None and config.train_subset < len(train):
         generator = torch.Generator().manual_seed(config.seed + 1)
         train = train.subset(torch.randperm(len(train), generator=generator)[: config.train_subset])
@@ -252,6 +307,7 @@ def check_resumable(config: RunConfig, run_dir: Path) -> None:
         return
     previous = upgrade_config_json(json.loads(config_path.read_text()))
     changed = config_differences(previous, config.to_json(), RunConfig)
+    changed = [name for name in changed if name not in LOCATION_FIELDS]
     if changed:
         raise ValueError(
             f"{run_dir} holds a run with a different configuration (differs in {changed}); "
@@ -268,34 +324,50 @@ def run(
 ) -> RunResult:
     """Train ``config`` into ``run_dir`` (resuming if it holds a checkpoint of the same config).
 
-    The configuration, the device and the data are checked and loaded before anything is
-    written, so a run that fails to start leaves ``run_dir`` as it was.
+    The configuration, the device, the data, the network and the trainer are checked, loaded
+    and built before anything is written, so a run that fails to start leaves ``run_dir`` as
+    it was (and the corrected command may use it). If the newest checkpoint is missing but
+    the previous one is there, the run resumes from that, with a warning. A ``data_root``
+    other than the saved one does not block a resume (it says where the data are, not what
+    they are).
 
     ``device`` (default CPU) holds the model and the data during training. It is not part of
     the configuration: a run may be resumed on another device (results then differ by
     floating-point round-off); ``metrics.json`` records the device of the last session.
 
     Raises:
-        ValueError: if ``run_dir`` holds a run of a different configuration, or ``device``
-            is not available.
+        ValueError: if ``run_dir`` holds a run of a different configuration, ``device`` is
+            not available, or the network cannot be built with the layer options.
+        OSError: if a file cannot be written (read-only or full disk), naming it.
     """
     target = resolve_device(device)
     run_dir = Path(run_dir)
     check_resumable(config, run_dir)
     train, valid, test = (d.to(target) for d in load_data(config))
     torch.manual_seed(config.seed)
-    model = build_model(config, train).to(target)
+    model = _build_model(config, train).to(target)
     prior = GaussianPrior(model)
+    trainer = MarglikTrainer(
+        model,
+        prior=prior,
+        config=config.training,
+        run_dir=run_dir,
+        progress=progress,
+        progress_label=f"{config.task} {config.method}",
+    )
+    # Everything is checked and loaded: only now is anything written.
     main = is_main_process()  # data-parallel (torchrun): rank 0 writes the run directory
+    symmetries = group_symmetries(model, prior.groups)
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
-        (run_dir / "groups.json").write_text(
-            json.dumps([dataclasses.asdict(g) for g in prior.groups], indent=1)
-        )
-    trainer = MarglikTrainer(
-        model, prior=prior, config=config.training, run_dir=run_dir, progress=progress
-    )
+        groups = [
+            {**dataclasses.asdict(g), "symmetry": symmetries.get(g.name)} for g in prior.groups
+        ]
+        (run_dir / "groups.json").write_text(json.dumps(groups, indent=1))
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file() and previous_checkpoint_path(checkpoint).is_file():
+        trainer.load_state_dict(load_checkpoint(checkpoint))  # warns: the newest is missing
     start = time.perf_counter()
     history = trainer.fit(train, valid)
     seconds = time.perf_counter() - start
@@ -314,10 +386,29 @@ def run(
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     report = None
     if hyper:
-        report = report_from_history(history, prior.groups)
+        report = report_from_history(history, prior.groups, symmetries)
     if report is not None and main:
         (run_dir / "report.txt").write_text(report.to_table() + "\n")
         report.to_csv(run_dir / "report.csv")
         report.to_json(run_dir / "report.json")
-        plot_history(history, prior.groups, run_dir / "plot.png")
+        plot_history(history, prior.groups, run_dir / "plot.png", title=run_title(config))
     return RunResult(metrics, report, history, run_dir)
+
+
+def run_title(config: RunConfig) -> str:
+    """What a run is, in one line: ``quadrant-digits: ffc+conv, marglik`` (plots, summaries)."""
+    group = config.model.layer_options.get("group")
+    kind = config.model.layer_kind + (f" ({group})" if group else "")
+    return f"{config.task}: {kind}, {config.method}"
+
+
+def _build_model(config: RunConfig, data: ImageDataset) -> nn.Module:
+    """:func:`build_model`, its errors as one ``ValueError`` naming the kind and options."""
+    try:
+        return build_model(config, data)
+    except (KeyError, TypeError) as err:
+        reason = err.args[0] if err.args else str(err)
+        raise ValueError(
+            f"cannot build the {config.model.layer_kind!r} network with the options "
+            f"{dict(config.model.layer_options)}: {reason}"
+        ) from None

@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 from common import environment, write_json
+from equinas_d_claims import mixture_claims
 
 from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.compare_report import paired_difference
@@ -154,6 +155,10 @@ def selector_options(args: argparse.Namespace, selectors: tuple[str, ...]) -> di
         }
         if args.protocol == "paper":
             options["equinas-e"]["generations"] = args.generations
+    if "equinas-d" in selectors:  # the architecture lr stays the paper's 0.01
+        options["equinas-d"] = (
+            {} if args.paper_optimizer else {"weight_lr": args.lr, "batch_size": args.batch_size}
+        )
     return options
 
 
@@ -246,6 +251,7 @@ def acceptance(payload: dict[str, Any], out: Path, seeds: tuple[int, ...]) -> di
         "E1b_selectors_vs_best_baseline_and_C1": e1b,
         "E1c_equinas_e_lineage": lineage_claims(out, seeds),
         "E2_prior_baselines_not_below_scratch": e2,
+        "E3_equinas_d_mixture": mixture_claims(out, seeds) if "equinas-d" in labels else [],
         "ranking_at_equal_budget": [
             {
                 "selector": s["selector"],
@@ -265,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     suffix = "".join(
         (
+            "" if args.task == "rotated-fmnist" else f"_{args.task}",
             "" if args.norm == "none" else f"_{args.norm}",
             "" if args.protocol == "equal" else f"_{args.protocol}",
             f"_finish{args.finish_epochs:g}" if args.finish_epochs else "",

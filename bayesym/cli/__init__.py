@@ -8,7 +8,9 @@ adding one means adding one module and one entry there.
 
 User errors (bad arguments, unknown task names, missing data files) are printed as one
 line ``bayesym: error: ...`` on stderr with a non-zero exit status and no traceback:
-2 for usage errors (including unknown task names), 1 when the data cannot be read.
+2 for usage errors (including unknown task names), 1 when the data cannot be read or a file
+cannot be written, 130 after Ctrl-C (``bayesym: interrupted; ...``). Warnings are one line
+``bayesym: warning: ...``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -66,6 +69,18 @@ def _silence_stdout() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning as one line (no file name, line number or source)."""
+    print(f"bayesym: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status instead of exiting.
 
@@ -73,22 +88,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (``None``: ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 2 for usage errors, 1 when data cannot be read.
+        0 on success, 2 for usage errors, 1 when data cannot be read or a file cannot be
+        written, 130 when interrupted.
     """
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("default", category=UserWarning, module=r"bayesym\b")
+        code, message = _main(argv)
+    if message is not None:
+        prefix = "bayesym: " if code == INTERRUPTED else "bayesym: error: "
+        print(f"{prefix}{message}", file=sys.stderr)
+    return code
+
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, str | None]:
+    """The exit status and the one line to print (``None``: nothing)."""
     parser = build_parser()
     try:
         args = parser.parse_args(None if argv is None else list(argv))
-        return int(args.handler(args))
+        return int(args.handler(args)), None
     except SystemExit as stop:  # --help and --version exit through argparse
-        return stop.code if isinstance(stop.code, int) else 0
+        return (stop.code if isinstance(stop.code, int) else 0), None
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         _silence_stdout()
-        return 0
+        return 0, None
     except CliError as err:
-        code, message = err.exit_code, str(err)
+        return err.exit_code, str(err)
     except UnknownTaskError as err:
-        code, message = 2, str(err)
+        return 2, str(err)
     except DataError as err:
-        code, message = 1, str(err)
-    print(f"bayesym: error: {message}", file=sys.stderr)
-    return code
+        return 1, str(err)
+    except KeyboardInterrupt:  # before a run started (a run says where to resume)
+        return INTERRUPTED, "interrupted"

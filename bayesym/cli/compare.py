@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from bayesym.cli.errors import CliError
+from bayesym.cli.options import DEFAULT_THREADS, set_threads
 from bayesym.runs import resolve_device
 from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
@@ -120,10 +121,7 @@ def _compare(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CliError(str(err)) from None
     executor = _executor(args, device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CliError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     try:
         compare(config, out, device=device, progress=not args.quiet, executor=executor)
@@ -190,7 +188,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch intra-op threads (default: torch's choice; 1 on a busy shared machine)",
+        help=f"torch intra-op threads (default: {DEFAULT_THREADS}, fast on a machine whose "
+        "cores other processes share; more can pay for wide networks on idle cores)",
     )
     parser.add_argument(
         "--executor",

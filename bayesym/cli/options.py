@@ -4,22 +4,45 @@ Each :class:`RunOption` names a flag and the dotted path of the configuration fi
 its type, its choices (for ``Literal`` fields and layer kinds) and its default are read from
 the configuration classes, so the CLI cannot drift from them. ``bayesym fit`` and
 ``bayesym demo`` add the same table (the demo without ``--task``/``--kind``, which it fixes).
+
+The session options (:func:`add_session_options`: ``--quiet``, ``--device``, ``--threads``)
+change how a run is shown or where it runs, never its result, so they never block a resume.
+Every command that trains runs on :data:`DEFAULT_THREADS` torch thread unless ``--threads``
+says otherwise: with one OpenMP thread per core, any other busy process on the machine stalls
+every parallel region, and the networks of the demo are too small to gain from more threads
+(measured in the docs' benchmarks, ``benchmarks/demo_threads.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import types
 import typing
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from bayesym.cli.errors import CliError
-from bayesym.layers.registry import layer_kinds
+from bayesym.groups import D4_SUBGROUP_NAMES
+from bayesym.layers.registry import layer_kind, layer_kinds
 from bayesym.runs import RunConfig
 
-__all__ = ["RUN_OPTIONS", "RunOption", "add_run_options", "run_config_from_args"]
+__all__ = [
+    "DEFAULT_THREADS",
+    "RUN_OPTIONS",
+    "RunOption",
+    "add_run_options",
+    "add_session_options",
+    "check_run_config",
+    "run_config_from_args",
+    "set_threads",
+]
+
+DEFAULT_THREADS = 1
+"""Torch intra-op threads of a training command without ``--threads``."""
 
 
 @dataclass(frozen=True)
@@ -82,12 +105,25 @@ def _field(path: str) -> tuple[Any, Any]:
     return annotation, value
 
 
+def _positive_float(text: str) -> float:
+    """A positive finite number (every float option is a rate or a scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def _parser_and_choices(annotation: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None]:
     """``argparse`` type and choices of a field annotation (``X | None`` parses as ``X``)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is typing.Literal:
         return str, typing.get_args(annotation)
+    if annotation is float:
+        return _positive_float, None
     return annotation, None
 
 
@@ -145,3 +181,70 @@ def run_config_from_args(
         return RunConfig.from_json(nested)
     except (ValueError, TypeError) as err:
         raise CliError(str(err)) from None
+
+
+def add_session_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet``, ``--device`` and ``--threads``: how a run is shown and where it runs."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--device", default="cpu", help="where to train: cpu (default), cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch intra-op threads (default: {DEFAULT_THREADS}, fast on a machine whose "
+        "cores other processes share; more can pay for wide networks on idle cores)",
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads to ``threads`` (``None``: :data:`DEFAULT_THREADS`).
+
+    Raises:
+        CliError: if ``threads`` is below 1.
+    """
+    if threads is not None and threads < 1:
+        raise CliError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(DEFAULT_THREADS if threads is None else threads)
+
+
+def _first_hyper_epoch(config: RunConfig) -> int:
+    training = config.training
+    return next(
+        e + 1
+        for e in range(training.burn_in + training.hyper_every + 1)
+        if training.is_hyper_epoch(e)
+    )
+
+
+def check_run_config(config: RunConfig, *, map_flag: bool = True) -> None:
+    """Refuse what would run but not do what it says, before anything is written.
+
+    A marglik run whose epochs end before the first hyper step would learn no prior (and
+    report no effective parameters); ``--group`` only applies to the group kinds.
+
+    Raises:
+        CliError: one line naming the options and the fix.
+    """
+    training = config.training
+    if training.learn_prior and not any(training.is_hyper_epoch(e) for e in range(training.epochs)):
+        first = _first_hyper_epoch(config)
+        alternative = ", or pass --map to train without it" if map_flag else ""
+        raise CliError(
+            f"--epochs {training.epochs} ends before the first marginal-likelihood step (after "
+            f"epoch {first}: --burn-in {training.burn_in}, --hyper-every "
+            f"{training.hyper_every}), so no prior would be learned; use --epochs {first} or "
+            f"more, or a smaller --burn-in{alternative}"
+        )
+    group = config.model.layer_options.get("group")
+    if group is not None and not layer_kind(config.model.layer_kind).group_axis:
+        group_kinds = [k for k in layer_kinds() if layer_kind(k).group_axis]
+        raise CliError(
+            f"--group {group} applies only to the group kinds ({', '.join(group_kinds)}); "
+            f"--kind {config.model.layer_kind} has no group axis"
+        )
+
+
+GROUP_CHOICES = D4_SUBGROUP_NAMES
+"""Valid ``--group`` values: the named subgroups of D4."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import random
+import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +19,13 @@ import torch
 
 __all__ = [
     "IGNORED_CONFIG_KEYS",
+    "CheckpointError",
+    "checkpoint_epoch",
     "config_defaults",
     "config_differences",
     "load_checkpoint",
+    "previous_checkpoint_path",
+    "read_checkpoint",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -112,21 +120,146 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+def previous_checkpoint_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced (``x.pt``: ``x.prev.pt``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(
+    path: str | Path, payload: dict[str, Any], *, keep_previous: bool = True
+) -> None:
     """Write ``payload`` with ``torch.save`` to a temporary file, then rename it into place.
 
-    A run killed while writing leaves the previous checkpoint intact.
+    A run killed while writing leaves the previous checkpoint intact; with ``keep_previous``
+    the checkpoint being replaced stays as :func:`previous_checkpoint_path`, the fallback of
+    :func:`load_checkpoint` should the newest one turn out unreadable. A failed write (full
+    or read-only disk, an interrupt) removes the temporary file and leaves both in place.
+
+    Raises:
+        OSError: naming the file and the fix, with the ``errno`` of the failure.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + ".tmp")
+    target = path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+        if keep_previous and path.is_file():
+            target = previous_checkpoint_path(path)
+            _keep_as_previous(path, target)
+            target = path
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(err, target) from err
+        raise
+
+
+def _keep_as_previous(path: Path, previous: Path) -> None:
+    """Make the checkpoint at ``path`` also ``previous`` (a hard link, else a copy)."""
+    staged = previous.with_name(previous.name + ".tmp")
+    staged.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(path, staged)
+        except OSError:  # no hard links on this file system
+            shutil.copyfile(path, staged)
+        os.replace(staged, previous)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _write_error(err: OSError, path: Path) -> OSError:
+    """One line naming the checkpoint that could not be written and the fix."""
+    code = err.errno or errno.EIO
+    reason = err.strerror or str(err)
+    return OSError(
+        code,
+        f"cannot write the checkpoint {path}: {reason}; free disk space or make "
+        f"{path.parent} writable, then rerun the same command to resume from the last "
+        "checkpoint",
+        str(path),
+    )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (truncated, empty or corrupted), and no usable fallback."""
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The newest readable checkpoint at ``path`` or its previous one, and the file it came from.
+
+    Raises:
+        FileNotFoundError: if neither file exists.
+        CheckpointError: if none of them can be read (one line naming the file and the fix).
+    """
+    payload, used, _ = _read_newest(Path(path))
+    return payload, used
+
+
+def _read_newest(path: Path) -> tuple[dict[str, Any], Path, list[tuple[Path, str]]]:
+    """The first readable of ``path`` and its previous checkpoint, and why the others were not."""
+    candidates = [p for p in (path, previous_checkpoint_path(path)) if p.is_file()]
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    errors = []
+    for candidate in candidates:
+        try:
+            payload = torch.load(candidate, map_location="cpu", weights_only=False)
+        except Exception as err:  # truncated, empty or corrupted: torch raises many kinds
+            errors.append((candidate, _first_line(err)))
+            continue
+        if isinstance(payload, dict) and "epoch" in payload:
+            return payload, candidate, errors
+        errors.append((candidate, "holds no epoch: not a checkpoint of the trainer"))
+    files = " nor the previous one ".join(f"{file} ({reason})" for file, reason in errors)
+    which = "both are" if len(errors) > 1 else "it is"
+    raise CheckpointError(
+        f"cannot read the checkpoint {files}: {which} truncated or corrupted; delete "
+        f"{'them' if len(errors) > 1 else 'it'} to start the run over from epoch 0, or use "
+        "another run directory"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (CPU tensors stay on CPU)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (CPU tensors stay on CPU).
+
+    If the newest checkpoint is unreadable (truncated, empty, corrupted) or missing, the
+    previous one (:func:`previous_checkpoint_path`) is loaded instead, with a warning that
+    says so.
+
+    Raises:
+        FileNotFoundError: if there is no checkpoint at ``path`` nor a previous one.
+        CheckpointError: if neither can be read (one line naming the file and the fix).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    payload, used, errors = _read_newest(path)
+    if used != path:
+        state = f"unreadable ({errors[0][1]})" if errors else "missing"
+        warnings.warn(
+            f"the checkpoint {path} is {state}; resuming from the previous checkpoint "
+            f"{used.name} (epoch {payload['epoch']})",
+            stacklevel=2,
+        )
+    return payload
+
+
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The epoch a run would resume from: that of the newest readable checkpoint at ``path``.
+
+    ``None`` if there is none (no file, or none readable); never warns or raises.
+    """
+    try:
+        payload, _ = read_checkpoint(path)
+    except (FileNotFoundError, CheckpointError):
+        return None
+    return int(payload["epoch"])

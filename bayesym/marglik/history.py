@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -107,11 +108,19 @@ def hyper_records(history: Iterable[EpochRecord]) -> list[EpochRecord]:
 
 
 def save_history(history: Sequence[EpochRecord], path: str | Path) -> None:
-    """Write ``history`` as a JSON list to ``path`` (atomically: a temporary file, renamed)."""
+    """Write ``history`` as a JSON list to ``path`` (atomically: a temporary file, renamed).
+
+    A failed write (full or read-only disk, an interrupt) removes the temporary file.
+    """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps([r.to_json() for r in history], indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps([r.to_json() for r in history], indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_history(path: str | Path) -> list[EpochRecord]:

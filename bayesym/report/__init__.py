@@ -5,7 +5,9 @@ from bayesym.report.effective import (
     PathStatistics,
     count_only_shares,
     effective_parameter_report,
+    group_symmetries,
     log10_precision_ratios,
+    path_label,
     report_from_history,
     report_from_record,
 )
@@ -17,7 +19,9 @@ __all__ = [
     "PathStatistics",
     "count_only_shares",
     "effective_parameter_report",
+    "group_symmetries",
     "log10_precision_ratios",
+    "path_label",
     "report_from_history",
     "report_from_record",
     # figures

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bayesym.layers.paths import PathSum, path_symmetry
 from bayesym.marglik.history import EpochRecord, hyper_records
 from bayesym.marglik.objective import effective_parameters_per_group
 from bayesym.priors import GaussianPrior, ParameterGroup
@@ -51,7 +52,9 @@ __all__ = [
     "PathStatistics",
     "count_only_shares",
     "effective_parameter_report",
+    "group_symmetries",
     "log10_precision_ratios",
+    "path_label",
     "report_from_history",
     "report_from_record",
 ]
@@ -111,6 +114,8 @@ class PathStatistics:
         squared_norm: :math:`\lVert\theta_g\rVert^2`.
         numel: :math:`P_g`.
         effective_parameters: :math:`\gamma_g`.
+        symmetry: what the path is exactly equivariant to (``LayerSymmetry.describe()``,
+            e.g. ``"translations"``, ``"none"``); ``None`` if not known.
     """
 
     layer: str
@@ -119,6 +124,7 @@ class PathStatistics:
     squared_norm: float
     numel: int
     effective_parameters: float
+    symmetry: str | None = None
 
     @property
     def normalised(self) -> float:
@@ -138,7 +144,7 @@ class EffectiveParameterReport:
     columns = (
         "layer", "path", "prior_precision", "squared_norm", "numel", "effective_parameters",
         "normalised", "share", "relative", "effective_type", "count_only",
-        "log10_precision_ratio",
+        "log10_precision_ratio", "symmetry",
     )  # fmt: skip
 
     def __init__(self, rows: Sequence[PathStatistics]) -> None:
@@ -183,28 +189,48 @@ class EffectiveParameterReport:
                 )
         return out
 
+    def effective_labels(self) -> dict[str, str]:
+        """Layer -> its effective type and the symmetry it stands for: ``conv (translations)``."""
+        symmetry = {(r.layer, r.path): r.symmetry for r in self.rows}
+        return {
+            layer: path_label(path, symmetry[layer, path])
+            for layer, path in self.effective_types().items()
+        }
+
     def to_table(self) -> str:
-        """A fixed-width text table (what ``bayesym report`` prints), with a legend."""
-        header = (
-            f"{'layer':<28} {'path':<10} {'precision':>10} {'|θ|²':>10} {'P':>9} {'γ':>10} "
-            f"{'γ/P':>8} {'relative':>9} {'count-only':>10} {'lg δ/δmin':>9}  type"
-        )
-        lines = [header, "-" * len(header)]
-        for rec in self.records():
-            lines.append(
-                f"{rec['layer']:<28.28} {rec['path']:<10.10} {rec['prior_precision']:>10.3g} "
-                f"{rec['squared_norm']:>10.3g} {rec['numel']:>9d} "
-                f"{rec['effective_parameters']:>10.3g} "
-                f"{rec['normalised']:>8.3f} {rec['relative']:>9.3f} {rec['count_only']:>10.3f} "
-                f"{rec['log10_precision_ratio']:>9.2f}  {rec['effective_type']}"
+        """A text table (what ``bayesym report`` prints) with a legend of its columns.
+
+        Columns are as wide as their longest entry, so no name is cut.
+        """
+        labels = self.effective_labels()
+        cells = [
+            (
+                rec["layer"],
+                rec["path"],
+                rec["symmetry"] or "?",
+                f"{rec['prior_precision']:.3g}",
+                f"{rec['squared_norm']:.3g}",
+                f"{rec['numel']:d}",
+                f"{rec['effective_parameters']:.3g}",
+                f"{rec['normalised']:.3f}",
+                f"{rec['relative']:.3f}",
+                f"{rec['count_only']:.3f}",
+                f"{rec['log10_precision_ratio']:.2f}",
+                labels[rec["layer"]],
             )
-        lines += [
-            "count-only: the relative share with equal γ in the layer (set by the parameter "
-            "counts alone); lg δ/δmin: log10 of",
-            "the path's precision over the layer's smallest (> 2: switched off). A relative "
-            "share near count-only with ratios near 0 is no choice.",
+            for rec in self.records()
         ]
-        return "\n".join(lines)
+        widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(_HEADER)]
+        left = {0, 1, 2, len(_HEADER) - 1}  # names left-aligned, numbers right-aligned
+
+        def line(row: Sequence[str]) -> str:
+            return " ".join(
+                f"{c:<{w}}" if i in left else f"{c:>{w}}"
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+
+        header = line(_HEADER)
+        return "\n".join([header, "-" * len(header), *map(line, cells), *_LEGEND])
 
     def to_csv(self, path: str | Path) -> None:
         """Write the records as CSV."""
@@ -219,12 +245,73 @@ class EffectiveParameterReport:
         Path(path).write_text(json.dumps(payload, indent=1))
 
 
+_HEADER = (
+    "layer", "path", "symmetry", "precision", "|θ|²", "P", "γ", "γ/P", "relative",
+    "count-only", "lg δ/δmin", "chosen",
+)  # fmt: skip
+"""Columns of :meth:`EffectiveParameterReport.to_table`."""
+
+_LEGEND = (
+    "layer: the module; path: one summand of a relaxed layer (a module without paths: its class);",
+    "symmetry: what the path is exactly equivariant to (none: no symmetry);",
+    "precision: the learned prior precision δ (large: the path's weights are pulled to zero);",
+    "|θ|²: squared norm of the path's weights; P: its number of parameters;",
+    "γ: effective number of parameters, how many of the P the data determine; γ/P: the fraction;",
+    "relative: the path's γ/P over the sum of γ/P of its layer's paths;",
+    "count-only: what relative would be with equal γ in the layer (set by the parameter counts);",
+    "lg δ/δmin: log10 of the path's precision over the layer's smallest (> 2: switched off);",
+    "chosen: the layer's path with the largest relative, with its symmetry (the effective type).",
+    "A relative share near count-only with ratios near 0 is no choice.",
+)
+"""The legend printed under the table, one line per column group."""
+
+
+def path_label(path: str, symmetry: str | None) -> str:
+    """A path's name with the symmetry it stands for, e.g. ``conv (translations)``.
+
+    Example:
+        >>> path_label("gconv", "translations x C4"), path_label("ffc", "none")
+        ('gconv (translations x C4)', 'ffc (no symmetry)')
+    """
+    if symmetry is None:
+        return path
+    return f"{path} ({'no symmetry' if symmetry == 'none' else symmetry})"
+
+
+def group_symmetries(model: nn.Module, groups: Sequence[ParameterGroup]) -> dict[str, str]:
+    """Group name -> what the group's path (or module) is exactly equivariant to.
+
+    The path of a relaxed layer (:class:`~bayesym.layers.PathSum`) declares its own symmetry;
+    a group of a module without paths (or of a whole layer) has the module's.
+
+    Example:
+        >>> from bayesym.layers import ffc_plus_conv
+        >>> from bayesym.priors import GaussianPrior
+        >>> model = nn.Sequential(ffc_plus_conv(1, 2, spatial=(4, 4)))
+        >>> group_symmetries(model, GaussianPrior(model).groups)
+        {'0.ffc': 'none', '0.conv': 'translations'}
+    """
+    modules = dict(model.named_modules())
+    out = {}
+    for group in groups:
+        module = modules.get(group.layer)
+        if module is None:
+            continue
+        key = group.path.split(".")[0]  # "<path>.omega" groups: the path's lengthscales
+        if isinstance(module, PathSum) and key in module.paths:
+            module = module.paths[key]
+        out[group.name] = path_symmetry(module).describe()
+    return out
+
+
 def _rows(
     groups: Sequence[ParameterGroup],
     precisions: Mapping[str, float],
     norms: Mapping[str, float],
     gammas: Mapping[str, float],
+    symmetries: Mapping[str, str] | None = None,
 ) -> list[PathStatistics]:
+    symmetries = symmetries or {}
     return [
         PathStatistics(
             layer=g.layer or "model",
@@ -233,6 +320,7 @@ def _rows(
             squared_norm=float(norms[g.name]),
             numel=g.numel,
             effective_parameters=float(gammas[g.name]),
+            symmetry=symmetries.get(g.name),
         )
         for g in groups
     ]
@@ -258,15 +346,21 @@ def effective_parameter_report(
     with torch.no_grad():
         gammas = effective_parameters_per_group(kfac, prior, sigma=sigma, data_scale=data_scale)
         norms = dict(zip(prior.names, prior.squared_norms(model).tolist(), strict=True))
-    return EffectiveParameterReport(
-        _rows(prior.groups, prior.as_dict(), norms, {k: float(v) for k, v in gammas.items()})
-    )
+    gammas_ = {k: float(v) for k, v in gammas.items()}
+    symmetries = group_symmetries(model, prior.groups)
+    rows = _rows(prior.groups, prior.as_dict(), norms, gammas_, symmetries)
+    return EffectiveParameterReport(rows)
 
 
 def report_from_record(
-    record: EpochRecord, groups: Sequence[ParameterGroup]
+    record: EpochRecord,
+    groups: Sequence[ParameterGroup],
+    symmetries: Mapping[str, str] | None = None,
 ) -> EffectiveParameterReport:
     """The report of one hyper step's record.
+
+    ``symmetries`` (group name -> symmetry, :func:`group_symmetries`) fills the
+    ``symmetry`` column.
 
     Raises:
         ValueError: if the record holds no hyper step.
@@ -274,14 +368,24 @@ def report_from_record(
     if not record.is_hyper_step or record.effective_parameters is None:
         raise ValueError(f"epoch {record.epoch} has no hyper step (no effective parameters)")
     return EffectiveParameterReport(
-        _rows(groups, record.precisions, record.squared_norms or {}, record.effective_parameters)
+        _rows(
+            groups,
+            record.precisions,
+            record.squared_norms or {},
+            record.effective_parameters,
+            symmetries,
+        )
     )
 
 
 def report_from_history(
-    history: Sequence[EpochRecord], groups: Sequence[ParameterGroup]
+    history: Sequence[EpochRecord],
+    groups: Sequence[ParameterGroup],
+    symmetries: Mapping[str, str] | None = None,
 ) -> EffectiveParameterReport:
     """The report of the last hyper step recorded in a training history.
+
+    ``symmetries``: as in :func:`report_from_record`.
 
     Raises:
         ValueError: if the history has no hyper step (a MAP run).
@@ -289,4 +393,4 @@ def report_from_history(
     hyper = hyper_records(history)
     if not hyper:
         raise ValueError("the history has no hyper step (no effective parameters recorded)")
-    return report_from_record(hyper[-1], groups)
+    return report_from_record(hyper[-1], groups, symmetries)

@@ -13,8 +13,14 @@ from bayesym.report.effective import report_from_record
 __all__ = ["history_figure", "plot_history"]
 
 
-def history_figure(history: Sequence[EpochRecord], groups: Sequence[ParameterGroup]) -> Any:
+def history_figure(
+    history: Sequence[EpochRecord],
+    groups: Sequence[ParameterGroup],
+    title: str | None = None,
+) -> Any:
     """The figure of :func:`plot_history` (a matplotlib ``Figure``, Agg backend).
+
+    ``title`` (e.g. the task and the network) heads the figure.
 
     Panels: the training curves (accuracies, log marglik per datum); then for every layer
     with more than one path (the ones with a choice to make) two panels side by side: its
@@ -49,6 +55,8 @@ def history_figure(history: Sequence[EpochRecord], groups: Sequence[ParameterGro
         _layer_panels(share_ax, ratio_ax, layer, hyper_epochs, records)
     for j in range(2 * len(layer_names), (rows_n - 1) * cols):
         axes[1 + j // cols][j % cols].axis("off")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -102,13 +110,17 @@ def _layer_panels(
 
 
 def plot_history(
-    history: Sequence[EpochRecord], groups: Sequence[ParameterGroup], path: str | Path
+    history: Sequence[EpochRecord],
+    groups: Sequence[ParameterGroup],
+    path: str | Path,
+    title: str | None = None,
 ) -> None:
     """Plot the training curves and, per layer, shares and precision ratios over training.
 
-    See :func:`history_figure` for the panels; written with matplotlib's Agg backend.
+    See :func:`history_figure` for the panels and the ``title``; written with matplotlib's
+    Agg backend.
     """
-    fig = history_figure(history, groups)
+    fig = history_figure(history, groups, title)
     import matplotlib.pyplot as plt
 
     fig.savefig(path, dpi=100)

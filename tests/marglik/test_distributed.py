@@ -150,7 +150,7 @@ def test_killed_rank_fails_the_survivor_with_a_clear_error(equal_run):
 
 def test_only_rank_zero_writes_the_run_directory(equal_run):
     ranks, out = equal_run
-    assert ranks[0]["files"] == ["checkpoint.pt", "history.json"]
+    assert {"checkpoint.pt", "history.json"} <= set(ranks[0]["files"])
     assert not list((out / "run").glob("*.tmp"))
 
 

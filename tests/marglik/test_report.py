@@ -35,7 +35,7 @@ def test_report_quantities_follow_appendix_d():
     assert fc["effective_type"] == "conv"
     assert records["l1", "fc"]["effective_type"] == "fc"  # 0.5 vs 0.1 normalised
     table = EffectiveParameterReport(rows).to_table()
-    assert table.count("\n") == 7 and "conv" in table  # header, rule, 4 rows, 2 legend lines
+    assert table.count("\n") == 15 and "conv" in table  # header, rule, 4 rows, 10 legend lines
 
 
 def test_report_of_a_model_matches_dense_eigenvalues(float64, tmp_path):
