@@ -4,18 +4,24 @@ import pytest
 import torch
 from torch import nn
 
-from bayesym.groups import translation_group
+from bayesym.groups import d4_subgroup, translation_group
 from bayesym.layers import (
     FactoredLinear,
     HomotopicLayer,
     LayerSymmetry,
     SpatialConv2d,
+    equivariant_projection,
+    homotopic_gconv_conv,
     homotopy_parameters,
+    layer_kind,
 )
+from bayesym.layers import make_layer as make_registered
 from bayesym.testing import (
     assert_equivariant,
     assert_not_equivariant,
     equivariance_errors,
+    image_action,
+    regular_action,
     translation_action,
 )
 
@@ -67,6 +73,52 @@ def test_homotopy_parameters_finds_every_gamma():
     assert list(homotopy_parameters(make_layer())) == ["homotopy_gamma"]
 
 
+def test_equivariant_projection_zeroes_every_gamma_and_restores_them():
+    net = nn.Sequential(make_layer(gamma_init=0.5), nn.ReLU(), make_layer(gamma_init=-2.0))
+    with pytest.raises(RuntimeError, match="inside"), equivariant_projection(net):
+        assert [g.item() for g in homotopy_parameters(net).values()] == [0.0, 0.0]
+        raise RuntimeError("inside")
+    assert [g.item() for g in homotopy_parameters(net).values()] == [0.5, -2.0]
+
+
 def test_bad_gamma_init_is_rejected():
     with pytest.raises(ValueError, match="gamma_init must be finite"):
         make_layer(gamma_init=float("inf"))
+
+
+# ------------------------------------------------------------- GCONV + γ CONV (group kinds)
+@pytest.mark.parametrize("kind", ["homotopic-gconv-conv", "homotopic-pgconv-conv"])
+@pytest.mark.parametrize("group_name", ["C4", "D4"])
+@pytest.mark.parametrize("lifting", [False, True], ids=["group-to-group", "lifting"])
+def test_group_homotopic_kinds_are_exactly_equivariant_at_gamma_zero_only(
+    float64, kind, group_name, lifting
+):
+    group = d4_subgroup(group_name)
+    layer = make_registered(kind, 2, 3, spatial=(4, 4), group=group_name, lifting=lifting)
+    assert isinstance(layer, HomotopicLayer) and list(layer.paths) == ["eq", "neq"]
+    assert layer_kind(kind).group_axis
+    x = torch.randn(2, 2, 4, 4) if lifting else torch.randn(2, 2, group.order, 4, 4)
+    act_in = image_action(group) if lifting else regular_action(group)
+    act_out = regular_action(group)
+    assert layer(x).shape == (2, 3, group.order, 4, 4)
+    shifts = translation_group(4, 4)
+    shift = translation_action(shifts)
+    rotations_flips = range(1, group.order)
+    assert_equivariant(layer, shifts, x, shift, shift)  # the CONV path keeps the shifts
+    assert_not_equivariant(layer, rotations_flips, x, act_in, act_out, require="all")
+    with torch.no_grad():
+        layer.homotopy_gamma.zero_()
+    assert layer.strict_symmetry() == LayerSymmetry(translations=True, point_group=group_name)
+    assert_equivariant(layer, group, x, act_in, act_out)
+    assert_equivariant(layer, shifts, x, shift, shift)
+
+
+def test_group_homotopic_forward_is_gconv_plus_gamma_conv_on_merged_axes(float64):
+    layer = homotopic_gconv_conv(2, 3, spatial=(4, 4), group="C4", gamma_init=0.25)
+    x = torch.randn(2, 2, 4, 4, 4)
+    conv = layer.paths["neq"](x.flatten(1, 2)).unflatten(1, (3, 4))
+    torch.testing.assert_close(layer(x), layer.paths["eq"](x) + 0.25 * conv, rtol=0, atol=1e-12)
+    assert type(layer.paths["eq"]).__name__ == "GroupConv2d"
+    assert layer.paths["neq"].bias is None
+    with pytest.raises(ValueError, match="group_path must be 'gconv' or 'pgconv'"):
+        homotopic_gconv_conv(2, 3, spatial=(4, 4), group_path="conv")

@@ -31,7 +31,7 @@ def check_output(namespace: dict, out: str, epochs: int) -> float:
     assert isinstance(loader, DataLoader) and isinstance(loader.dataset, Dataset)
     assert len(namespace["history"]) == epochs and namespace["history"][-1].marglik is not None
     accuracy = float(re.search(r"test accuracy (\S+)", out).group(1))
-    assert re.search(r"^layer +path +precision .* type$", out, flags=re.M)  # the table
+    assert re.search(r"^layer +path +symmetry +precision .* chosen$", out, flags=re.M)  # the table
     for row in ("0 +ffc", "0 +conv", "2 +ffc", "2 +conv", "6 +Linear"):
         assert re.search(rf"^{row} ", out, flags=re.M), row
     chosen = re.findall(r"^layer (\d) keeps (ffc|conv): symmetry (.+)$", out, flags=re.M)

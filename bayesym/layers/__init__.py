@@ -20,7 +20,12 @@ from bayesym.layers.group_paths import (
     group_path_sum,
 )
 from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
-from bayesym.layers.homotopic import HomotopicLayer, homotopy_parameters
+from bayesym.layers.homotopic import (
+    HomotopicLayer,
+    equivariant_projection,
+    homotopic_gconv_conv,
+    homotopy_parameters,
+)
 from bayesym.layers.mixed import (
     ARCHITECTURE_PARAMETER_NAME,
     MixedGroupConv2d,
@@ -85,6 +90,8 @@ __all__ += [
     "path_sum",
     "plain_path",
     "homotopy_parameters",
+    "equivariant_projection",
+    "homotopic_gconv_conv",
     "sfc_plus_sconv",
 ]
 

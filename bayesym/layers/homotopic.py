@@ -5,9 +5,23 @@ exactly equivariant map ``f_eq`` (``gamma = 0``) and the least constrained one (
 ACE trains ``gamma`` under the equality constraint ``gamma = 0`` (dual ascent) or a resilient
 relaxation ``|gamma| <= u``; :func:`homotopy_parameters` finds every ``gamma`` of a model for
 such optimisers.
+
+Kinds (registered in :mod:`bayesym.layers.registry`):
+
+* :func:`homotopic_conv_ffc` (``"homotopic-conv-ffc"``): CONV + γ F-FC on ``[N, C, H, W]``,
+  translation-equivariant at ``gamma = 0``;
+* :func:`homotopic_gconv_conv` (``"homotopic-gconv-conv"``) and ``"homotopic-pgconv-conv"``:
+  a group convolution over ``G <= D4`` (full, or the layer-wise paper's pointwise one) + γ a
+  plain convolution on the merged channel and group axes, on group feature maps
+  ``[N, C, |G|, H, W]`` (images as the lifting first layer); equivariant to ``G`` and the
+  cyclic shifts at ``gamma = 0``, to the cyclic shifts only otherwise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,13 +29,17 @@ from torch import nn
 from bayesym.layers._checks import check_finite_float
 from bayesym.layers.conv import PaddingMode, SpatialConv2d
 from bayesym.layers.factored import FactoredLinear
+from bayesym.layers.group_paths import group_path_sum
 from bayesym.layers.paths import PathSum, path_symmetry
 from bayesym.layers.symmetry import LayerSymmetry
 
 __all__ = [
     "HOMOTOPY_PARAMETER_NAME",
     "HomotopicLayer",
+    "equivariant_projection",
     "homotopic_conv_ffc",
+    "homotopic_from_paths",
+    "homotopic_gconv_conv",
     "homotopy_parameters",
 ]
 
@@ -117,6 +135,34 @@ def homotopy_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return found
 
 
+@contextmanager
+def equivariant_projection(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every ``gamma`` of ``model`` is 0 (ACE's ``f_eq`` evaluation).
+
+    The values are restored on exit, also after an exception.
+
+    Example:
+        >>> from bayesym.layers.conv import SpatialConv2d
+        >>> net = nn.Sequential(HomotopicLayer(SpatialConv2d(1, 1), SpatialConv2d(1, 1, 1)))
+        >>> with equivariant_projection(net):
+        ...     net[0].homotopy_gamma.item()
+        0.0
+        >>> net[0].homotopy_gamma.item()
+        1.0
+    """
+    gammas = list(homotopy_parameters(model).values())
+    saved = [g.detach().clone() for g in gammas]
+    try:
+        with torch.no_grad():
+            for g in gammas:
+                g.zero_()
+        yield model
+    finally:
+        with torch.no_grad():
+            for g, value in zip(gammas, saved, strict=True):
+                g.copy_(value)
+
+
 def homotopic_conv_ffc(
     in_channels: int,
     out_channels: int,
@@ -137,3 +183,74 @@ def homotopic_conv_ffc(
         FactoredLinear(in_channels, out_channels, spatial=spatial, bias=False),
         gamma_init=gamma_init,
     )
+
+
+def homotopic_from_paths(
+    layer: PathSum, eq: str, neq: str, *, gamma_init: float = 1.0
+) -> HomotopicLayer:
+    """The homotopic layer ``layer.paths[eq] + γ layer.paths[neq]`` of a two-path layer.
+
+    The path modules are reused (not copied) with their layouts: a path that takes group
+    feature maps in ``layer`` does so in the result.
+
+    Raises:
+        ValueError: unless ``layer`` has exactly the paths ``eq`` and ``neq``.
+    """
+    if set(layer.paths) != {eq, neq} or eq == neq:
+        raise ValueError(
+            f"homotopic_from_paths: needs a layer with exactly the paths {eq!r} and {neq!r}, "
+            f"got {list(layer.paths)}"
+        )
+    roles = {eq: "eq", neq: "neq"}
+    return HomotopicLayer(
+        layer.paths[eq],
+        layer.paths[neq],
+        gamma_init=gamma_init,
+        group_paths=tuple(roles[name] for name in layer.group_paths),
+        in_group_size=layer.in_group_size,
+        out_group_size=layer.out_group_size,
+    )
+
+
+def homotopic_gconv_conv(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial: tuple[int, int],
+    kernel_size: int = 3,
+    group_path: str = "gconv",
+    gamma_init: float = 1.0,
+    **options: Any,
+) -> HomotopicLayer:
+    """ACE's homotopic GCONV / CONV layer ``gconv(x) + γ conv(x)`` on group feature maps.
+
+    The paths are those of :func:`~bayesym.layers.group_paths.group_path_sum` with kinds
+    ``(group_path, "conv")``: ``"eq"`` the group convolution over ``group`` (with the
+    per-channel bias; ``group_path="pgconv"``: the pointwise one), ``"neq"`` a bias-free
+    convolution on the merged channel/group axes ``[N, C_in |G|, H, W] -> [N, C_out |G|, H, W]``.
+    Exactly equivariant to ``group`` and the cyclic shifts at ``γ = 0``.
+
+    Args:
+        in_channels: ``C_in`` per group element (image channels when ``lifting``).
+        out_channels: ``C_out`` per group element.
+        spatial: ``(H, W)``.
+        kernel_size: filter size of both paths.
+        group_path: ``"gconv"`` or ``"pgconv"``.
+        gamma_init: initial ``γ``.
+        **options: ``group``, ``lifting``, ``padding_mode``, ``bias`` of
+            :func:`~bayesym.layers.group_paths.group_path_sum`.
+
+    Example:
+        >>> layer = homotopic_gconv_conv(2, 3, spatial=(4, 4), group="D4")
+        >>> layer(torch.randn(1, 2, 8, 4, 4)).shape, layer.equivariant_symmetry.describe()
+        (torch.Size([1, 3, 8, 4, 4]), 'translations x D4')
+    """
+    if group_path not in ("gconv", "pgconv"):
+        raise ValueError(
+            f"homotopic_gconv_conv: group_path must be 'gconv' or 'pgconv', got {group_path!r}"
+        )
+    relaxed = group_path_sum(
+        (group_path, "conv"), in_channels, out_channels, spatial=spatial,
+        kernel_size=kernel_size, **options,
+    )  # fmt: skip
+    return homotopic_from_paths(relaxed, group_path, "conv", gamma_init=gamma_init)

@@ -27,12 +27,15 @@ Kinds:
   paper's own GCONV (one convolution shared over the rotated copies,
   :class:`~bayesym.layers.pointwise_group_conv.PointwiseGroupConv2d`) ``"pgconv"``,
   ``"conv+pgconv"`` and ``"ffc+conv+pgconv"``, whose networks max-pool over the group axis
-  before the head as the paper's model does (``group_pooling="max"``).
+  before the head as the paper's model does (``group_pooling="max"``); ACE's
+  ``"homotopic-gconv-conv"`` and ``"homotopic-pgconv-conv"`` (GCONV, or the paper's GCONV,
+  + γ CONV on the merged axes, :func:`~bayesym.layers.homotopic.homotopic_gconv_conv`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from torch import nn
@@ -47,7 +50,7 @@ from bayesym.layers.group_paths import (
     ffc_plus_conv_plus_pgconv,
     group_conv_layer,
 )
-from bayesym.layers.homotopic import homotopic_conv_ffc
+from bayesym.layers.homotopic import homotopic_conv_ffc, homotopic_gconv_conv
 from bayesym.layers.paths import conv_plus_fc, fc_plus_conv, ffc_plus_conv, sfc_plus_sconv
 from bayesym.layers.sparse import SparseConv2d, SparseFactoredLinear
 
@@ -161,6 +164,10 @@ LAYER_KINDS: dict[str, LayerKind] = {
     "pgconv": LayerKind(_pgconv, group_axis=True, group_pooling="max"),
     "conv+pgconv": LayerKind(conv_plus_pgconv, group_axis=True, group_pooling="max"),
     "ffc+conv+pgconv": LayerKind(ffc_plus_conv_plus_pgconv, group_axis=True, group_pooling="max"),
+    "homotopic-gconv-conv": LayerKind(homotopic_gconv_conv, group_axis=True),
+    "homotopic-pgconv-conv": LayerKind(
+        partial(homotopic_gconv_conv, group_path="pgconv"), group_axis=True, group_pooling="max"
+    ),
 }
 """The registry: layer kind -> :class:`LayerKind` (factory and feature-map layout)."""
 

@@ -9,8 +9,15 @@ validation data out of the training file so that no selector ever sees the test 
 split once per selection.
 """
 
+from bayesym.selectors.ace import (
+    ACEEqualityConfig,
+    ACEEqualitySelector,
+    ACEResilientConfig,
+    ACEResilientSelector,
+)
 from bayesym.selectors.base import LayerChoice, SelectionResult, Selector, parameter_count
 from bayesym.selectors.budget import Budget, BudgetExhausted, BudgetMeter, BudgetTooSmall, Cost
+from bayesym.selectors.constraints import ConstraintDuals, DualSettings
 from bayesym.selectors.equinas_d import EquiNASDConfig, EquiNASDSelector
 from bayesym.selectors.equinas_e import EquiNASEConfig, EquiNASESelector
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
@@ -47,16 +54,26 @@ __all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"
 __all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
 __all__ += ["RayExecutor"]  # optional extra bayesym[ray]
 
-# The selectors of this package.
+# The selectors and their configurations, in registry order.
 __all__ += [
+    "StaticConfig",
+    "StaticSelector",
     "MarglikSelector",
     "MarglikSelectorConfig",
     "RPPConfig",
     "RPPSelector",
-    "StaticConfig",
-    "StaticSelector",
+    "EquiNASDConfig",
+    "EquiNASDSelector",
+    "EquiNASEConfig",
+    "EquiNASESelector",
+    "ACEEqualityConfig",
+    "ACEEqualitySelector",
+    "ACEResilientConfig",
+    "ACEResilientSelector",
 ]
-__all__ += ["EquiNASDConfig", "EquiNASDSelector"]
+
+# Their building blocks: Pareto selection (EquiNAS_E), constrained learning (ACE).
+__all__ += ["pareto_front", "pareto_select", "ConstraintDuals", "DualSettings"]
 
 # Registries.
 __all__ += ["SELECTORS", "SPACES", "make_selector", "make_space", "selector_names", "space_names"]
@@ -66,6 +83,7 @@ __all__ += [
     "DataShape",
     "SearchSpace",
     "TranslationSpace",
+    "D4SubgroupSpace",
     "Resize",
     "SelectionSplit",
     "selection_split",
@@ -75,5 +93,3 @@ __all__ += [
     "make_optimizer",
     "train_epochs",
 ]
-__all__ += ["D4SubgroupSpace"]
-__all__ += ["EquiNASESelector", "EquiNASEConfig", "pareto_front", "pareto_select"]

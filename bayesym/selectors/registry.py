@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bayesym.selectors.ace import ACEEqualitySelector, ACEResilientSelector
 from bayesym.selectors.base import Selector
 from bayesym.selectors.equinas_d import EquiNASDSelector
 from bayesym.selectors.equinas_e import EquiNASESelector
@@ -28,6 +29,8 @@ SELECTORS: dict[str, type[Selector]] = {
     RPPSelector.name: RPPSelector,
     EquiNASDSelector.name: EquiNASDSelector,
     EquiNASESelector.name: EquiNASESelector,
+    ACEEqualitySelector.name: ACEEqualitySelector,
+    ACEResilientSelector.name: ACEResilientSelector,
 }
 """Registered selectors by name (the ``--selectors`` values of ``bayesym compare``)."""
 

@@ -33,6 +33,8 @@ comparison then runs on, and is compared with static baselines of, the same back
   one group-convolution path per subgroup in every block (``blocks.b.layer.<K>``), so the
   marginal likelihood learns a prior per subgroup path and picks C1 ... D4 per block.
 * **Residual network** (RPP): the same with a D4 path and an unconstrained C1 path.
+* **Homotopic network** (ACE): the residual network with every block ``D4 + γ C1``
+  (:class:`~bayesym.layers.HomotopicLayer`), exactly D4-invariant at ``γ = 0``.
 
 Example:
     >>> space = D4SubgroupSpace(width=1, depth=4)
@@ -54,6 +56,7 @@ from bayesym.backbones.equinas_paths import EquiNASPathNet
 from bayesym.groups.d4 import D4_SUBGROUP_NAMES, d4_subgroup
 from bayesym.groups.finite import is_subgroup
 from bayesym.layers._checks import check_positive_int
+from bayesym.layers.homotopic import homotopic_from_paths
 from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
 from bayesym.layers.paths import PathSum
 from bayesym.selectors.base import LayerChoice
@@ -214,6 +217,18 @@ class D4SubgroupSpace(SearchSpace):
         self._check_norm_free("residual network")
         eq, neq = self.residual_paths
         return EquiNASPathNet(self.equinas_config(shape), (eq, neq)), eq, neq
+
+    def homotopic_network(self, shape: DataShape) -> nn.Module:
+        """The residual network with every block ``f_eq + γ f_neq`` over the residual paths.
+
+        Raises:
+            ValueError: unless ``norm="none"``.
+        """
+        self._check_norm_free("homotopic network")
+        net, eq, neq = self.residual_network(shape)
+        for block in net.blocks:
+            block.layer = homotopic_from_paths(block.layer, eq, neq)
+        return net
 
     def describe(self, model: nn.Module) -> tuple[LayerChoice, ...]:
         """Per block: its group (or paths / mixture) and the symmetry it obeys.
