@@ -1,4 +1,4 @@
-"""``python -m bayesym`` runs the ``bayesym`` command line."""
+"""``python -m bayesym`` (and ``torchrun -m bayesym``) runs the ``bayesym`` command line."""
 
 import sys
 

@@ -42,6 +42,7 @@ from bayesym.marglik.checkpoint import (
     load_checkpoint,
     previous_checkpoint_path,
 )
+from bayesym.marglik.distributed import is_main_process
 from bayesym.marglik.history import EpochRecord, hyper_records
 from bayesym.priors import GaussianPrior, ParameterGroup
 from bayesym.report import (
@@ -355,11 +356,15 @@ def run(
         progress_label=f"{config.task} {config.method}",
     )
     # Everything is checked and loaded: only now is anything written.
+    main = is_main_process()  # data-parallel (torchrun): rank 0 writes the run directory
     symmetries = group_symmetries(model, prior.groups)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
-    groups = [{**dataclasses.asdict(g), "symmetry": symmetries.get(g.name)} for g in prior.groups]
-    (run_dir / "groups.json").write_text(json.dumps(groups, indent=1))
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1))
+        groups = [
+            {**dataclasses.asdict(g), "symmetry": symmetries.get(g.name)} for g in prior.groups
+        ]
+        (run_dir / "groups.json").write_text(json.dumps(groups, indent=1))
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file() and previous_checkpoint_path(checkpoint).is_file():
         trainer.load_state_dict(load_checkpoint(checkpoint))  # warns: the newest is missing
@@ -377,10 +382,12 @@ def run(
     hyper = hyper_records(history)
     if hyper:
         metrics["marglik"] = hyper[-1].marglik
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     report = None
     if hyper:
         report = report_from_history(history, prior.groups, symmetries)
+    if report is not None and main:
         (run_dir / "report.txt").write_text(report.to_table() + "\n")
         report.to_csv(run_dir / "report.csv")
         report.to_json(run_dir / "report.json")

@@ -9,6 +9,9 @@
 #   bash benchmarks/gpu_checks.sh kfac        # the curvature issue's targets on the GPU: kfac_speed.py (MLP and
 #                                             # CNN, ours vs an epoch and vs ASDL / curvlinops), ~3 min (estimated)
 #   bash benchmarks/gpu_checks.sh zoo         # marglik/MAP of the Table 1 and Table 3 backbones, ~5 min (estimated)
+#   bash benchmarks/gpu_checks.sh distributed # CPU cores, not the GPU: data-parallel marglik on 1 vs 2 and 4
+#                                             # gloo processes (distributed_speed.py; Ray part skipped where
+#                                             # Ray is not installed), ~4 min (estimated)
 #   bash benchmarks/gpu_checks.sh multigroup  # Table 3 on Fashion-MNIST: both GCONV variants x plain, rot90,
 #                                             # rotated, 3 seeds each, 2000 images, 60 epochs, a hyper step per
 #                                             # epoch after 15: six processes at once, ~8 min (estimated)
@@ -30,6 +33,10 @@ zoo)
         python3 benchmarks/marglik_speed.py --device cuda --model "$m" --n 4096 --n-test 1000 \
             --threads 1 --repeats 2 --output "marglik_speed_gpu_$m"
     done ;;
+distributed)
+    for r in 2 4; do
+        python3 benchmarks/distributed_speed.py --ranks "$r" --threads 1 --output "distributed_speed_${r}ranks"
+    done ;;
 multigroup)
     for v in full paper; do for d in plain rot90 rotated; do
         python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --data fashion-mnist \
@@ -40,5 +47,5 @@ multigroup)
     python3 benchmarks/reproduce_multigroup.py --output gpu_table3 \
         --summary benchmarks/results/gpu_table3_{full,paper}_*.json ;;
 *)
-    echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|kfac|zoo|multigroup" >&2; exit 2 ;;
+    echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|kfac|zoo|distributed|multigroup" >&2; exit 2 ;;
 esac

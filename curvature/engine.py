@@ -40,6 +40,7 @@ from curvature.adapters.base import (
     StatisticsRequest,
 )
 from curvature.blocks import DenseBlock, KroneckerBlock, ParameterSlice
+from curvature.distributed import all_reduce_sums, check_every_rank_has_data
 from curvature.errors import (
     CurvatureError,
     FactorTooLargeError,
@@ -411,6 +412,34 @@ def _backward(session: _Session, f: Tensor, directions: Tensor, limit: int, mode
         del grads_per_output, grads
 
 
+def _sum_over_ranks(
+    plans: list[_ModulePlan], num_data: int, log_lik: Tensor, device: torch.device, group: Any
+) -> tuple[int, Tensor]:
+    """Add every kept block's sums, the data count and the log likelihood over the ranks.
+
+    The input factor sums and their counts are summed, not their averages, so the averages
+    formed afterwards by :func:`_finalise` are those of all the ranks' data together
+    (:mod:`curvature.distributed`).
+    """
+    num_data = check_every_rank_has_data(num_data, device, group)
+    kept = [acc for p in plans for acc in p.accumulators if acc.keep]
+    sums = []
+    for acc in kept:
+        if acc.a_total is not None:
+            if acc.a_lower_only and isinstance(acc.a_total, DenseFactor):
+                mirror_lower_(acc.a_total.matrix)  # each rank's stale triangle, before the sum
+                acc.a_lower_only = False
+            sums.append(acc.a_total.data)
+        if acc.b_total is not None:
+            sums.append(acc.b_total)
+    counts = torch.tensor([acc.a_count for acc in kept], dtype=torch.float64, device=device)
+    total_log_lik = log_lik.reshape(1).to(device)
+    all_reduce_sums([*sums, counts, total_log_lik], group)
+    for acc, count in zip(kept, counts.tolist(), strict=True):
+        acc.a_count = round(count)
+    return num_data, total_log_lik.cpu().reshape(())
+
+
 def _finalise(acc: _Accumulator) -> KroneckerBlock | DenseBlock:
     spec = acc.spec
     b = acc.b_total
@@ -441,6 +470,7 @@ def compute_kfac(
     exclude: Collection[str] = (),
     registry: Mapping[type[nn.Module], ModuleAdapter] | None = None,
     target_key: str = "labels",
+    process_group: Any = None,
 ) -> KFAC:
     """Kronecker-factored GGN (KFAC) of ``model`` summed over ``data``.
 
@@ -461,6 +491,12 @@ def compute_kfac(
         exclude: module or qualified parameter names to leave out of the curvature.
         registry: module type -> adapter table (default :data:`curvature.registry.ADAPTERS`).
         target_key: key of the targets in mapping batches.
+        process_group: a ``torch.distributed`` process group (``dist.group.WORLD`` for all
+            ranks) whose ranks each pass their own shard of the data: the factor sums, data
+            counts and log likelihoods are summed over its ranks before the factors are
+            normalised (:mod:`curvature.distributed`), so every rank returns the KFAC of all
+            shards together. Every rank must call with the same model and settings. ``None``
+            (default): this process's data only.
 
     Returns:
         The :class:`~curvature.kfac.KFAC` with one block per adapter block.
@@ -516,6 +552,8 @@ def compute_kfac(
         for handle in handles:
             handle.remove()
         session.captures.clear()
+    if process_group is not None:
+        num_data, log_lik = _sum_over_ranks(plans, num_data, log_lik, device, process_group)
     if num_data == 0:
         raise ValueError("data yielded no batches")
     blocks = tuple(_finalise(acc) for p in plans for acc in p.accumulators if acc.keep)

@@ -4,12 +4,17 @@ Usage::
 
     bayesym compare --task digits --space translation --selectors static,marglik,rpp \
         --seeds 0,1 --budget-epochs 10 --out runs/compare/digits [--baselines conv,fc] \
-        [--train-size 1000] [--val-size 300] [--width 2] [--threads 1] [--quiet]
+        [--train-size 1000] [--val-size 300] [--width 2] [--threads 1] [--quiet] \
+        [--executor ray [--ray-address HOST:PORT] [--ray-cpus N]]
 
 Every option is checked before any work: an unknown task, space, selector or baseline, a
 selector that does not support the space, or a non-positive size is refused in one line that
 lists the valid choices. Running the command again on the same ``--out`` skips the finished
 cells and resumes an unfinished one from its checkpoint (:mod:`bayesym.selectors.compare`).
+``--executor ray`` trains the independent candidates as Ray tasks
+(:class:`~bayesym.selectors.ray_executor.RayExecutor`, one CPU and one torch thread each) on
+a local Ray instance of ``--ray-cpus`` CPUs, or on the cluster at ``--ray-address``; the
+tables are those of the serial executor, and either executor resumes the other's run.
 The outputs are ``compare.md`` (printed at the end), ``compare.csv``, ``compare.json`` and
 ``compare.png``.
 """
@@ -17,13 +22,17 @@ The outputs are ``compare.md`` (printed at the end), ``compare.csv``, ``compare.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from bayesym.cli.errors import CliError
 from bayesym.cli.options import DEFAULT_THREADS, set_threads
 from bayesym.runs import resolve_device
 from bayesym.selectors.compare import CompareConfig, compare
+from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
 from bayesym.selectors.registry import SELECTORS, SPACES
 
 __all__ = ["register"]
@@ -86,18 +95,42 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         raise CliError(_as_flags(str(err))) from None
 
 
+def _executor(args: argparse.Namespace, device: torch.device) -> CandidateExecutor:
+    """The candidate executor of ``--executor`` (checked before any work)."""
+    if args.executor == "serial":
+        if args.ray_address is not None or args.ray_cpus is not None:
+            raise CliError("--ray-address and --ray-cpus need --executor ray")
+        return SerialExecutor()
+    if importlib.util.find_spec("ray") is None:
+        raise CliError('--executor ray needs Ray: pip install "bayesym[ray]"')
+    from bayesym.selectors.ray_executor import RayExecutor
+
+    if args.ray_cpus is not None and (args.ray_address is not None or args.ray_cpus < 1):
+        raise CliError(
+            f"--ray-cpus must be >= 1 (got {args.ray_cpus}) and sets a local Ray instance's "
+            "CPUs; a cluster at --ray-address has its own"
+        )
+    gpus = 1.0 if device.type == "cuda" else 0.0  # one GPU per candidate
+    return RayExecutor(args.ray_address, num_cpus=args.ray_cpus, gpus_per_task=gpus)
+
+
 def _compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
         device = resolve_device(args.device)
     except ValueError as err:
         raise CliError(str(err)) from None
+    executor = _executor(args, device)
     set_threads(args.threads)
     out = Path(args.out)
     try:
-        compare(config, out, device=device, progress=not args.quiet)
+        compare(config, out, device=device, progress=not args.quiet, executor=executor)
     except ValueError as err:
         raise CliError(str(err)) from None
+    finally:
+        close = getattr(executor, "close", None)  # a Ray instance started here is shut down
+        if close is not None:
+            close()
     print((out / "compare.md").read_text())
     print(f"tables: {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.json'}")
     print(f"figure: {out / 'compare.png'}")
@@ -157,5 +190,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"torch intra-op threads (default: {DEFAULT_THREADS}, fast on a machine whose "
         "cores other processes share; more can pay for wide networks on idle cores)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("serial", "ray"),
+        default="serial",
+        help="how independent candidates are trained: serially here (default) or as Ray tasks",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: a running Ray cluster (e.g. auto, HOST:6379, "
+        "ray://HOST:10001; default: start a local instance)",
+    )
+    parser.add_argument(
+        "--ray-cpus",
+        type=int,
+        default=None,
+        help="with --executor ray: CPUs of the local instance (default: all)",
     )
     parser.set_defaults(handler=_compare)

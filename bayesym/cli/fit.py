@@ -6,6 +6,9 @@ Usage::
     bayesym report runs/pos
     bayesym demo [--out runs/demo] [--epochs 40]
 
+Under ``torchrun --nproc-per-node N -m bayesym fit ...`` the N processes train one model
+data-parallel (:mod:`bayesym.marglik.distributed`); rank 0 writes the run directory and prints.
+
 ``fit`` trains one model (:func:`bayesym.runs.run`) into a run directory; running it again on
 the same directory resumes from the last epoch's checkpoint (after an interruption or a kill)
 and ends with the same result. ``report`` prints the per-layer effective-parameter table of a
@@ -41,6 +44,11 @@ from bayesym.cli.options import (
 from bayesym.data.errors import DataError
 from bayesym.data.registry import TASKS
 from bayesym.marglik.checkpoint import CheckpointError, checkpoint_epoch
+from bayesym.marglik.distributed import (
+    RankFailedError,
+    is_main_process,
+    torchrun_process_group,
+)
 from bayesym.marglik.history import load_history
 from bayesym.report import path_label, plot_history, report_from_history
 from bayesym.runs import (
@@ -71,16 +79,18 @@ def _write_failure(err: OSError, out: Path) -> str:
     )
 
 
-def _run(config: RunConfig, out: Path, args: argparse.Namespace) -> RunResult:
+def _run(
+    config: RunConfig, out: Path, args: argparse.Namespace, device: str | None = None
+) -> RunResult:
     """:func:`~bayesym.runs.run` with its failures as one line each (and the resume said)."""
     checkpoint = out / "checkpoint.pt"
     try:
         check_resumable(config, out)
         start = checkpoint_epoch(checkpoint)
-        if start is not None:
+        if start is not None and is_main_process():
             epochs = config.training.epochs
             print(f"resuming from epoch {start} of {epochs} ({out})", file=sys.stderr)
-        return run(config, out, progress=not args.quiet, device=args.device)
+        return run(config, out, progress=not args.quiet, device=device or args.device)
     except DataError:
         raise  # one line naming the data files and how to get them (bayesym.cli.main)
     except CheckpointError as err:
@@ -126,9 +136,17 @@ def _fit(args: argparse.Namespace) -> int:
     config = run_config_from_args(args)
     check_run_config(config)
     set_threads(args.threads)
-    result = _run(config, Path(args.out), args)
-    _print_result(result, run_title(config))
-    _print_files(result.run_dir)
+    if args.dist_timeout <= 0:
+        raise CliError(f"--dist-timeout must be positive, got {args.dist_timeout}")
+    # under torchrun: one rank of a data-parallel run (bayesym.marglik.distributed)
+    with torchrun_process_group(args.device, args.dist_timeout) as device:
+        try:
+            result = _run(config, Path(args.out), args, device)
+        except RankFailedError as err:  # another rank died: one line, exit status 1
+            raise CliError(str(err), exit_code=1) from None
+        if is_main_process():
+            _print_result(result, run_title(config))
+            _print_files(result.run_dir)
     return 0
 
 
@@ -219,6 +237,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"C4; one of: {', '.join(GROUP_CHOICES)})",
     )
     fit.add_argument("--map", action="store_true", help="MAP with a fixed unit prior instead")
+    fit.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=600.0,
+        help="under torchrun: seconds a rank waits for the others before the run fails "
+        "(default 600)",
+    )
     add_session_options(fit)
     fit.set_defaults(handler=_fit)
 

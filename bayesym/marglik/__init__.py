@@ -1,5 +1,6 @@
 """Laplace marginal likelihood and the trainer that learns prior precisions with it."""
 
+from bayesym.marglik.distributed import DataParallel, RankFailedError, torchrun_process_group
 from bayesym.marglik.evaluation import evaluate
 from bayesym.marglik.history import EpochRecord, hyper_records, load_history, save_history
 from bayesym.marglik.objective import (
@@ -30,4 +31,8 @@ __all__ = [
     "hyper_records",
     "load_history",
     "save_history",
+    # data-parallel training (torch.distributed)
+    "DataParallel",
+    "RankFailedError",
+    "torchrun_process_group",
 ]

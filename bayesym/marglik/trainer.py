@@ -20,6 +20,7 @@ mode only while curvature and validation metrics are computed (laplace-torch's
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -51,6 +52,7 @@ from bayesym.marglik.data import (
     subset_indices,
     training_data,
 )
+from bayesym.marglik.distributed import DataParallel
 from bayesym.marglik.evaluation import evaluate
 from bayesym.marglik.history import EpochRecord, save_history
 from bayesym.marglik.objective import (
@@ -176,6 +178,11 @@ class MarglikTrainer:
             meter uses it to count and stop the work (an exception raised by ``charge``
             stops :meth:`fit` before that work; the last checkpoint stays as it was).
 
+    Created inside an initialised ``torch.distributed`` process group of several ranks
+    (e.g. under ``torchrun``), on every rank, it trains data-parallel
+    (:mod:`bayesym.marglik.distributed`): each rank passes the same ``train`` data and
+    trains on its shard, every rank ends with the same parameters and prior.
+
     Raises:
         curvature.UnsupportedModuleError: with ``learn_prior``, a module with trainable
             parameters that the curvature cannot handle (e.g. an ``nn.LSTM``), named with the
@@ -244,6 +251,9 @@ class MarglikTrainer:
         self.best: dict[str, Any] | None = None
         self.epoch = 0  # next epoch to run
         self.last_kfac = None
+        # data-parallel training when a process group of several ranks is initialised
+        self.parallel = DataParallel.detect()
+        self.map_model = model if self.parallel is None else self.parallel.wrap(model)
 
     # ----------------------------------------------------------------------------- objectives
     def _nll(self, f: Tensor, y: Tensor) -> Tensor:
@@ -288,6 +298,11 @@ class MarglikTrainer:
         kfac_config = dataclasses.replace(config.kfac, seed=config.seed * 100003 + epoch)
         if self.charge is not None:
             self.charge("curvature", count)
+        if self.parallel is not None:  # this rank's batches; compute_kfac sums over the ranks
+            batches = self.parallel.curvature_batches(batches)
+            kfac_config = dataclasses.replace(
+                kfac_config, seed=self.parallel.curvature_seed(kfac_config.seed)
+            )
         self.model.eval()
         try:
             kfac = compute_kfac(
@@ -297,6 +312,7 @@ class MarglikTrainer:
                 kfac_config,
                 sigma=float(self.log_sigma.detach().exp()),
                 exclude=self.curvature_exclude(),
+                process_group=None if self.parallel is None else self.parallel.process_group,
             )
         finally:
             self.model.train()
@@ -389,10 +405,25 @@ class MarglikTrainer:
 
     def _save(self) -> None:
         path = self._checkpoint_path()
-        if path is None:
+        if path is None or not (self.parallel is None or self.parallel.is_main):
             return
         save_checkpoint(path, self.state_dict())
         save_history(self.history, path.parent / "history.json")
+
+    def _saved_state(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from, if any (data-parallel: rank 0's, sent to all)."""
+        path = self._checkpoint_path()
+
+        def read() -> dict[str, Any] | None:
+            return load_checkpoint(path) if path is not None and path.is_file() else None
+
+        return read() if self.parallel is None else self.parallel.from_main(read)
+
+    def _collective_errors(self) -> contextlib.AbstractContextManager[None]:
+        """Data-parallel: a failed collective raised as a clear error (:mod:`.distributed`)."""
+        if self.parallel is None:
+            return contextlib.nullcontext()
+        return self.parallel.collective_errors(self._checkpoint_path())
 
     # ---------------------------------------------------------------------------- training
     def fit(self, train: TrainingData, valid: TrainingData | None = None) -> list[EpochRecord]:
@@ -423,9 +454,11 @@ class MarglikTrainer:
         for data, what in ((source, "training"), (valid_source, "validation")):
             if isinstance(data, TensorData):
                 data.check(self.model, self.likelihood, what)
-        path = self._checkpoint_path()
-        if path is not None and path.is_file():
-            self.load_state_dict(load_checkpoint(path))
+        if self.parallel is not None and isinstance(source, TensorData | DatasetData):
+            self.parallel.check_batches(source.num_data, self.config.batch_size)
+        state = self._saved_state()
+        if state is not None:
+            self.load_state_dict(state)
         config = self.config
         self.model.train()
         bar = tqdm(
@@ -433,10 +466,11 @@ class MarglikTrainer:
             initial=self.epoch,
             total=config.epochs,
             desc=self.progress_label or ("marglik" if config.learn_prior else "MAP"),
-            disable=not self.progress,
+            disable=not self.progress or not (self.parallel is None or self.parallel.is_main),
         )
         for epoch in bar:
-            record = self._epoch(source, valid_source, epoch)
+            with self._collective_errors():  # data-parallel: a dead rank fails, never hangs
+                record = self._epoch(source, valid_source, epoch)
             self.history.append(record)
             self.epoch = epoch + 1
             self._save()
@@ -474,26 +508,33 @@ class MarglikTrainer:
             where = f"training data, batch {step} of epoch {epoch + 1}"
             if not checked:
                 check_batch(xb, yb, self.likelihood, where)
+                if self.parallel is not None and step == 0:  # loaders: the same on every rank
+                    self.parallel.check_same_batch(xb, yb, where)
             if self.charge is not None:
                 self.charge("map", yb.shape[0])
             xb, yb = self._to_device(xb, device), yb.to(device)
+            size = yb.shape[0]
+            xb, yb, weight = self._local_batch(xb, yb)
             self.optimizer.zero_grad(set_to_none=True)
-            f = self.model(xb)
+            f = self.map_model(xb)
             if not checked:
                 check_outputs(f, yb, self.likelihood, where)
             nll = self._nll(f, yb)
-            loss = nll + self.prior.penalty(self.model) / n
+            penalty = self.prior.penalty(self.model) / n
+            loss = nll + penalty
             if at_once and not bool(torch.isfinite(loss)):  # before the step: weights stay
                 self._stop(f"the training loss became {loss.item()} at step {step}", epoch)
-            loss.backward()
+            (weight * nll + penalty).backward()  # weight 1 unless data-parallel (_local_batch)
             self.optimizer.step()
-            count += yb.shape[0]
+            count += size
             with torch.no_grad():
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
                 totals[0] += loss.double() * yb.shape[0]
                 totals[1] += nll.double() * yb.shape[0]
                 if self.likelihood == "classification":
                     totals[2] += (f.argmax(-1) == yb).sum()
+        if self.parallel is not None:
+            self.parallel.sum_(totals)
         total_loss, total_nll, correct = totals.tolist()
         return total_loss, total_nll, correct, count, int(first_bad)
 
@@ -517,6 +558,14 @@ class MarglikTrainer:
             return x
         x = x.to(device)
         return x if self.augment is None else self.augment(x)
+
+    def _local_batch(self, x: Tensor | Any, y: Tensor) -> tuple[Tensor | Any, Tensor, float]:
+        """The part of a MAP batch this process trains on, and the weight of its mean NLL.
+
+        One process: all of it, weight 1. Data-parallel: this rank's shard, weighted so that
+        the gradient average over the ranks is the whole batch's (:mod:`.distributed`).
+        """
+        return (x, y, 1.0) if self.parallel is None else self.parallel.shard(x, y)
 
     def _epoch(self, source: Source, valid: Source | None, epoch: int) -> EpochRecord:
         """MAP steps, the hyper step if one is due, validation: the epoch's record."""

@@ -24,6 +24,7 @@ from bayesym.selectors.equinas_e import EquiNASEConfig, EquiNASESelector
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, SerialExecutor
 from bayesym.selectors.marglik import MarglikSelector, MarglikSelectorConfig
 from bayesym.selectors.pareto import pareto_front, pareto_select
+from bayesym.selectors.ray_executor import RayExecutor  # imports Ray only when it runs
 from bayesym.selectors.registry import (
     SELECTORS,
     SPACES,
@@ -58,6 +59,7 @@ __all__ += ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"
 
 # Candidates.
 __all__ += ["CandidateExecutor", "CandidateFailed", "SerialExecutor"]
+__all__ += ["RayExecutor"]  # optional extra bayesym[ray]
 
 # The selectors and their configurations, in registry order.
 __all__ += [
