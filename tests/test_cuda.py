@@ -238,6 +238,6 @@ def test_an_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
 
 def test_cli_names_an_unavailable_device(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code = main(["fit", "--epochs", "1", "--out", str(tmp_path / "r"), "--device", "cuda"])
+    code = main(["fit", "--epochs", "1", "--map", "--out", str(tmp_path / "r"), "--device", "cuda"])
     assert code != 0
     assert "'cuda' asked for, but torch sees no CUDA device" in capsys.readouterr().err
