@@ -85,7 +85,6 @@ from bayesym.selectors.base import (
     SelectionResult,
     SelectionRun,
     Selector,
-    parameter_count,
 )
 from bayesym.selectors.budget import BudgetMeter
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
@@ -462,17 +461,13 @@ class _ACESelector(Selector):
             ).describe()
             choices.append(LayerChoice(choice.layer, word, symmetry, scores[layer]))
         epochs_done = meter.image_passes / meter.train_size
-        result = SelectionResult(
-            selector=self.name,
-            space=space.name,
-            config=self.config_json(),
+        result = self.result(
+            space,
+            model,
             choices=tuple(choices),
-            parameters=parameter_count(model),
-            effective_parameters=None,
             valid=evaluate_model(model, valid, meter),
             cost=meter.cost(final_model_epochs=epochs_done),
             history=tuple(history),
-            model=model,
         )
         if folder is not None:
             plot_ace_history(history, folder / FIGURE, title=f"{self.name} ({space.name})")

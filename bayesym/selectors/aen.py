@@ -578,16 +578,11 @@ class AENSelector(Selector):
              "epoch_accuracies": r["epoch_accuracies"]}
             for c, r, f in zip(candidates, retrained, finals, strict=True)
         ]  # fmt: skip
-        result = SelectionResult(
-            selector=self.name,
-            space=space.name,
-            config=self.config_json(),
+        return self.result(
+            space,
+            model,
             choices=tuple(dataclasses.replace(c, scores=scores) for c in space.describe(model)),
-            parameters=parameter_count(model),
-            effective_parameters=None,
             valid={"accuracy": float(valid["accuracy"]), "nll": float(valid["nll"])},
             cost=meter.cost(final_model_epochs=float(epochs)),
             history=tuple(history),
-            model=model,
         )
-        return result

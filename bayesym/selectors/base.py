@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -274,6 +274,31 @@ class Selector(ABC):
             ValueError: for a configuration/data mismatch, before :meth:`SelectionRun.claim`.
             BudgetTooSmall: if not even the smallest unit of work fits in the budget.
         """
+
+    def result(
+        self,
+        space: SearchSpace,
+        model: nn.Module,
+        *,
+        choices: Sequence[LayerChoice],
+        valid: Mapping[str, float],
+        cost: Cost,
+        history: Sequence[Mapping[str, Any]] = (),
+        effective_parameters: Mapping[str, float] | None = None,
+    ) -> SelectionResult:
+        """This selector's :class:`SelectionResult` for ``model`` selected on ``space``."""
+        return SelectionResult(
+            selector=self.name,
+            space=space.name,
+            config=self.config_json(),
+            choices=tuple(choices),
+            parameters=parameter_count(model),
+            effective_parameters=effective_parameters,
+            valid=valid,
+            cost=cost,
+            history=tuple(history),
+            model=model,
+        )
 
     def config_json(self) -> dict[str, Any]:
         """The configuration's JSON form."""

@@ -93,7 +93,6 @@ from bayesym.selectors.base import (
     SelectionResult,
     SelectionRun,
     Selector,
-    parameter_count,
 )
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
@@ -607,17 +606,13 @@ class EquiNASDSelector(Selector):
         searched = [r for r in state.history if r["phase"] == "search"][-1]["z"]
         choices = mixture_choices(searched, state.choices, padding)
         meter.count_candidate()
-        result = SelectionResult(
-            selector=self.name,
-            space=space.name,
-            config=self.config_json(),
+        result = self.result(
+            space,
+            model,
             choices=choices,
-            parameters=parameter_count(model),
-            effective_parameters=None,
             valid=evaluate_model(model, valid, meter),
             cost=meter.cost(final_model_epochs=state.weight_images / meter.train_size),
             history=tuple(state.history),
-            model=model,
         )
         if folder is not None:
             from bayesym.selectors.equinas_d_figure import plot_mixture_history

@@ -505,17 +505,13 @@ class _Search:
         moves = [tuple(m) for m in best["moves"]]
         model = spawn(space, self.shared.shape, moves, state)
         model = model.to(self.shared.device)
-        return SelectionResult(
-            selector=self.selector.name,
-            space=space.name,
-            config=self.selector.config_json(),
+        return self.selector.result(
+            space,
+            model,
             choices=self._choices(space.describe(model)),
-            parameters=parameter_count(model),
-            effective_parameters=None,
             valid={"accuracy": best["accuracy"], "nll": best["nll"]},
             cost=self.meter.cost(final_model_epochs=best["epochs"]),
             history=tuple(history),
-            model=model,
         )
 
     def _choices(self, choices: tuple[LayerChoice, ...]) -> tuple[LayerChoice, ...]:

@@ -38,7 +38,7 @@ import torch
 from bayesym.marglik import MarglikConfig, hyper_records
 from bayesym.priors import GaussianPrior
 from bayesym.report import report_from_history
-from bayesym.selectors.base import SelectionResult, SelectionRun, Selector, parameter_count
+from bayesym.selectors.base import SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
@@ -133,18 +133,14 @@ class MarglikSelector(Selector):
             effective = dict(hyper_records(history)[-1].effective_parameters or {})
         else:  # stopped by a wall-clock limit before the first hyper step
             choices, effective = space.describe(model), None
-        result = SelectionResult(
-            selector=self.name,
-            space=space.name,
-            config=self.config_json(),
+        return self.result(
+            space,
+            model,
             choices=choices,
-            parameters=parameter_count(model),
-            effective_parameters=effective,
             valid=evaluate_model(model, valid, meter),
             cost=meter.cost(final_model_epochs=float(run.trainer.epoch)),
             history=tuple(
                 {**r.to_json(), "stopped_by_budget": run.stopped_by_budget} for r in history
             ),
-            model=model,
+            effective_parameters=effective,
         )
-        return result

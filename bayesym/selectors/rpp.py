@@ -57,7 +57,6 @@ from bayesym.selectors.base import (
     SelectionResult,
     SelectionRun,
     Selector,
-    parameter_count,
 )
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.prior_training import (
@@ -251,13 +250,10 @@ class RPPSelector(Selector):
             label=f"{self.name} ({space.name})",
         )
         choices, effective = self._readout(model, prior, train, valid, meter, shape.num_classes)
-        result = SelectionResult(
-            selector=self.name,
-            space=space.name,
-            config=self.config_json(),
+        return self.result(
+            space,
+            model,
             choices=choices,
-            parameters=parameter_count(model),
-            effective_parameters=effective,
             valid=evaluate_model(model, valid, meter),
             cost=meter.cost(final_model_epochs=float(run.trainer.epoch)),
             history=tuple(
@@ -270,9 +266,8 @@ class RPPSelector(Selector):
                 }
                 for r in run.history
             ),
-            model=model,
+            effective_parameters=effective,
         )
-        return result
 
     def _scale_unconstrained(self, model: nn.Module, neq_path: str) -> None:
         if self.config.neq_init_scale == 1.0:

@@ -42,7 +42,6 @@ from bayesym.selectors.base import (
     SelectionResult,
     SelectionRun,
     Selector,
-    parameter_count,
 )
 from bayesym.selectors.budget import BudgetExhausted
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
@@ -198,22 +197,17 @@ class StaticSelector(Selector):
         model = space.build_baseline(trained[best]["baseline"], shared.shape)
         model.load_state_dict(trained[best]["state"])
         model = model.to(target)
-        result = SelectionResult(
-            selector=self.name,
-            space=space.name,
-            config=self.config_json(),
+        return self.result(
+            space,
+            model,
             choices=_scored(space.describe(model), trained),
-            parameters=parameter_count(model),
-            effective_parameters=None,
             valid=dict(trained[best]["valid"]),
             cost=meter.cost(final_model_epochs=float(trained[best]["epochs"])),
             history=tuple(
                 {k: v for k, v in t.items() if k not in ("state", "seconds_before")}
                 for t in trained
             ),
-            model=model,
         )
-        return result
 
 
 def _scored(
