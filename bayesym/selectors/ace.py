@@ -80,12 +80,7 @@ from bayesym.layers.homotopic import (
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
 from bayesym.priors import GaussianPrior
 from bayesym.selectors.ace_figure import plot_ace_history
-from bayesym.selectors.base import (
-    LayerChoice,
-    SelectionResult,
-    SelectionRun,
-    Selector,
-)
+from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
 from bayesym.selectors.spaces.base import DataShape, SearchSpace

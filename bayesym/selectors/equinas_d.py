@@ -88,12 +88,7 @@ from bayesym.layers.mixed import (
 )
 from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
-from bayesym.selectors.base import (
-    LayerChoice,
-    SelectionResult,
-    SelectionRun,
-    Selector,
-)
+from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.training import evaluate_model, train_epochs

@@ -52,12 +52,7 @@ from bayesym.marglik import MarglikConfig
 from bayesym.marglik.evaluation import tensor_batches
 from bayesym.priors import GaussianPrior
 from bayesym.report import effective_parameter_report
-from bayesym.selectors.base import (
-    LayerChoice,
-    SelectionResult,
-    SelectionRun,
-    Selector,
-)
+from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,

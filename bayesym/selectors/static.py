@@ -37,12 +37,7 @@ from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import load_checkpoint
 from bayesym.marglik.evaluation import evaluate
 from bayesym.priors import GaussianPrior
-from bayesym.selectors.base import (
-    LayerChoice,
-    SelectionResult,
-    SelectionRun,
-    Selector,
-)
+from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 
