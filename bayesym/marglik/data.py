@@ -309,7 +309,7 @@ class BatchData:
             index = self.points if subset is None else self.points[subset]
             ordered = DataLoader(
                 loader.dataset,
-                batch_sampler=BatchSampler(index.tolist(), size, drop_last=False),  # type: ignore[arg-type]
+                batch_sampler=BatchSampler(index.tolist(), size, drop_last=False),
                 collate_fn=loader.collate_fn,
                 num_workers=loader.num_workers,
                 pin_memory=loader.pin_memory,

@@ -130,6 +130,7 @@ class DataParallel:
                 f"hold at least {self.world_size} points, got one of {size}; choose another "
                 "batch size"
             )
+        local: Tensor | dict[str, Any]
         if isinstance(x, Mapping):
             local = {k: v[part] if isinstance(v, Tensor) else v for k, v in x.items()}
         else:
