@@ -341,6 +341,18 @@ def _count(source: Iterable[Any], what: str) -> int:
     return total
 
 
+def _loader_data(loader: DataLoader, what: str) -> BatchData:
+    """A DataLoader's source: its points when it samples a fixed set, else its length."""
+    points = loader_points(loader)
+    if points is not None:
+        return BatchData(loader, what, len(points), points)
+    try:  # Sampler is not Sized in torch's stubs; one without __len__ raises TypeError here
+        n = len(loader.sampler)  # type: ignore[arg-type]
+    except TypeError:
+        n = _count(loader, what)
+    return BatchData(loader, what, n)
+
+
 def training_data(data: Any, what: str = "training") -> TensorData | DatasetData | BatchData:
     """The source of ``data`` (see the module docstring).
 
@@ -362,14 +374,7 @@ def training_data(data: Any, what: str = "training") -> TensorData | DatasetData
             )
         return TensorData(*data)
     if isinstance(data, DataLoader):
-        points = loader_points(data)
-        if points is not None:
-            return BatchData(data, what, len(points), points)
-        try:
-            n = len(data.sampler)  # type: ignore[arg-type]
-        except TypeError:
-            n = _count(data, what)
-        return BatchData(data, what, n)
+        return _loader_data(data, what)
     if isinstance(data, IterableDataset):
         raise TypeError(
             f"{what} data: an IterableDataset yields single items; wrap it in "
