@@ -234,6 +234,7 @@ class DatasetData:
     @property
     def num_data(self) -> int:
         """``N = len(dataset)``."""
+        # Dataset is not Sized in torch's stubs; training_data admits only sized ones
         return len(self.dataset)  # type: ignore[arg-type]
 
     def batches(self, size: int, seed: int | None) -> Iterator[Batch]:
@@ -264,7 +265,7 @@ def loader_points(loader: DataLoader) -> Tensor | None:
     indices = getattr(sampler, "indices", None)
     if indices is not None:
         return torch.as_tensor(list(indices), dtype=torch.long)
-    n = len(loader.dataset)  # type: ignore[arg-type]
+    n = len(loader.dataset)  # type: ignore[arg-type]  # a map-style Dataset (not Sized in stubs)
     full_random = (
         isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == n
     )

@@ -64,7 +64,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -115,7 +115,7 @@ class _ACEConfig:
     prior_precision: float = 1.0
     gamma_init: float = 1.0
     dual_lr: float = 1e-3
-    dual_optimizer: str = "ascent"
+    dual_optimizer: Literal["ascent", "adam"] = "ascent"
     augmentation: float = 0.5
     gamma_tolerance: float = 1e-3
     init: str = "equivariant"
@@ -152,7 +152,7 @@ class _ACEConfig:
         return DualSettings(
             "equality",
             dual_lr=self.dual_lr,
-            dual_optimizer=self.dual_optimizer,  # type: ignore[arg-type]
+            dual_optimizer=self.dual_optimizer,
             augmentation=self.augmentation,
         )
 
@@ -209,7 +209,7 @@ class ACEResilientConfig(_ACEConfig):
             dual_lr=self.dual_lr,
             rho=self.rho,
             slack_lr=self.slack_lr,
-            dual_optimizer=self.dual_optimizer,  # type: ignore[arg-type]
+            dual_optimizer=self.dual_optimizer,
             augmentation=self.augmentation,
         )
 
