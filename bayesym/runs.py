@@ -257,7 +257,7 @@ def load_data(config: RunConfig) -> tuple[ImageDataset, ImageDataset, ImageDatas
     ``train_subset`` draws a seeded subset of the training split; one larger than the split
     uses all of it, with a warning that names both numbers.
     """
-    options = {"seed": config.seed, "root": config.data_root, "standardize": True}
+    options: dict[str, Any] = {"seed": config.seed, "root": config.data_root, "standardize": True}
     train = make_task(config.task, "train", **options)
     if config.train_subset is not None and config.train_subset > len(train):
         warnings.warn(

@@ -109,14 +109,16 @@ VMAP_FRIENDLY_MODULES: tuple[type[nn.Module], ...] = (
 """Module types whose backward vectorises well over output directions (``backward="auto"``)."""
 
 
-def resolve_backward(model: nn.Module, backward: str) -> Literal["loop", "vmap"]:
+def resolve_backward(
+    model: nn.Module, backward: Literal["auto", "loop", "vmap"]
+) -> Literal["loop", "vmap"]:
     """The backward mode ``"auto"`` stands for on ``model`` (other modes pass through).
 
     ``"vmap"`` iff every module (the root included: a custom ``forward`` may call any
     functional op) has exactly one of the types :data:`VMAP_FRIENDLY_MODULES`.
     """
     if backward != "auto":
-        return backward  # type: ignore[return-value]
+        return backward
     friendly = all(type(m) in VMAP_FRIENDLY_MODULES for m in model.modules())
     return "vmap" if friendly else "loop"
 

@@ -106,24 +106,22 @@ class AENMLP(nn.Module):
                 f"{type(self).__name__} needs an AENMLPConfig, got {type(config).__name__}"
             )
         self.config = config
-        names = config.transforms
+        names, hidden = config.transforms, config.hidden_spatial
+        assert hidden is not None  # AENMLPConfig.__post_init__ fills in the default grid
         layers = [
             OrbitSharedLinear.from_transforms(
-                names, config.input_spatial, out_spatial=config.hidden_spatial, bias=config.bias
+                names, config.input_spatial, out_spatial=hidden, bias=config.bias
             )
         ]
         for _ in range(config.num_hidden_layers - 1):
             layers.append(
                 OrbitSharedLinear.from_transforms(
-                    names,
-                    config.hidden_spatial,
-                    out_spatial=config.hidden_spatial,
-                    bias=config.bias,
+                    names, hidden, out_spatial=hidden, bias=config.bias
                 )
             )
         layers.append(
             OrbitSharedLinear.from_transforms(
-                names, config.hidden_spatial, out_features=config.num_classes, bias=config.bias
+                names, hidden, out_features=config.num_classes, bias=config.bias
             )
         )
         self.layers = nn.ModuleList(layers)

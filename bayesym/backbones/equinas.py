@@ -49,7 +49,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,8 @@ from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_line
 __all__ = ["NORMS", "EquiNASBlock", "EquiNASConfig", "EquiNASNet"]
 
 GroupSpec = str | FiniteGroup
+BlockConv = LiftingConv2d | GroupConv2d | MixedLiftingConv2d | MixedGroupConv2d
+"""The convolution of an :class:`EquiNASBlock`."""
 
 NORMS: tuple[str, ...] = ("group_batch", "none")
 """Values of :attr:`EquiNASConfig.norm`."""
@@ -110,6 +112,11 @@ class EquiNASConfig:
     norm: Literal["group_batch", "none"] = "group_batch"
 
     def __post_init__(self) -> None:
+        self._check_sizes()
+        self._check_pooling_and_kernel()
+        self._check_choices()
+
+    def _check_sizes(self) -> None:
         positive = {
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
@@ -123,12 +130,16 @@ class EquiNASConfig:
                 raise ValueError(f"EquiNASConfig: {name} must be an int >= 1, got {value!r}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
             raise ValueError(f"EquiNASConfig: depth must be an int >= 2, got {self.depth!r}")
+
+    def _check_pooling_and_kernel(self) -> None:
         if isinstance(self.pool_every, bool) or not isinstance(self.pool_every, int):
             raise ValueError(f"EquiNASConfig: pool_every must be an int, got {self.pool_every!r}")
         if self.pool_every < 0:
             raise ValueError(f"EquiNASConfig: pool_every must be >= 0, got {self.pool_every}")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"EquiNASConfig: kernel_size must be odd, got {self.kernel_size}")
+
+    def _check_choices(self) -> None:
         check_padding_mode(self.padding_mode, owner="EquiNASConfig")
         if self.group_pooling not in ("mean", "max"):
             raise ValueError(
@@ -167,9 +178,14 @@ class EquiNASBlock(nn.Module):
     output ``[N, C_out, |G|, H', W']``.
     """
 
+    conv: BlockConv
+    norm: nn.Module
+    pool: SymmetricAvgPool2d | None
+    in_group: FiniteGroup | None
+
     def __init__(
         self,
-        conv: nn.Module,
+        conv: BlockConv,
         norm: GroupBatchNorm | None,
         pool: bool,
         in_group: FiniteGroup | None,
@@ -194,6 +210,70 @@ def _resolve(group: GroupSpec, owner: str) -> FiniteGroup:
     return check_d4_subgroup(group, owner)
 
 
+def _resolve_groups(
+    config: EquiNASConfig, groups: GroupSpec | Sequence[GroupSpec]
+) -> list[FiniteGroup]:
+    """One resolved group per block, checked to be non-increasing with depth."""
+    if isinstance(groups, (str, FiniteGroup)):
+        groups = [groups] * config.depth
+    resolved = [_resolve(g, "EquiNASNet") for g in groups]
+    if len(resolved) != config.depth:
+        raise ValueError(
+            f"EquiNASNet: got {len(resolved)} groups for depth {config.depth}: "
+            f"{[g.name for g in resolved]}"
+        )
+    for i in range(1, len(resolved)):
+        if not is_subgroup(resolved[i], resolved[i - 1]):
+            raise ValueError(
+                f"EquiNASNet: groups must be non-increasing with depth, but block {i} "
+                f"({resolved[i].name}) is not a subgroup of block {i - 1} "
+                f"({resolved[i - 1].name})"
+            )
+    return resolved
+
+
+def _block_conv(
+    config: EquiNASConfig,
+    block: int,
+    group: FiniteGroup,
+    in_channels: int,
+    out_channels: int,
+    mixed_components: Sequence[FiniteGroup] | None,
+) -> BlockConv:
+    """The convolution of ``block`` (lifting for block 0; mixed for ``layer_type="mixed"``)."""
+    options: dict[str, Any] = {"padding_mode": config.padding_mode, "bias": config.norm == "none"}
+    cls: type[BlockConv]
+    if config.layer_type == "mixed":
+        cls = MixedLiftingConv2d if block == 0 else MixedGroupConv2d
+        kept = mixed_components
+        if kept is not None:
+            kept = [k for k in kept if is_subgroup(k, group)]
+        options["components"] = kept
+    else:
+        cls = LiftingConv2d if block == 0 else GroupConv2d
+    return cls(in_channels, out_channels, config.kernel_size, group, **options)
+
+
+def _build_blocks(
+    config: EquiNASConfig,
+    groups: Sequence[FiniteGroup],
+    mixed_components: Sequence[FiniteGroup] | None,
+) -> tuple[list[EquiNASBlock], int]:
+    """The blocks over ``groups`` in order, and the channels of the last one."""
+    d4 = dihedral4()
+    blocks: list[EquiNASBlock] = []
+    in_channels, in_group = config.in_channels, None
+    for i, group in enumerate(groups):
+        channels = config.base_channels(i) * coset_index(d4, group)
+        if in_group is not None:
+            in_channels *= coset_index(in_group, group)
+        conv = _block_conv(config, i, group, in_channels, channels, mixed_components)
+        norm = GroupBatchNorm(channels, group) if config.norm == "group_batch" else None
+        blocks.append(EquiNASBlock(conv, norm, config.pools_after(i), in_group))
+        in_channels, in_group = channels, group
+    return blocks, in_channels
+
+
 class EquiNASNet(nn.Module):
     """The EquiNAS network with one group per block (module docstring).
 
@@ -216,6 +296,11 @@ class EquiNASNet(nn.Module):
             wrong input shape.
     """
 
+    config: EquiNASConfig
+    blocks: nn.ModuleList
+    group_pool: GroupPool
+    head: nn.Sequential
+
     def __init__(
         self,
         config: EquiNASConfig,
@@ -226,46 +311,14 @@ class EquiNASNet(nn.Module):
         super().__init__()
         if not isinstance(config, EquiNASConfig):
             raise TypeError(f"EquiNASNet: config must be an EquiNASConfig, got {config!r}")
-        if isinstance(groups, (str, FiniteGroup)):
-            groups = [groups] * config.depth
-        resolved = [_resolve(g, "EquiNASNet") for g in groups]
-        if len(resolved) != config.depth:
-            raise ValueError(
-                f"EquiNASNet: got {len(resolved)} groups for depth {config.depth}: "
-                f"{[g.name for g in resolved]}"
-            )
-        for i in range(1, len(resolved)):
-            if not is_subgroup(resolved[i], resolved[i - 1]):
-                raise ValueError(
-                    f"EquiNASNet: groups must be non-increasing with depth, but block {i} "
-                    f"({resolved[i].name}) is not a subgroup of block {i - 1} "
-                    f"({resolved[i - 1].name})"
-                )
+        resolved = _resolve_groups(config, groups)
         if components is not None and config.layer_type != "mixed":
             raise ValueError("EquiNASNet: components are only used with layer_type='mixed'")
         mixed_components = (
             None if components is None else [_resolve(k, "EquiNASNet") for k in components]
         )
         self.config = config
-        d4 = dihedral4()
-        blocks, in_channels, in_group = [], config.in_channels, None
-        for i, group in enumerate(resolved):
-            channels = config.base_channels(i) * coset_index(d4, group)
-            options = {"padding_mode": config.padding_mode, "bias": config.norm == "none"}
-            if config.layer_type == "mixed":
-                cls = MixedLiftingConv2d if i == 0 else MixedGroupConv2d
-                kept = mixed_components
-                if kept is not None:
-                    kept = [k for k in kept if is_subgroup(k, group)]
-                options["components"] = kept
-            else:
-                cls = LiftingConv2d if i == 0 else GroupConv2d
-            if in_group is not None:
-                in_channels *= coset_index(in_group, group)
-            conv = cls(in_channels, channels, config.kernel_size, group, **options)
-            norm = GroupBatchNorm(channels, group) if config.norm == "group_batch" else None
-            blocks.append(EquiNASBlock(conv, norm, config.pools_after(i), in_group))
-            in_channels, in_group = channels, group
+        blocks, in_channels = _build_blocks(config, resolved, mixed_components)
         self.blocks = nn.ModuleList(blocks)
         self.group_pool = GroupPool(config.group_pooling)
         hidden = config.hidden_features or 16 * config.width
@@ -287,7 +340,7 @@ class EquiNASNet(nn.Module):
         x = torch.randn(8, self.config.in_channels, 16, 16, generator=generator).to(ref)
         was_training = self.training
         self.eval()
-        for block in self.blocks:
+        for block in self._typed_blocks():
             x_in = x
             if block.in_group is not None and block.in_group is not block.conv.group:
                 x_in = restrict_feature_map(x, block.in_group, block.conv.group)
@@ -306,7 +359,11 @@ class EquiNASNet(nn.Module):
     @property
     def groups(self) -> tuple[FiniteGroup, ...]:
         """The group of every block (layout groups for mixed blocks)."""
-        return tuple(block.conv.group for block in self.blocks)
+        return tuple(block.conv.group for block in self._typed_blocks())
+
+    def _typed_blocks(self) -> list[EquiNASBlock]:
+        """``self.blocks`` as what they are (``nn.ModuleList`` yields plain modules)."""
+        return cast("list[EquiNASBlock]", list(self.blocks))
 
     def features(self, x: Tensor) -> Tensor:
         """Invariant features ``[N, C_last]`` (group then spatial pooling)."""
@@ -383,27 +440,32 @@ class EquiNASNet(nn.Module):
         new = copy.deepcopy(self)
         if sub is group:
             return new
-        target = new.blocks[block]
-        relaxed = relax(target.conv, sub)
+        old_blocks, new_blocks = self._typed_blocks(), new._typed_blocks()
+        target = new_blocks[block]
+        # layer_type="fixed": block 0 is a LiftingConv2d, the others GroupConv2d.
+        relaxed = relax(cast(LiftingConv2d | GroupConv2d, target.conv), sub)
         if target.in_group is not None:
             prev = target.in_group
-            labels = _labels(self.blocks[block - 1].conv.out_channels, prev)
+            labels = _labels(old_blocks[block - 1].conv.out_channels, prev)
             expected = _restrict(_restrict(labels, prev, group), group, sub)
             provided = _restrict(labels, prev, sub)
-            relaxed = adapt_input_layout(relaxed, expected, provided)
+            relaxed = adapt_input_layout(cast(GroupConv2d, relaxed), expected, provided)
         target.conv = relaxed
         if isinstance(target.norm, GroupBatchNorm):
             target.norm = relax(target.norm, sub)
         if block + 1 < depth:
-            following = new.blocks[block + 1]
+            following = new_blocks[block + 1]
             later = following.conv.group
-            labels = _labels(self.blocks[block].conv.out_channels, group)
+            labels = _labels(old_blocks[block].conv.out_channels, group)
             expected = _restrict(labels, group, later)
             provided = _restrict(_restrict(labels, group, sub), sub, later)
-            following.conv = adapt_input_layout(following.conv, expected, provided)
+            following.conv = adapt_input_layout(
+                cast(GroupConv2d, following.conv), expected, provided
+            )
             following.in_group = sub
         else:
-            new.head[0] = relax_pooled_linear(new.head[0], coset_index(group, sub))
+            first = cast(nn.Linear, new.head[0])
+            new.head[0] = relax_pooled_linear(first, coset_index(group, sub))
         return new
 
 

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,9 @@ class EquiNASPathBlock(nn.Module):
         layer: the block's :class:`~bayesym.layers.paths.PathSum` of subgroup paths.
         pool: whether a :class:`~bayesym.layers.group_pool.SymmetricAvgPool2d` follows.
     """
+
+    layer: PathSum
+    pool: SymmetricAvgPool2d | None
 
     def __init__(self, layer: PathSum, pool: bool) -> None:
         super().__init__()
@@ -104,7 +108,11 @@ class EquiNASPathNet(nn.Module):
     @property
     def subgroups(self) -> tuple[str, ...]:
         """Names of the subgroups with a path in every block."""
-        return tuple(self.blocks[0].layer.paths)
+        return tuple(self._typed_blocks()[0].layer.paths)
+
+    def _typed_blocks(self) -> list[EquiNASPathBlock]:
+        """``self.blocks`` as what they are (``nn.ModuleList`` yields plain modules)."""
+        return cast("list[EquiNASPathBlock]", list(self.blocks))
 
     @torch.no_grad()
     def _unit_moment_init(self) -> None:
@@ -113,7 +121,7 @@ class EquiNASPathNet(nn.Module):
         x = torch.randn(8, self.config.in_channels, 16, 16, generator=generator).to(ref)
         was_training = self.training
         self.eval()
-        for block in self.blocks:
+        for block in self._typed_blocks():
             scale_layer(block.layer, x)
             x = block(x)
         x = self.group_pool(x).mean(dim=(-2, -1))

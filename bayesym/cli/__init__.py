@@ -30,7 +30,8 @@ from bayesym.data.errors import DataError, UnknownTaskError
 
 __all__ = ["SUBCOMMANDS", "CliError", "build_parser", "main"]
 
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+Register = Callable[["argparse._SubParsersAction[_Parser]"], None]
+"""Adds one subcommand to the subparsers of :func:`build_parser` (whose parsers are ``_Parser``)."""
 
 SUBCOMMANDS: tuple[Register, ...] = (data.register, fit.register, compare.register)
 """One ``register(subparsers)`` per subcommand module, in the order shown by ``--help``."""

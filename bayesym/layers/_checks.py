@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
         raise ValueError(
             f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
         )
-    return padding_mode  # type: ignore[return-value]
+    return cast(PaddingMode, padding_mode)  # one of PADDING_MODES, checked above
 
 
 def check_positive_int(value: object, *, name: str, owner: str) -> int:

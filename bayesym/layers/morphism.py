@@ -47,6 +47,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, overload
+
 import torch
 from torch import Tensor, nn
 
@@ -60,7 +62,7 @@ __all__ = ["adapt_input_layout", "relax", "relax_pooled_linear"]
 RelaxableLayer = LiftingConv2d | GroupConv2d | GroupBatchNorm
 
 
-def _check_subgroup(layer: nn.Module, subgroup: FiniteGroup) -> int:
+def _check_subgroup(layer: RelaxableLayer, subgroup: FiniteGroup) -> int:
     group = layer.group
     if not isinstance(subgroup, FiniteGroup):
         raise TypeError(f"relax: subgroup must be a FiniteGroup, got {type(subgroup).__name__}")
@@ -77,13 +79,19 @@ def _check_subgroup(layer: nn.Module, subgroup: FiniteGroup) -> int:
         ) from None
 
 
-def _factory(layer: nn.Module) -> dict:
-    reference = next(iter(layer.parameters()), None)
+def _factory(layer: nn.Module) -> dict[str, Any]:
+    reference: Tensor | None = next(iter(layer.parameters()), None)
     if reference is None:
         reference = next(iter(layer.buffers()))
     return {"device": reference.device, "dtype": reference.dtype}
 
 
+@overload
+def relax(layer: LiftingConv2d, subgroup: FiniteGroup) -> LiftingConv2d: ...
+@overload
+def relax(layer: GroupConv2d, subgroup: FiniteGroup) -> GroupConv2d: ...
+@overload
+def relax(layer: GroupBatchNorm, subgroup: FiniteGroup) -> GroupBatchNorm: ...
 def relax(layer: RelaxableLayer, subgroup: FiniteGroup) -> RelaxableLayer:
     """Function-identical copy of a G-layer parametrised over ``subgroup = H <= G``.
 
@@ -138,6 +146,7 @@ def relax(layer: RelaxableLayer, subgroup: FiniteGroup) -> RelaxableLayer:
         )
         new.weight.copy_(weight)
         if layer.bias is not None:
+            assert new.bias is not None  # built with bias=True just above
             new.bias.copy_(layer.bias.repeat_interleave(copies))
     new.train(layer.training)
     return new
@@ -227,6 +236,7 @@ def adapt_input_layout(layer: GroupConv2d, expected: Tensor, provided: Tensor) -
         gathered = weight[:, a[:, None], source.to(device)]  # [d, a, κ, i, j]
         new.weight[:, sigma.to(device)] = gathered
         if layer.bias is not None:
+            assert new.bias is not None  # built with bias=True just above
             new.bias.copy_(layer.bias)
     new.train(layer.training)
     return new

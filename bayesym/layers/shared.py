@@ -119,6 +119,10 @@ class OrbitSharedLinear(nn.Module):
         True
     """
 
+    orbit_index: torch.Tensor
+    bias_index: torch.Tensor | None
+    orbit_bias: nn.Parameter | None
+
     def __init__(
         self,
         in_group: PermutationGroup,
@@ -205,6 +209,7 @@ class OrbitSharedLinear(nn.Module):
         if out_spatial is not None:
             out_group = grid_group(transforms, out_spatial)
         else:
+            assert out_features is not None  # exactly one of the two is given (checked above)
             out_group = PermutationGroup.trivial(out_features, in_group.names)
         orbits = grid_pair_orbits(in_group.names, in_spatial, out_spatial, out_features)
         return cls(in_group, out_group, bias=bias, orbits=orbits)

@@ -234,6 +234,7 @@ class DatasetData:
     @property
     def num_data(self) -> int:
         """``N = len(dataset)``."""
+        # Dataset is not Sized in torch's stubs; training_data admits only sized ones
         return len(self.dataset)  # type: ignore[arg-type]
 
     def batches(self, size: int, seed: int | None) -> Iterator[Batch]:
@@ -264,7 +265,7 @@ def loader_points(loader: DataLoader) -> Tensor | None:
     indices = getattr(sampler, "indices", None)
     if indices is not None:
         return torch.as_tensor(list(indices), dtype=torch.long)
-    n = len(loader.dataset)  # type: ignore[arg-type]
+    n = len(loader.dataset)  # type: ignore[arg-type]  # a map-style Dataset (not Sized in stubs)
     full_random = (
         isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == n
     )
@@ -309,7 +310,7 @@ class BatchData:
             index = self.points if subset is None else self.points[subset]
             ordered = DataLoader(
                 loader.dataset,
-                batch_sampler=BatchSampler(index.tolist(), size, drop_last=False),  # type: ignore[arg-type]
+                batch_sampler=BatchSampler(index.tolist(), size, drop_last=False),
                 collate_fn=loader.collate_fn,
                 num_workers=loader.num_workers,
                 pin_memory=loader.pin_memory,
@@ -341,6 +342,18 @@ def _count(source: Iterable[Any], what: str) -> int:
     return total
 
 
+def _loader_data(loader: DataLoader, what: str) -> BatchData:
+    """A DataLoader's source: its points when it samples a fixed set, else its length."""
+    points = loader_points(loader)
+    if points is not None:
+        return BatchData(loader, what, len(points), points)
+    try:  # Sampler is not Sized in torch's stubs; one without __len__ raises TypeError here
+        n = len(loader.sampler)  # type: ignore[arg-type]
+    except TypeError:
+        n = _count(loader, what)
+    return BatchData(loader, what, n)
+
+
 def training_data(data: Any, what: str = "training") -> TensorData | DatasetData | BatchData:
     """The source of ``data`` (see the module docstring).
 
@@ -362,14 +375,7 @@ def training_data(data: Any, what: str = "training") -> TensorData | DatasetData
             )
         return TensorData(*data)
     if isinstance(data, DataLoader):
-        points = loader_points(data)
-        if points is not None:
-            return BatchData(data, what, len(points), points)
-        try:
-            n = len(data.sampler)  # type: ignore[arg-type]
-        except TypeError:
-            n = _count(data, what)
-        return BatchData(data, what, n)
+        return _loader_data(data, what)
     if isinstance(data, IterableDataset):
         raise TypeError(
             f"{what} data: an IterableDataset yields single items; wrap it in "

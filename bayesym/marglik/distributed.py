@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -130,6 +130,7 @@ class DataParallel:
                 f"hold at least {self.world_size} points, got one of {size}; choose another "
                 "batch size"
             )
+        local: Tensor | dict[str, Any]
         if isinstance(x, Mapping):
             local = {k: v[part] if isinstance(v, Tensor) else v for k, v in x.items()}
         else:
@@ -187,7 +188,7 @@ class DataParallel:
         """``read()`` evaluated on rank 0 and sent to every rank (e.g. a checkpoint)."""
         box = [read() if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
-        return box[0]  # type: ignore[return-value]
+        return cast(T, box[0])  # rank 0 sent read()'s value to every rank
 
     @contextlib.contextmanager
     def collective_errors(self, checkpoint: Path | None) -> Iterator[None]:

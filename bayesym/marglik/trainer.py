@@ -61,7 +61,7 @@ from bayesym.marglik.objective import (
     log_marginal_likelihood,
 )
 from bayesym.priors import GaussianPrior
-from curvature import KFACConfig, compute_kfac
+from curvature import KFAC, KFACConfig, compute_kfac
 from curvature.plan import block_specs
 
 __all__ = ["MarglikConfig", "MarglikTrainer", "NonFiniteLossError", "TrainingData"]
@@ -237,7 +237,7 @@ class MarglikTrainer:
         )
         params = [p for p in model.parameters() if p.requires_grad]
         if self.config.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.config.lr)
         else:
             self.optimizer = torch.optim.SGD(params, lr=self.config.lr, momentum=0.9)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -250,7 +250,7 @@ class MarglikTrainer:
         self.history: list[EpochRecord] = []
         self.best: dict[str, Any] | None = None
         self.epoch = 0  # next epoch to run
-        self.last_kfac = None
+        self.last_kfac: KFAC | None = None
         # data-parallel training when a process group of several ranks is initialised
         self.parallel = DataParallel.detect()
         self.map_model = model if self.parallel is None else self.parallel.wrap(model)

@@ -62,8 +62,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -114,7 +115,7 @@ class _ACEConfig:
     prior_precision: float = 1.0
     gamma_init: float = 1.0
     dual_lr: float = 1e-3
-    dual_optimizer: str = "ascent"
+    dual_optimizer: Literal["ascent", "adam"] = "ascent"
     augmentation: float = 0.5
     gamma_tolerance: float = 1e-3
     init: str = "equivariant"
@@ -151,7 +152,7 @@ class _ACEConfig:
         return DualSettings(
             "equality",
             dual_lr=self.dual_lr,
-            dual_optimizer=self.dual_optimizer,  # type: ignore[arg-type]
+            dual_optimizer=self.dual_optimizer,
             augmentation=self.augmentation,
         )
 
@@ -208,7 +209,7 @@ class ACEResilientConfig(_ACEConfig):
             dual_lr=self.dual_lr,
             rho=self.rho,
             slack_lr=self.slack_lr,
-            dual_optimizer=self.dual_optimizer,  # type: ignore[arg-type]
+            dual_optimizer=self.dual_optimizer,
             augmentation=self.augmentation,
         )
 
@@ -307,7 +308,7 @@ class _ACESelector(Selector):
             history, start = list(state["history"]), int(state["epoch"])
 
         def vector() -> torch.Tensor:
-            return torch.stack(gammas)
+            return torch.stack(tuple(gammas))
 
         n = len(train)
         bar = tqdm(
@@ -469,6 +470,11 @@ class _ACESelector(Selector):
         return result
 
 
+def _eq_output(layer: HomotopicLayer, inputs: torch.Tensor) -> torch.Tensor:
+    """The output of ``layer``'s equivariant path ``f_eq`` on ``inputs``."""
+    return layer.path_outputs(inputs)["eq"]
+
+
 @torch.no_grad()
 def equivariant_unit_moment(model: nn.Module, shape: DataShape, probe_size: int = 8) -> None:
     r"""Rescale every :math:`f_{eq}` so that the :math:`\gamma := 0` network has unit moments.
@@ -493,10 +499,7 @@ def equivariant_unit_moment(model: nn.Module, shape: DataShape, probe_size: int 
         with equivariant_projection(model):
             for layer in layers:
                 inputs = _layer_input(model, layer, x)
-                scale_to_unit_moment(
-                    layer.paths["eq"],
-                    lambda layer=layer, inputs=inputs: layer.path_outputs(inputs)["eq"],
-                )
+                scale_to_unit_moment(layer.paths["eq"], partial(_eq_output, layer, inputs))
     finally:
         model.train(was_training)
 

@@ -31,6 +31,8 @@ from bayesym.selectors.jsonable import jsonable
 from bayesym.selectors.run_dir import claim_run_dir, finish_run, run_identity
 
 if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
+
     from bayesym.selectors.spaces.base import SearchSpace
 
 __all__ = ["LayerChoice", "SelectionResult", "SelectionRun", "Selector", "parameter_count"]
@@ -190,7 +192,8 @@ class Selector(ABC):
 
     name: ClassVar[str]
     spaces: ClassVar[frozenset[str]]
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[DataclassInstance]]
+    config: DataclassInstance
 
     def __init__(self, config: Any = None) -> None:
         if config is None:

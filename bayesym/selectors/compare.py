@@ -159,6 +159,7 @@ class CompareConfig:
             ValueError: for an option the space does not have (listing the ones it has).
         """
         space_class = SPACES[self.space]
+        # every registered space is a dataclass; type[SearchSpace] cannot say so
         known = {f.name for f in dataclasses.fields(space_class)}  # type: ignore[arg-type]
         unknown = sorted(set(self.space_options) - known)
         if unknown:

@@ -144,7 +144,7 @@ class ReplayMemory:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.transitions = [tuple(t) for t in state["transitions"]]  # type: ignore[misc]
+        self.transitions = [tuple(t) for t in state["transitions"]]
         self._next = int(state["next"])
 
 

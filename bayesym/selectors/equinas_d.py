@@ -322,10 +322,11 @@ def search_orders(size: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
     batches of a step are independent uniform draws from the training split.
     """
     base = (seed * 1_000_003 + epoch) * 2
-    return tuple(  # type: ignore[return-value]
+    weights_order, architecture_order = (
         torch.randperm(size, generator=torch.Generator().manual_seed(base + stream))
         for stream in (0, 1)
     )
+    return weights_order, architecture_order
 
 
 # --- the selector ---------------------------------------------------------------------------------

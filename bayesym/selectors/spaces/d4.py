@@ -47,12 +47,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 from torch import nn
 
-from bayesym.backbones.equinas import NORMS, EquiNASConfig, EquiNASNet
-from bayesym.backbones.equinas_paths import EquiNASPathNet
+from bayesym.backbones.equinas import NORMS, EquiNASBlock, EquiNASConfig, EquiNASNet
+from bayesym.backbones.equinas_paths import EquiNASPathBlock, EquiNASPathNet
 from bayesym.groups.d4 import D4_SUBGROUP_NAMES, d4_subgroup
 from bayesym.groups.finite import is_subgroup
 from bayesym.layers._checks import check_positive_int
@@ -208,7 +208,7 @@ class D4SubgroupSpace(SearchSpace):
         self._check_norm_free("relaxed network")
         return EquiNASPathNet(self.equinas_config(shape), self.relaxed_subgroups)
 
-    def residual_network(self, shape: DataShape) -> tuple[nn.Module, str, str]:
+    def residual_network(self, shape: DataShape) -> tuple[EquiNASPathNet, str, str]:
         """The norm-free network with the :attr:`residual_paths` in every block.
 
         Raises:
@@ -226,7 +226,7 @@ class D4SubgroupSpace(SearchSpace):
         """
         self._check_norm_free("homotopic network")
         net, eq, neq = self.residual_network(shape)
-        for block in net.blocks:
+        for block in _path_blocks(net):
             block.layer = homotopic_from_paths(block.layer, eq, neq)
         return net
 
@@ -244,7 +244,7 @@ class D4SubgroupSpace(SearchSpace):
         if isinstance(model, EquiNASPathNet):
             return tuple(
                 _path_choice(f"blocks.{b}.layer", block.layer)
-                for b, block in enumerate(model.blocks)
+                for b, block in enumerate(_path_blocks(model))
             )
         if not isinstance(model, EquiNASNet):
             raise TypeError(
@@ -252,7 +252,7 @@ class D4SubgroupSpace(SearchSpace):
                 f"{type(model).__name__}"
             )
         choices = []
-        for b, block in enumerate(model.blocks):
+        for b, block in enumerate(cast("list[EquiNASBlock]", list(model.blocks))):
             conv, layer = block.conv, f"blocks.{b}.conv"
             if isinstance(conv, (MixedLiftingConv2d, MixedGroupConv2d)):
                 z = conv.architecture_weights().detach().tolist()
@@ -277,6 +277,11 @@ def _prior_groups(name: str) -> tuple[str, str]:
     if not is_subgroup(d4_subgroup(sub), d4_subgroup(group)):
         raise ValueError(f"D4SubgroupSpace: {sub} is not a subgroup of {group} in {name!r}")
     return sub, group
+
+
+def _path_blocks(net: EquiNASPathNet) -> list[EquiNASPathBlock]:
+    """The blocks of ``net`` as what they are (``nn.ModuleList`` yields plain modules)."""
+    return cast("list[EquiNASPathBlock]", list(net.blocks))
 
 
 def _path_choice(name: str, layer: PathSum) -> LayerChoice:
