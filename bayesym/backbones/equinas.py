@@ -66,7 +66,7 @@ from bayesym.layers.group_pool import GroupPool, SymmetricAvgPool2d
 from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
 from bayesym.layers.morphism import adapt_input_layout, relax, relax_pooled_linear
 
-__all__ = ["NORMS", "EquiNASBlock", "EquiNASConfig", "EquiNASNet"]
+__all__ = ["NORMS", "EquiNASBlock", "EquiNASConfig", "EquiNASNet", "PooledBlockNet"]
 
 GroupSpec = str | FiniteGroup
 BlockConv = LiftingConv2d | GroupConv2d | MixedLiftingConv2d | MixedGroupConv2d
@@ -274,7 +274,58 @@ def _build_blocks(
     return blocks, in_channels
 
 
-class EquiNASNet(nn.Module):
+class PooledBlockNet(nn.Module):
+    """What the EquiNAS networks share: blocks, group then spatial pooling, an MLP head.
+
+    Subclasses build :attr:`blocks`, :attr:`group_pool` and :attr:`head` and say how one block
+    is rescaled at initialisation (:meth:`_scale_block`); the invariant features, the logits
+    and the unit-moment initialisation (LSUV, module docstring) are common.
+    """
+
+    config: EquiNASConfig
+    blocks: nn.ModuleList
+    group_pool: GroupPool
+    head: nn.Sequential
+
+    def _scale_block(self, block: nn.Module, x: Tensor) -> None:
+        """Rescale ``block``'s layer to a unit output moment on its input ``x``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _unit_moment_init(self) -> None:
+        """LSUV rescaling of every block and of the head's linear layers, in network order."""
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        ref = next(self.parameters())
+        x = torch.randn(8, self.config.in_channels, 16, 16, generator=generator).to(ref)
+        was_training = self.training
+        self.eval()
+        for block in self.blocks:
+            self._scale_block(block, x)
+            x = block(x)
+        x = self.group_pool(x).mean(dim=(-2, -1))
+        for module in self.head:
+            if isinstance(module, nn.Linear):
+                scale_layer(module, x)
+            x = module(x)
+        self.train(was_training)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Invariant features ``[N, C_last]`` (group then spatial pooling)."""
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expected images [N, {self.config.in_channels}, H, W], "
+                f"got {list(x.shape)}"
+            )
+        for block in self.blocks:
+            x = block(x)
+        return self.group_pool(x).mean(dim=(-2, -1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [N, C_in, H, W]`` -> logits ``[N, num_classes]``."""
+        return self.head(self.features(x))
+
+
+class EquiNASNet(PooledBlockNet):
     """The EquiNAS network with one group per block (module docstring).
 
     Args:
@@ -332,29 +383,15 @@ class EquiNASNet(nn.Module):
         if config.norm == "none":
             self._unit_moment_init()
 
-    @torch.no_grad()
-    def _unit_moment_init(self) -> None:
-        """LSUV rescaling of every convolution and linear layer (module docstring)."""
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        ref = next(self.parameters())
-        x = torch.randn(8, self.config.in_channels, 16, 16, generator=generator).to(ref)
-        was_training = self.training
-        self.eval()
-        for block in self._typed_blocks():
-            x_in = x
-            if block.in_group is not None and block.in_group is not block.conv.group:
-                x_in = restrict_feature_map(x, block.in_group, block.conv.group)
-            if isinstance(block.conv, (MixedLiftingConv2d, MixedGroupConv2d)):
-                _scale_mixed(block.conv, x_in)
-            else:
-                scale_layer(block.conv, x_in)
-            x = block(x)
-        x = self.group_pool(x).mean(dim=(-2, -1))
-        for module in self.head:
-            if isinstance(module, nn.Linear):
-                scale_layer(module, x)
-            x = module(x)
-        self.train(was_training)
+    def _scale_block(self, block: nn.Module, x: Tensor) -> None:
+        """Unit output moment for the block's convolution on its (re-read) input ``x``."""
+        block = cast(EquiNASBlock, block)
+        if block.in_group is not None and block.in_group is not block.conv.group:
+            x = restrict_feature_map(x, block.in_group, block.conv.group)
+        if isinstance(block.conv, (MixedLiftingConv2d, MixedGroupConv2d)):
+            _scale_mixed(block.conv, x)
+        else:
+            scale_layer(block.conv, x)
 
     @property
     def groups(self) -> tuple[FiniteGroup, ...]:
@@ -364,21 +401,6 @@ class EquiNASNet(nn.Module):
     def _typed_blocks(self) -> list[EquiNASBlock]:
         """``self.blocks`` as what they are (``nn.ModuleList`` yields plain modules)."""
         return cast("list[EquiNASBlock]", list(self.blocks))
-
-    def features(self, x: Tensor) -> Tensor:
-        """Invariant features ``[N, C_last]`` (group then spatial pooling)."""
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"EquiNASNet: expected images [N, {self.config.in_channels}, H, W], "
-                f"got {list(x.shape)}"
-            )
-        for block in self.blocks:
-            x = block(x)
-        return self.group_pool(x).mean(dim=(-2, -1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x: [N, C_in, H, W]`` -> logits ``[N, num_classes]``."""
-        return self.head(self.features(x))
 
     # --- relaxation (EquiNAS_E) ------------------------------------------------------------
     def relaxations(self) -> tuple[tuple[int, FiniteGroup], ...]:

@@ -15,7 +15,7 @@ each of the ``P`` paths of a block with ``1/P`` of the unit output moment
 
 Example:
     >>> import torch
-    >>> from bayesym.backbones.equinas import EquiNASConfig
+    >>> from bayesym.backbones.equinas import EquiNASConfig, PooledBlockNet
     >>> net = EquiNASPathNet(EquiNASConfig(width=1, depth=2, norm="none"), ("C1", "D4"))
     >>> list(net.blocks[0].layer.paths), net(torch.randn(2, 1, 8, 8)).shape
     (['C1', 'D4'], torch.Size([2, 10]))
@@ -29,7 +29,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from bayesym.backbones.equinas import EquiNASConfig
+from bayesym.backbones.equinas import EquiNASConfig, PooledBlockNet
 from bayesym.backbones.initialisation import scale_layer
 from bayesym.groups.d4 import dihedral4
 from bayesym.groups.finite import FiniteGroup
@@ -62,7 +62,7 @@ class EquiNASPathBlock(nn.Module):
         return x if self.pool is None else self.pool(x)
 
 
-class EquiNASPathNet(nn.Module):
+class EquiNASPathNet(PooledBlockNet):
     """Norm-free EquiNAS network with one path per subgroup in every block (module docstring).
 
     Args:
@@ -114,34 +114,6 @@ class EquiNASPathNet(nn.Module):
         """``self.blocks`` as what they are (``nn.ModuleList`` yields plain modules)."""
         return cast("list[EquiNASPathBlock]", list(self.blocks))
 
-    @torch.no_grad()
-    def _unit_moment_init(self) -> None:
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        ref = next(self.parameters())
-        x = torch.randn(8, self.config.in_channels, 16, 16, generator=generator).to(ref)
-        was_training = self.training
-        self.eval()
-        for block in self._typed_blocks():
-            scale_layer(block.layer, x)
-            x = block(x)
-        x = self.group_pool(x).mean(dim=(-2, -1))
-        for module in self.head:
-            if isinstance(module, nn.Linear):
-                scale_layer(module, x)
-            x = module(x)
-        self.train(was_training)
-
-    def features(self, x: Tensor) -> Tensor:
-        """Invariant features ``[N, C_last]`` (group then spatial pooling)."""
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"EquiNASPathNet: expected images [N, {self.config.in_channels}, H, W], "
-                f"got {list(x.shape)}"
-            )
-        for block in self.blocks:
-            x = block(x)
-        return self.group_pool(x).mean(dim=(-2, -1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x: [N, C_in, H, W]`` -> logits ``[N, num_classes]``."""
-        return self.head(self.features(x))
+    def _scale_block(self, block: nn.Module, x: Tensor) -> None:
+        """Unit output moment for the block's path sum, ``1/K`` per path."""
+        scale_layer(cast(EquiNASPathBlock, block).layer, x)
