@@ -12,6 +12,10 @@
 #   bash benchmarks/gpu_checks.sh distributed # CPU cores, not the GPU: data-parallel marglik on 1 vs 2 and 4
 #                                             # gloo processes (distributed_speed.py; Ray part skipped where
 #                                             # Ray is not installed), ~4 min (estimated)
+#   bash benchmarks/gpu_checks.sh selectors   # every D4-space selector and the baselines through
+#                                             # `bayesym compare --device cuda` (1 seed, 1000 images,
+#                                             # 6 epochs), then the same on the CPU: same choices? ~4 min
+#                                             # (estimated)
 #   bash benchmarks/gpu_checks.sh multigroup  # Table 3 on Fashion-MNIST: both GCONV variants x plain, rot90,
 #                                             # rotated, 3 seeds each, 2000 images, 60 epochs, a hyper step per
 #                                             # epoch after 15: six processes at once, ~8 min (estimated)
@@ -37,6 +41,14 @@ distributed)
     for r in 2 4; do
         python3 benchmarks/distributed_speed.py --ranks "$r" --threads 1 --output "distributed_speed_${r}ranks"
     done ;;
+selectors)
+    for dev in cuda cpu; do
+        bayesym compare --task rotated-fmnist --space d4 --device "$dev" --threads 1 --quiet \
+            --selectors static,marglik,rpp,equinas-e,equinas-d,ace-eq,ace-resilient \
+            --baselines C1,D4 --seeds 0 --budget-epochs 6 --train-size 1000 --val-size 300 \
+            --test-size 2000 --out "runs/gpu_selectors_$dev"
+    done
+    cat runs/gpu_selectors_cuda/compare.md runs/gpu_selectors_cpu/compare.md ;;
 multigroup)
     for v in full paper; do for d in plain rot90 rotated; do
         python3 benchmarks/reproduce_multigroup.py --device cuda --threads 1 --data fashion-mnist \
@@ -47,5 +59,5 @@ multigroup)
     python3 benchmarks/reproduce_multigroup.py --output gpu_table3 \
         --summary benchmarks/results/gpu_table3_{full,paper}_*.json ;;
 *)
-    echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|kfac|zoo|distributed|multigroup" >&2; exit 2 ;;
+    echo "usage: bash benchmarks/gpu_checks.sh tests|speed [B]|kfac|zoo|distributed|selectors|multigroup" >&2; exit 2 ;;
 esac
