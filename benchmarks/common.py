@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -100,6 +101,10 @@ def median(values: list[float]) -> float:
 
 
 def write_json(name: str, payload: dict) -> Path:
+    """Write ``results/<name>.json`` (an ``out`` directory inside the repository: relative)."""
+    out = payload.get("out")
+    if isinstance(out, str) and Path(out).is_absolute() and Path(out).is_relative_to(REPOSITORY):
+        payload = {**payload, "out": str(Path(out).relative_to(REPOSITORY))}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
