@@ -1,10 +1,18 @@
-"""Shared pytest set-up: every test (and doctest) starts seeded and restores the default dtype."""
+"""Shared pytest set-up: every test (and doctest) starts seeded and restores the default dtype.
 
+Under pytest-xdist (`pytest -n N`) every worker runs one torch thread: N workers with one OpenMP
+thread per core each would stall one another at every parallel region.
+"""
+
+import os
 import random
 
 import numpy as np
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
