@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from bayesym.cli.errors import CliError
-from bayesym.cli.options import DEFAULT_THREADS, set_threads
+from bayesym.cli.options import add_session_options, set_threads
 from bayesym.runs import resolve_device
 from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
@@ -180,17 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=None, help="width of the space's networks")
     parser.add_argument("--root", type=Path, default=None, help="Fashion-MNIST directory")
     parser.add_argument("--out", required=True, help="output directory (resumed if it exists)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or cell lines")
-    parser.add_argument(
-        "--device", default="cpu", help="where to train: cpu (default), cuda or cuda:N"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=f"torch intra-op threads (default: {DEFAULT_THREADS}, fast on a machine whose "
-        "cores other processes share; more can pay for wide networks on idle cores)",
-    )
+    add_session_options(parser, quiet_help="no progress bars or cell lines")
     parser.add_argument(
         "--executor",
         choices=("serial", "ray"),

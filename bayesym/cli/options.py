@@ -183,9 +183,11 @@ def run_config_from_args(
         raise CliError(str(err)) from None
 
 
-def add_session_options(parser: argparse.ArgumentParser) -> None:
+def add_session_options(
+    parser: argparse.ArgumentParser, quiet_help: str = "no progress bar"
+) -> None:
     """Add ``--quiet``, ``--device`` and ``--threads``: how a run is shown and where it runs."""
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
     parser.add_argument(
         "--device", default="cpu", help="where to train: cpu (default), cuda or cuda:N"
     )
