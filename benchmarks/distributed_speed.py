@@ -79,15 +79,18 @@ def worker(n: int, batch_size: int, repeats: int, out: str) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         torch.distributed.init_process_group("gloo")
+    from bayesym.marglik.data import training_data
+
     trainer, x, y = _trainer(n, batch_size)
-    trainer._map_epoch(x, y, 0)  # warm-up: allocations, DDP buckets, first KFAC
-    trainer._hyper_step(x, y, 0)
+    source = training_data((x, y))  # what MarglikTrainer.fit trains on
+    trainer._map_epoch(source, 0)  # warm-up: allocations, DDP buckets, first KFAC
+    trainer._hyper_step(source, 0)
     map_s, hyper_s = [], []
     for epoch in range(1, repeats + 1):
         start = time.perf_counter()
-        trainer._map_epoch(x, y, epoch)
+        trainer._map_epoch(source, epoch)
         middle = time.perf_counter()
-        trainer._hyper_step(x, y, epoch)
+        trainer._hyper_step(source, epoch)
         map_s.append(middle - start)
         hyper_s.append(time.perf_counter() - middle)
     kfac = trainer.last_kfac
@@ -142,10 +145,13 @@ def launch(ranks: int, args: argparse.Namespace, out: Path) -> dict:
 # ------------------------------------------------------------------------------ candidates
 def train_candidate(shared: dict, seed: int) -> float:
     """One candidate: a seeded CNN, MAP-trained for ``shared['epochs']`` epochs; final loss."""
+    from bayesym.marglik.data import training_data
+
     trainer, x, y = _trainer(shared["n"], shared["batch_size"], seed=seed, learn_prior=False)
+    source = training_data((x, y))
     total = 0.0
     for epoch in range(shared["epochs"]):
-        total, _, _ = trainer._map_epoch(x, y, epoch)
+        total = trainer._map_epoch(source, epoch)[0]
     return total / shared["n"]
 
 
