@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
-    parser.add_argument("--output", default="kfac_speed")
+    parser.add_argument(
+        "--output", default=None, help="results/NAME.json (default: kfac_speed[_quick])"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
     args.device = str(resolve_device(args.device))
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{results[name]['speedup_exact_vs_fastest_laplace_exact']:.2f}x"
         )
     payload = {"config": vars(args), "environment": environment(), "results": results}
-    path = write_json(args.output, payload)
+    name = args.output or "kfac_speed" + ("_quick" if args.quick else "")
+    path = write_json(name, payload)
     print(f"\nwrote {path}")
     return payload
 

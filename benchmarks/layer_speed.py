@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--no-kfac", action="store_true", help="skip part 2")
     parser.add_argument("--quick", action="store_true", help="14x14 only, 15/6 repeats (~40 s)")
-    parser.add_argument("--output", default="layer_speed")
+    parser.add_argument(
+        "--output", default=None, help="results/NAME.json (default: layer_speed[_quick])"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.kfac_repeats = [14], 15, 6
@@ -343,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_time_s": wall,
         "results": results,
     }
-    path = write_json(args.output, payload)
+    name = args.output or "layer_speed" + ("_quick" if args.quick else "")
+    path = write_json(name, payload)
     print(f"wrote {path}")
     return payload
 

@@ -200,7 +200,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
-    parser.add_argument("--output", default="marglik_speed")
+    parser.add_argument(
+        "--output", default=None, help="results/NAME.json (default: marglik_speed[_quick])"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
         "--warmup",
@@ -295,7 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = {k: v for k, v in vars(args).items() if k != "build"}
     payload = {"config": config, "environment": environment(), "runs": results,
                "summary": summary}  # fmt: skip
-    print(f"wrote {write_json(args.output, payload)}")
+    name = args.output or "marglik_speed" + ("_quick" if args.quick else "")
+    print(f"wrote {write_json(name, payload)}")
     return payload
 
 
