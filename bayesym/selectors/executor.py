@@ -29,11 +29,14 @@ Result = TypeVar("Result")
 
 
 class CandidateExecutor(ABC):
-    """Runs ``fn(shared, item)`` for every item and returns the results in order."""
+    """Runs ``fn(shared, item)`` for every item and returns the results in order.
+
+    Subclasses implement :meth:`run_all`; :meth:`map` holds them to the contract (one result
+    per item, in order, nothing dropped).
+    """
 
     name: str = "executor"
 
-    @abstractmethod
     def map(
         self,
         fn: Callable[[Any, Item], Result],
@@ -45,8 +48,20 @@ class CandidateExecutor(ABC):
 
         Raises:
             CandidateFailed: if a candidate fails after the executor's retries (the message
-                names the candidate); no result is silently dropped.
+                names the candidate), or the executor returned a result for other than every
+                candidate; no result is silently dropped.
         """
+        items = list(items)
+        results = self.run_all(fn, items, shared) if items else []
+        if len(results) != len(items):
+            raise CandidateFailed(
+                f"{type(self).__name__} returned {len(results)} results for {len(items)} candidates"
+            )
+        return results
+
+    @abstractmethod
+    def run_all(self, fn: Callable[[Any, Item], Result], items: list[Item], shared: Any) -> list:
+        """The results of ``fn(shared, item)`` for every item of a non-empty list, in order."""
 
 
 class CandidateFailed(RuntimeError):
@@ -58,12 +73,6 @@ class SerialExecutor(CandidateExecutor):
 
     name = "serial"
 
-    def map(
-        self,
-        fn: Callable[[Any, Item], Result],
-        items: Sequence[Item],
-        *,
-        shared: Any = None,
-    ) -> list[Result]:
+    def run_all(self, fn: Callable[[Any, Item], Result], items: list[Item], shared: Any) -> list:
         """``[fn(shared, item) for item in items]``."""
         return [fn(shared, item) for item in items]

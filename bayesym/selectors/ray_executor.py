@@ -32,7 +32,7 @@ Example (needs Ray; starts a local instance of two CPUs):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -132,21 +132,13 @@ class RayExecutor(CandidateExecutor):
             self._started = True
         return ray
 
-    def map(
-        self,
-        fn: Callable[[Any, Item], Result],
-        items: Sequence[Item],
-        *,
-        shared: Any = None,
-    ) -> list[Result]:
-        """``[fn(shared, item) for item in items]``, each item a Ray task; in order.
+    def run_all(self, fn: Callable[[Any, Item], Result], items: list[Item], shared: Any) -> list:
+        """Every item a Ray task; the results in order.
 
         Raises:
             CandidateFailed: naming the first item (in order) whose task failed after the
                 retries, with the cause.
         """
-        if not items:
-            return []
         ray = self._connect()
         task = ray.remote(
             num_cpus=self.threads, num_gpus=self.gpus_per_task, max_retries=self.max_retries
