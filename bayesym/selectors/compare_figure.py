@@ -73,6 +73,14 @@ def _accuracy_panel(ax: Any, summary: Sequence[Mapping[str, Any]], colours: list
     ax.legend(fontsize=8, loc="best")
 
 
+def _cell_label(choice: str, width: int = 16, lines: int = 3) -> str:
+    """``choice`` fitted into a cell: tied choices (``a/b``) one per line, long names cut."""
+    parts = [p if len(p) <= width else p[: width - 1] + "…" for p in choice.split("/")]
+    if len(parts) > lines:
+        parts = [*parts[: lines - 1], f"+{len(parts) - lines + 1} more"]
+    return "\n".join(parts)
+
+
 def _choices_panel(ax: Any, summary: Sequence[Mapping[str, Any]]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -88,7 +96,8 @@ def _choices_panel(ax: Any, summary: Sequence[Mapping[str, Any]]) -> None:
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(kinds) - 0.5, aspect="auto")
     for r, row in enumerate(rows):
         for col, layer in enumerate(layers):
-            ax.text(col, r, row.get(layer, ""), ha="center", va="center", fontsize=7)
+            label = _cell_label(row.get(layer, ""))
+            ax.text(col, r, label, ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(layers)), layers)
     ax.set_yticks(range(len(summary)), [s["selector"] for s in summary])
     ax.set_xlabel("layer (block)")
