@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -98,6 +100,15 @@ def time_interleaved(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """``python benchmarks/<script> ARGS``: the command that reproduces this run.
+
+    ``argv`` is what ``main`` received (``None``: the process's own arguments).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *map(shlex.quote, args)])
 
 
 def write_json(name: str, payload: dict) -> Path:

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import environment, write_json
+from common import command_line, environment, write_json
 
 from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.compare_report import paired_difference
@@ -121,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compare(config, out, device=args.device, progress=not args.quiet)
     payload = json.loads((out / "compare.json").read_text())
     result = {
-        "command": "python benchmarks/compare_selectors.py "
-        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "command": command_line(__file__, argv),
         "environment": environment(),
         "seconds_this_session": time.perf_counter() - start,
         "out": str(out),

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, environment
+from common import RESULTS, command_line, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("quadrant-digits", "quadrant-position-digits")
@@ -152,7 +152,7 @@ def main() -> None:
                 summary[v][f"{k}_ratio_to_threads1"] = medians[v][k] / medians["threads1"][k]
     payload = {
         "environment": environment(),
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": command_line(__file__),
         "demo_arguments": demo,
         "busy_process": not args.no_busy,
         "torch_default_threads": torch_threads,

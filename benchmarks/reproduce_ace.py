@@ -39,16 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import environment, write_json
+from common import command_line, environment, write_json
 
 from bayesym.selectors.compare import CellResult, CompareConfig, compare
 from bayesym.selectors.compare_report import paired_difference
@@ -252,8 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[role] = compare(config, out / role, device=args.device, progress=not args.quiet)
         payloads[role] = json.loads((out / role / "compare.json").read_text())
     result = {
-        "command": "python benchmarks/reproduce_ace.py "
-        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "command": command_line(__file__, argv),
         "environment": environment(),
         "seconds_this_session": time.perf_counter() - start,
         "out": str(out),

@@ -43,15 +43,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, environment
+from common import RESULTS, command_line, environment
 
 from bayesym.groups.pixel_transforms import TRANSFORM_NAMES
 from bayesym.layers.shared import PeriodicSharingWarning
@@ -229,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             run_cell(args, payload, space, task, seed, task != SINGLE_TASK, log)
     payload["acceptance"] = acceptance(args, payload)
     payload["environment"] = environment()
-    payload["command"] = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    payload["command"] = command_line(__file__, argv)
     payload["seconds_this_session"] = time.perf_counter() - start
     save(args, payload)
     runs = {

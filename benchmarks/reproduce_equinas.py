@@ -45,14 +45,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import environment, write_json
+from common import command_line, environment, write_json
 from equinas_d_claims import mixture_claims
 
 from bayesym.selectors.compare import CompareConfig, compare
@@ -283,8 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compare(config, out, device=args.device, progress=not args.quiet)
     payload = json.loads((out / "compare.json").read_text())
     result = {
-        "command": "python benchmarks/reproduce_equinas.py "
-        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "command": command_line(__file__, argv),
         "environment": environment(),
         "seconds_this_session": time.perf_counter() - start,
         "out": str(out),
