@@ -100,3 +100,35 @@ def replace(config, **changes):
     if training:
         top["training"] = dataclasses.replace(config.training, **training)
     return dataclasses.replace(config, **top)
+
+
+def record_data_loads(monkeypatch) -> list[tuple[str, bool]]:
+    """Record every task loaded, as ``(split, inside a selector's fit)``.
+
+    Guards the one ``Selector.fit`` every registered selector inherits, and the two places a
+    task is loaded (the data registry and the selection split).
+    """
+    import bayesym.data.registry as data_registry
+    import bayesym.selectors.split as split_module
+    from bayesym.selectors import Selector
+
+    inside_fit, loads = [False], []
+    fit = Selector.fit
+
+    def guarded_fit(self, *args, **kwargs):
+        inside_fit[0] = True
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            inside_fit[0] = False
+
+    original = data_registry.make_task
+
+    def recording_make_task(task, split, *args, **kwargs):
+        loads.append((split, inside_fit[0]))
+        return original(task, split, *args, **kwargs)
+
+    monkeypatch.setattr(Selector, "fit", guarded_fit)
+    monkeypatch.setattr(data_registry, "make_task", recording_make_task)
+    monkeypatch.setattr(split_module, "make_task", recording_make_task)
+    return loads

@@ -7,11 +7,9 @@ from typing import ClassVar
 
 import pytest
 import torch
-from selector_toys import digits, without_time
+from selector_toys import digits, record_data_loads, without_time
 
-import bayesym.data.registry as data_registry
 import bayesym.selectors.compare as compare_module
-import bayesym.selectors.split as split_module
 from bayesym.data import ImageDataset
 from bayesym.marglik import MarglikTrainer
 from bayesym.selectors import (
@@ -75,32 +73,10 @@ def _rows_of(images):
 
 
 def test_no_selector_can_reach_the_test_split(monkeypatch, tmp_path):
-    """A spy sees exactly train and valid; no registered selector loads data inside fit."""
+    """A spy sees exactly train and valid; no selector loads data inside fit."""
     monkeypatch.setitem(SELECTORS, "spy", SpySelector)
     SpySelector.received.clear()
-    inside_fit = [False]
-    loads = []
-
-    def guarded(fit):
-        def wrapper(self, *args, **kwargs):
-            inside_fit[0] = True
-            try:
-                return fit(self, *args, **kwargs)
-            finally:
-                inside_fit[0] = False
-
-        return wrapper
-
-    for name in ("spy", "static", "marglik", "rpp"):
-        monkeypatch.setattr(SELECTORS[name], "fit", guarded(SELECTORS[name].fit))
-    original = data_registry.make_task
-
-    def recording_make_task(task, split, *args, **kwargs):
-        loads.append((split, inside_fit[0]))
-        return original(task, split, *args, **kwargs)
-
-    monkeypatch.setattr(data_registry, "make_task", recording_make_task)
-    monkeypatch.setattr(split_module, "make_task", recording_make_task)
+    loads = record_data_loads(monkeypatch)
     scored = []
     evaluate = compare_module.evaluate_model
     monkeypatch.setattr(

@@ -2,34 +2,13 @@
 
 import json
 
-import bayesym.selectors.split as split_module
-from bayesym.data import registry as data_registry
-from bayesym.selectors import SELECTORS
+from selector_toys import record_data_loads
+
 from bayesym.selectors.compare import CompareConfig, compare
 
 
 def test_compare_runs_equinas_e_beside_the_static_baselines_and_rpp(monkeypatch, tmp_path):
-    inside_fit, loads = [False], []
-
-    def guarded(fit):
-        def wrapper(self, *args, **kwargs):
-            inside_fit[0] = True
-            try:
-                return fit(self, *args, **kwargs)
-            finally:
-                inside_fit[0] = False
-
-        return wrapper
-
-    monkeypatch.setattr(SELECTORS["equinas-e"], "fit", guarded(SELECTORS["equinas-e"].fit))
-    original = data_registry.make_task
-
-    def recording_make_task(task, split, *args, **kwargs):
-        loads.append((split, inside_fit[0]))
-        return original(task, split, *args, **kwargs)
-
-    monkeypatch.setattr(data_registry, "make_task", recording_make_task)
-    monkeypatch.setattr(split_module, "make_task", recording_make_task)
+    loads = record_data_loads(monkeypatch)
     config = CompareConfig(
         task="digits",
         space="d4",
