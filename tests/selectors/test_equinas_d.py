@@ -7,11 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from selector_toys import digits, without_time
+from selector_toys import digits, record_data_loads, without_time
 from torch import nn
 
-import bayesym.data.registry as data_registry
-import bayesym.selectors.split as split_module
 from bayesym.data import ImageDataset
 from bayesym.layers.mixed import architecture_parameters, weight_parameters
 from bayesym.selectors import (
@@ -344,25 +342,7 @@ def test_group_mass_sums_the_named_groups():
 
 
 def test_through_compare_without_test_data(monkeypatch, tmp_path, no_figure):
-    inside_fit, loads = [False], []
-    fit_method = EquiNASDSelector.fit
-
-    def guarded(self, *args, **kwargs):
-        inside_fit[0] = True
-        try:
-            return fit_method(self, *args, **kwargs)
-        finally:
-            inside_fit[0] = False
-
-    original = data_registry.make_task
-
-    def recording(task, split, *args, **kwargs):
-        loads.append((split, inside_fit[0]))
-        return original(task, split, *args, **kwargs)
-
-    monkeypatch.setattr(EquiNASDSelector, "fit", guarded)
-    monkeypatch.setattr(data_registry, "make_task", recording)
-    monkeypatch.setattr(split_module, "make_task", recording)
+    loads = record_data_loads(monkeypatch)
     config = CompareConfig(
         task="d4-digits",
         space="d4",
