@@ -33,7 +33,7 @@ from torch import nn
 
 from bayesym.groups.d4 import d4_subgroup
 from bayesym.groups.finite import FiniteGroup
-from bayesym.layers._checks import check_positive_int
+from bayesym.layers._checks import check_channels
 from bayesym.layers.conv import PaddingMode
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.paths import PathSum, plain_path
@@ -147,8 +147,7 @@ def group_path_sum(
             f"{owner}: paths must be distinct kinds from {GROUP_PATH_KINDS} including one of "
             f"{GROUP_PATHS}, got {list(paths)}"
         )
-    check_positive_int(in_channels, name="in_channels", owner=owner)
-    check_positive_int(out_channels, name="out_channels", owner=owner)
+    check_channels(in_channels, out_channels, owner=owner)
     g = resolve_group(group)
     size = g.order
     plain_in = in_channels if lifting else in_channels * size

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from bayesym.groups.finite import FiniteGroup, coset_index, is_subgroup
 from bayesym.groups.restriction import expand_feature_map, restrict_feature_map
-from bayesym.layers._checks import check_positive_int
+from bayesym.layers._checks import check_channels
 from bayesym.layers.conv import PaddingMode
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
 from bayesym.layers.group_paths import resolve_group
@@ -78,8 +78,7 @@ class SubgroupPath(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        check_positive_int(in_channels, name="in_channels", owner="SubgroupPath")
-        check_positive_int(out_channels, name="out_channels", owner="SubgroupPath")
+        check_channels(in_channels, out_channels, owner="SubgroupPath")
         self.group, self.subgroup = resolve_group(group), resolve_group(subgroup)
         if self.subgroup.root is not self.group.root or not is_subgroup(self.subgroup, self.group):
             raise ValueError(
