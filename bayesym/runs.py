@@ -38,6 +38,7 @@ from bayesym.layers._checks import check_positive_int
 from bayesym.layers.registry import layer_kind
 from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import (
+    TRAINER_KEYS,
     config_differences,
     load_checkpoint,
     previous_checkpoint_path,
@@ -367,7 +368,8 @@ def run(
         (run_dir / "groups.json").write_text(json.dumps(groups, indent=1))
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file() and previous_checkpoint_path(checkpoint).is_file():
-        trainer.load_state_dict(load_checkpoint(checkpoint))  # warns: the newest is missing
+        # the newest is missing: load_checkpoint warns and takes the previous one
+        trainer.load_state_dict(load_checkpoint(checkpoint, TRAINER_KEYS))
     start = time.perf_counter()
     history = trainer.fit(train, valid)
     seconds = time.perf_counter() - start

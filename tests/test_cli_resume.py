@@ -13,6 +13,7 @@ import torch
 
 from bayesym.cli import main
 from bayesym.marglik.checkpoint import (
+    TRAINER_KEYS,
     CheckpointError,
     checkpoint_epoch,
     load_checkpoint,
@@ -143,6 +144,20 @@ def test_save_checkpoint_keeps_the_previous_one_and_load_falls_back(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "none.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt"]  # no *.tmp
+
+
+def test_a_checkpoint_without_an_epoch_falls_back_and_only_the_trainer_requires_one(tmp_path):
+    """Selectors' checkpoints (no ``epoch``) fall back like the trainer's; the trainer's keys
+    refuse a file that is not one of its checkpoints in one line."""
+    path = tmp_path / "search.pt"
+    save_checkpoint(path, {"state": 1})
+    save_checkpoint(path, {"state": 2})
+    path.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match=r"previous checkpoint search.prev.pt$"):
+        assert load_checkpoint(path)["state"] == 1
+    with pytest.raises(CheckpointError, match=r"lacks \['epoch'\]: not a checkpoint of this kind"):
+        load_checkpoint(path, TRAINER_KEYS)
+    assert checkpoint_epoch(path) is None
 
 
 @pytest.mark.slow

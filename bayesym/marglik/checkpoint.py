@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "TRAINER_KEYS",
     "IGNORED_CONFIG_KEYS",
     "CheckpointError",
     "checkpoint_epoch",
@@ -186,22 +187,33 @@ def _write_error(err: OSError, path: Path) -> OSError:
     )
 
 
+TRAINER_KEYS: tuple[str, ...] = ("epoch",)
+"""What every checkpoint of :class:`~bayesym.marglik.MarglikTrainer` holds (a file without it is
+not one; other checkpoints of this format, e.g. the selectors', need not hold it)."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read (truncated, empty or corrupted), and no usable fallback."""
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
+def read_checkpoint(
+    path: str | Path, required: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Path]:
     """The newest readable checkpoint at ``path`` or its previous one, and the file it came from.
+
+    A checkpoint is readable when it loads as a mapping holding every key of ``required``.
 
     Raises:
         FileNotFoundError: if neither file exists.
         CheckpointError: if none of them can be read (one line naming the file and the fix).
     """
-    payload, used, _ = _read_newest(Path(path))
+    payload, used, _ = _read_newest(Path(path), required)
     return payload, used
 
 
-def _read_newest(path: Path) -> tuple[dict[str, Any], Path, list[tuple[Path, str]]]:
+def _read_newest(
+    path: Path, required: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Path, list[tuple[Path, str]]]:
     """The first readable of ``path`` and its previous checkpoint, and why the others were not."""
     candidates = [p for p in (path, previous_checkpoint_path(path)) if p.is_file()]
     if not candidates:
@@ -213,9 +225,13 @@ def _read_newest(path: Path) -> tuple[dict[str, Any], Path, list[tuple[Path, str
         except Exception as err:  # truncated, empty or corrupted: torch raises many kinds
             errors.append((candidate, _first_line(err)))
             continue
-        if isinstance(payload, dict):
+        if not isinstance(payload, dict):
+            errors.append((candidate, f"holds a {type(payload).__name__}, not a checkpoint"))
+            continue
+        missing = [key for key in required if key not in payload]
+        if not missing:
             return payload, candidate, errors
-        errors.append((candidate, f"holds a {type(payload).__name__}, not a checkpoint"))
+        errors.append((candidate, f"lacks {missing}: not a checkpoint of this kind"))
     files = " nor the previous one ".join(f"{file} ({reason})" for file, reason in errors)
     which = "both are" if len(errors) > 1 else "it is"
     raise CheckpointError(
@@ -230,8 +246,10 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (CPU tensors stay on CPU).
+
+    ``required``: keys the mapping must hold to count as readable (e.g. :data:`TRAINER_KEYS`).
 
     If the newest checkpoint is unreadable (truncated, empty, corrupted) or missing, the
     previous one (:func:`previous_checkpoint_path`) is loaded instead, with a warning that
@@ -242,12 +260,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         CheckpointError: if neither can be read (one line naming the file and the fix).
     """
     path = Path(path)
-    payload, used, errors = _read_newest(path)
+    payload, used, errors = _read_newest(path, required)
     if used != path:
         state = f"unreadable ({errors[0][1]})" if errors else "missing"
         warnings.warn(
             f"the checkpoint {path} is {state}; resuming from the previous checkpoint "
-            f"{used.name} (epoch {payload['epoch']})",
+            f"{used.name}" + (f" (epoch {payload['epoch']})" if "epoch" in payload else ""),
             stacklevel=2,
         )
     return payload
@@ -259,7 +277,7 @@ def checkpoint_epoch(path: str | Path) -> int | None:
     ``None`` if there is none (no file, or none readable); never warns or raises.
     """
     try:
-        payload, _ = read_checkpoint(path)
+        payload, _ = read_checkpoint(path, TRAINER_KEYS)
     except (FileNotFoundError, CheckpointError):
         return None
     return int(payload["epoch"])

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bayesym.marglik.checkpoint import (
+    TRAINER_KEYS,
     config_differences,
     load_checkpoint,
     rng_state,
@@ -415,7 +416,9 @@ class MarglikTrainer:
         path = self._checkpoint_path()
 
         def read() -> dict[str, Any] | None:
-            return load_checkpoint(path) if path is not None and path.is_file() else None
+            return (
+                load_checkpoint(path, TRAINER_KEYS) if path is not None and path.is_file() else None
+            )
 
         return read() if self.parallel is None else self.parallel.from_main(read)
 
