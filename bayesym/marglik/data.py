@@ -57,6 +57,7 @@ from curvature.likelihoods import make_likelihood
 
 __all__ = [
     "BatchData",
+    "DataSource",
     "DatasetData",
     "TensorData",
     "TrainingData",
@@ -323,6 +324,10 @@ class BatchData:
         return _first_points(self.batches(size, None), len(subset)), len(subset)
 
 
+DataSource = TensorData | DatasetData | BatchData
+"""What :func:`training_data` makes of any :data:`TrainingData`: batches on demand."""
+
+
 def _first_points(batches: Iterable[Batch], points: int) -> Iterator[Batch]:
     """The first batches that hold at least ``points`` points."""
     seen = 0
@@ -354,7 +359,7 @@ def _loader_data(loader: DataLoader, what: str) -> BatchData:
     return BatchData(loader, what, n)
 
 
-def training_data(data: Any, what: str = "training") -> TensorData | DatasetData | BatchData:
+def training_data(data: Any, what: str = "training") -> DataSource:
     """The source of ``data`` (see the module docstring).
 
     Args:
@@ -365,6 +370,8 @@ def training_data(data: Any, what: str = "training") -> TensorData | DatasetData
         TypeError: for a one-shot iterator, an ``IterableDataset`` not in a loader, or any
             other unsupported type (one line naming it and what to pass instead).
     """
+    if isinstance(data, DataSource):
+        return data
     if hasattr(data, "images") and hasattr(data, "labels"):
         return TensorData(data.images, data.labels)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):

@@ -22,8 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from bayesym.marglik.data import (
-    BatchData,
-    DatasetData,
+    DataSource,
     TensorData,
     TrainingData,
     check_batch,
@@ -39,7 +38,7 @@ __all__ = ["TrainingData", "evaluate", "tensor_batches"]
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: TrainingData | TensorData | DatasetData | BatchData,
+    data: TrainingData | DataSource,
     *,
     likelihood: Literal["classification", "regression"] = "classification",
     sigma: float = 1.0,
@@ -60,9 +59,7 @@ def evaluate(
     Returns:
         ``{"nll": ..., "accuracy": ...}`` (no accuracy for regression).
     """
-    source = data
-    if not isinstance(data, (TensorData, DatasetData, BatchData)):
-        source = training_data(data, "evaluation")
+    source = training_data(data, "evaluation")
     like = make_likelihood(likelihood, sigma)
     device = next(model.parameters()).device
     was_training = model.training

@@ -44,8 +44,8 @@ from bayesym.marglik.checkpoint import (
     set_rng_state,
 )
 from bayesym.marglik.data import (
-    BatchData,
     DatasetData,
+    DataSource,
     TensorData,
     TrainingData,
     check_batch,
@@ -67,7 +67,6 @@ from curvature.plan import block_specs
 
 __all__ = ["MarglikConfig", "MarglikTrainer", "NonFiniteLossError", "TrainingData"]
 
-Source = TensorData | DatasetData | BatchData
 
 GPU_CURVATURE_BATCH = 512
 """Smallest default curvature batch on a GPU (see :meth:`MarglikTrainer.curvature_batch_size`)."""
@@ -291,7 +290,7 @@ class MarglikTrainer:
         return tuple(self.exclude) + tuple(p for p in self.prior.excluded if p not in self.exclude)
 
     # -------------------------------------------------------------------------- hyper step
-    def _hyper_step(self, source: Source, epoch: int) -> dict[str, Any]:
+    def _hyper_step(self, source: DataSource, epoch: int) -> dict[str, Any]:
         config = self.config
         n = source.num_data
         subset = subset_indices(n, config.marglik_subset, config.seed + 7919)
@@ -348,7 +347,7 @@ class MarglikTrainer:
 
     # ---------------------------------------------------------------------------- metrics
     def evaluate(
-        self, data: TrainingData | Source, batch_size: int | None = None
+        self, data: TrainingData | DataSource, batch_size: int | None = None
     ) -> dict[str, float]:
         """Mean NLL and (classification) accuracy in eval mode (:func:`evaluate`)."""
         return evaluate(
@@ -490,7 +489,7 @@ class MarglikTrainer:
         self.model.train()
         return self.history
 
-    def _map_epoch(self, source: Source, epoch: int) -> tuple[float, float, float, int, int]:
+    def _map_epoch(self, source: DataSource, epoch: int) -> tuple[float, float, float, int, int]:
         """One epoch of MAP steps.
 
         Returns:
@@ -570,7 +569,7 @@ class MarglikTrainer:
         """
         return (x, y, 1.0) if self.parallel is None else self.parallel.shard(x, y)
 
-    def _epoch(self, source: Source, valid: Source | None, epoch: int) -> EpochRecord:
+    def _epoch(self, source: DataSource, valid: DataSource | None, epoch: int) -> EpochRecord:
         """MAP steps, the hyper step if one is due, validation: the epoch's record."""
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]

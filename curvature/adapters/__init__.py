@@ -6,22 +6,8 @@ adapters of ``nn.Linear`` and ``nn.Conv2d`` (examples and building blocks), and
 :func:`register_adapter`. See ``docs/curvature.md`` ("Adding a layer").
 """
 
-from curvature.adapters.base import (
-    Approx,
-    BlockSpec,
-    BlockStructure,
-    ForwardResult,
-    InputStatistic,
-    ModuleAdapter,
-    StatisticsRequest,
-    bias_blocks,
-    covariance,
-    if_bias,
-    parameter_tangents,
-    patch_covariance,
-    project_rows,
-    tangent_ggn,
-)
+from curvature.adapters import base
+from curvature.adapters.base import *
 from curvature.adapters.conv import Conv2dAdapter, conv2d_patches
 from curvature.adapters.conv_covariance import conv_patch_covariance
 from curvature.adapters.linear import LinearAdapter
@@ -29,31 +15,17 @@ from curvature.factors import BlockDiagonalFactor, DenseFactor, EigenFactor, Fac
 from curvature.gram import gram_sum
 
 __all__ = [
-    # the interface
-    "Approx",
-    "BlockSpec",
-    "BlockStructure",
-    "ForwardResult",
-    "InputStatistic",
-    "ModuleAdapter",
-    "StatisticsRequest",
-    "bias_blocks",
-    "if_bias",
     # factors an adapter returns
     "BlockDiagonalFactor",
     "DenseFactor",
     "EigenFactor",
     "Factor",
-    # statistics helpers
+    # statistics helpers beyond those of the interface
     "conv_patch_covariance",
-    "covariance",
     "gram_sum",
-    "parameter_tangents",
-    "patch_covariance",
-    "project_rows",
-    "tangent_ggn",
     # the built-in adapters
     "Conv2dAdapter",
     "LinearAdapter",
     "conv2d_patches",
 ]
+__all__ += base.__all__  # the interface: ModuleAdapter, its block types and helpers
