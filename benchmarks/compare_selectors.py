@@ -27,15 +27,13 @@ cells, tables and figure stay in ``--out`` (resumable: run the same command agai
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import command_line, environment, write_json
+from comparison import add_comparison_arguments, chosen_sizes, compare_and_record, names
 
-from bayesym.selectors.compare import CompareConfig, compare
+from bayesym.selectors.compare import CompareConfig
 from bayesym.selectors.compare_report import paired_difference
 from bayesym.selectors.registry import SPACES
 
@@ -50,19 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--space", default="d4", help="search space (default d4)")
     parser.add_argument("--task", default="rotated-fmnist")
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--selectors", default="static,marglik,rpp")
-    parser.add_argument("--baselines", default="", help="default: every baseline of the space")
-    parser.add_argument("--seeds", default=None, help=f"default {DEFAULT['seeds']}")
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--val-size", type=int, default=None)
-    parser.add_argument("--test-size", type=int, default=None, help="default: whole test set")
-    parser.add_argument("--budget-epochs", type=float, default=None)
-    parser.add_argument("--width", type=int, default=None, help="default: the space's")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="default runs/compare_selectors/<space>")
-    parser.add_argument("--quick", action="store_true", help="smoke run")
-    parser.add_argument("--quiet", action="store_true")
+    add_comparison_arguments(
+        parser,
+        default=DEFAULT,
+        selectors="static,marglik,rpp",
+        baselines="",
+        baselines_help="default: every baseline of the space",
+        out_help="default runs/compare_selectors/<space>",
+    )
     return parser.parse_args(argv)
 
 
@@ -72,20 +65,19 @@ def build_config(args: argparse.Namespace) -> CompareConfig:
             f"compare_selectors: the {args.space!r} space is not registered in this checkout "
             f"(registered: {', '.join(SPACES)}); pass --space with one of them"
         )
-    sizes = QUICK if args.quick else DEFAULT
-    pick = lambda name: sizes[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+    sizes = chosen_sizes(args, DEFAULT, QUICK)
     return CompareConfig(
         task=args.task,
         space=args.space,
-        selectors=tuple(s for s in args.selectors.split(",") if s),
-        baselines=tuple(b for b in args.baselines.split(",") if b),
-        seeds=tuple(int(s) for s in pick("seeds").split(",")),
-        budget_epochs=pick("budget_epochs"),
-        train_size=pick("train_size"),
-        val_size=pick("val_size"),
-        test_size=args.test_size,
+        selectors=names(args.selectors),
+        baselines=names(args.baselines),
+        seeds=sizes["seeds"],
+        budget_epochs=sizes["budget_epochs"],
+        train_size=sizes["train_size"],
+        val_size=sizes["val_size"],
+        test_size=sizes["test_size"],
         image_size=args.image_size,
-        space_options={} if args.width is None else {"width": args.width},
+        space_options={} if sizes["width"] is None else {"width": sizes["width"]},
     )
 
 
@@ -115,22 +107,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     suffix = "_quick" if args.quick else ""
     out = Path(args.out or ROOT / "runs" / "compare_selectors" / f"{config.space}{suffix}")
-    start = time.perf_counter()
-    compare(config, out, device=args.device, progress=not args.quiet)
-    payload = json.loads((out / "compare.json").read_text())
-    result = {
-        "command": command_line(__file__, argv),
-        "environment": environment(),
-        "seconds_this_session": time.perf_counter() - start,
-        "out": str(out),
-        **payload,
-        "acceptance": acceptance(payload),
-    }
-    path = write_json(f"compare_selectors_{config.space}{suffix}", result)
-    print((out / "compare.md").read_text())
-    print(json.dumps(result["acceptance"], indent=1))
-    print(f"results: {path}\nfigure: {out / 'compare.png'}")
-    return result
+    return compare_and_record(
+        config,
+        out,
+        args,
+        script=__file__,
+        argv=argv,
+        name=f"compare_selectors_{config.space}{suffix}",
+        acceptance=acceptance,
+    )
 
 
 if __name__ == "__main__":

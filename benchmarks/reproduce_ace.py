@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import command_line, environment, write_json
+from common import write_json
+from comparison import add_comparison_arguments, chosen_sizes, names, record
 
 from bayesym.selectors.compare import CellResult, CompareConfig, compare
 from bayesym.selectors.compare_report import paired_difference
@@ -63,36 +64,30 @@ GAMMA_TOLERANCE = 1e-3
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--selectors", default="ace-eq,ace-resilient")
-    parser.add_argument("--baselines", default="conv", help="static baselines (cells of their own)")
-    parser.add_argument("--seeds", default=None, help=f"default {DEFAULT['seeds']}")
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--val-size", type=int, default=None)
-    parser.add_argument("--test-size", type=int, default=None, help="default: whole test set")
-    parser.add_argument("--budget-epochs", type=float, default=None)
-    parser.add_argument("--width", type=int, default=None, help="default: the space's")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="default runs/reproduce_ace[_quick]")
-    parser.add_argument("--quick", action="store_true", help="smoke run")
-    parser.add_argument("--quiet", action="store_true")
+    add_comparison_arguments(
+        parser,
+        default=DEFAULT,
+        selectors="ace-eq,ace-resilient",
+        baselines="conv",
+        baselines_help="static baselines (cells of their own)",
+        out_help="default runs/reproduce_ace[_quick]",
+    )
     return parser.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace, task: str) -> CompareConfig:
-    sizes = QUICK if args.quick else DEFAULT
-    pick = lambda name: sizes[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+    sizes = chosen_sizes(args, DEFAULT, QUICK)
     return CompareConfig(
         task=task,
         space="translation",
-        selectors=tuple(s for s in args.selectors.split(",") if s),
-        baselines=tuple(b for b in args.baselines.split(",") if b),
-        seeds=tuple(int(s) for s in pick("seeds").split(",")),
-        budget_epochs=pick("budget_epochs"),
-        train_size=pick("train_size"),
-        val_size=pick("val_size"),
-        test_size=args.test_size,
-        space_options={} if args.width is None else {"width": args.width},
+        selectors=names(args.selectors),
+        baselines=names(args.baselines),
+        seeds=sizes["seeds"],
+        budget_epochs=sizes["budget_epochs"],
+        train_size=sizes["train_size"],
+        val_size=sizes["val_size"],
+        test_size=sizes["test_size"],
+        space_options={} if sizes["width"] is None else {"width": sizes["width"]},
     )
 
 
@@ -250,10 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[role] = compare(config, out / role, device=args.device, progress=not args.quiet)
         payloads[role] = json.loads((out / role / "compare.json").read_text())
     result = {
-        "command": command_line(__file__, argv),
-        "environment": environment(),
-        "seconds_this_session": time.perf_counter() - start,
-        "out": str(out),
+        **record(__file__, argv, start, out),
         "tasks": dict(TASKS),
         **{role: payloads[role] for role in TASKS},
         "acceptance": acceptance(payloads, results),

@@ -45,15 +45,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import command_line, environment, write_json
+from comparison import add_comparison_arguments, chosen_sizes, compare_and_record, names
 from equinas_d_claims import mixture_claims
 
-from bayesym.selectors.compare import CompareConfig, compare
+from bayesym.selectors.compare import CompareConfig
 from bayesym.selectors.compare_report import paired_difference
 from bayesym.selectors.equinas_lineage import lineage
 
@@ -81,20 +80,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="rotated-fmnist")
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--selectors", default="static,equinas-e")
-    parser.add_argument("--baselines", default="C1,C4,D4")
+    add_comparison_arguments(
+        parser,
+        default=DEFAULT,
+        selectors="static,equinas-e",
+        baselines="C1,C4,D4",
+        width_help="default 4 (quick: 1)",
+        out_help="default runs/reproduce_equinas/run<suffix>",
+    )
     parser.add_argument(
         "--prior-baselines",
         default="C1-prior-D4",
         help="extra baselines 'H-prior-G' (the all-G network relaxed to H before training)",
     )
     parser.add_argument("--norm", default="none", choices=("none", "group_batch"))
-    parser.add_argument("--seeds", default=None, help=f"default {DEFAULT['seeds']}")
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--val-size", type=int, default=None)
-    parser.add_argument("--test-size", type=int, default=None, help="default: whole test set")
-    parser.add_argument("--budget-epochs", type=float, default=None)
-    parser.add_argument("--width", type=int, default=None, help="default 4 (quick: 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam lr of every cell")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--population", type=int, default=3, help="EquiNAS_E's P")
@@ -119,11 +118,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="EquiNAS_E with the paper's SGD (lr 0.1, batch 64; needs --norm group_batch)",
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="default runs/reproduce_equinas/<norm>")
-    parser.add_argument("--quick", action="store_true", help="smoke run")
-    parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -161,22 +155,21 @@ def selector_options(args: argparse.Namespace, selectors: tuple[str, ...]) -> di
 
 
 def build_config(args: argparse.Namespace) -> CompareConfig:
-    sizes = QUICK if args.quick else DEFAULT
-    pick = lambda name: sizes[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
-    selectors = tuple(s for s in args.selectors.split(",") if s)
-    priors = tuple(b for b in args.prior_baselines.split(",") if b)
+    sizes = chosen_sizes(args, DEFAULT, QUICK)
+    selectors = names(args.selectors)
+    priors = names(args.prior_baselines)
     return CompareConfig(
         task=args.task,
         space="d4",
         selectors=selectors,
-        baselines=tuple(b for b in args.baselines.split(",") if b) + priors,
-        seeds=tuple(int(s) for s in pick("seeds").split(",")),
-        budget_epochs=pick("budget_epochs") if args.protocol == "equal" else None,
-        train_size=pick("train_size"),
-        val_size=pick("val_size"),
-        test_size=pick("test_size"),
+        baselines=names(args.baselines) + priors,
+        seeds=sizes["seeds"],
+        budget_epochs=sizes["budget_epochs"] if args.protocol == "equal" else None,
+        train_size=sizes["train_size"],
+        val_size=sizes["val_size"],
+        test_size=sizes["test_size"],
         image_size=args.image_size,
-        space_options={"width": pick("width"), "norm": args.norm, "prior_baselines": priors},
+        space_options={"width": sizes["width"], "norm": args.norm, "prior_baselines": priors},
         selector_options=selector_options(args, selectors),
     )
 
@@ -277,22 +270,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
     out = Path(args.out or ROOT / "runs" / "reproduce_equinas" / f"run{suffix}")
-    start = time.perf_counter()
-    compare(config, out, device=args.device, progress=not args.quiet)
-    payload = json.loads((out / "compare.json").read_text())
-    result = {
-        "command": command_line(__file__, argv),
-        "environment": environment(),
-        "seconds_this_session": time.perf_counter() - start,
-        "out": str(out),
-        **payload,
-        "acceptance": acceptance(payload, out, config.seeds),
-    }
-    path = write_json(f"reproduce_equinas{suffix}", result)
-    print((out / "compare.md").read_text())
-    print(json.dumps(result["acceptance"], indent=1))
-    print(f"results: {path}\nfigure: {out / 'compare.png'}")
-    return result
+    return compare_and_record(
+        config,
+        out,
+        args,
+        script=__file__,
+        argv=argv,
+        name=f"reproduce_equinas{suffix}",
+        acceptance=lambda payload: acceptance(payload, out, config.seeds),
+    )
 
 
 if __name__ == "__main__":
