@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal, cast, get_args
 
 import torch
@@ -16,6 +17,7 @@ __all__ = [
     "check_spatial_sizes",
     "check_feature_map",
     "check_finite_float",
+    "check_input_shape",
     "check_kernel_size",
     "check_positive_int",
     "check_spatial",
@@ -127,6 +129,32 @@ def _describe(owner: object) -> str:
     return owner if isinstance(owner, str) else repr(owner)
 
 
+def check_input_shape(
+    x: object, expected: Sequence[int | str], *, owner: object, what: str = "input"
+) -> None:
+    """Raise ``ValueError`` unless ``x`` is a tensor of the ``expected`` shape.
+
+    Args:
+        x: the input to check.
+        expected: one entry per dimension: an int is the required size, a string (``"N"``,
+            ``"H"``, ``"?"``, ...) accepts any size and stands for it in the message.
+        owner: the layer (its ``repr`` names it in the error message) or a description;
+            the ``repr`` is only computed when raising.
+        what: what ``x`` should be, for the message ``"{owner}: expected {what} [N, 3, H, W],
+            got [2, 4, 5, 5]"`` (a non-tensor is named by its type instead of its shape).
+    """
+    shape = list(x.shape) if isinstance(x, torch.Tensor) else None
+    ok = (
+        shape is not None
+        and len(shape) == len(expected)
+        and all(isinstance(e, str) or e == s for e, s in zip(expected, shape, strict=True))
+    )
+    if not ok:
+        layout = ", ".join(str(e) for e in expected)
+        got = type(x).__name__ if shape is None else shape
+        raise ValueError(f"{_describe(owner)}: expected {what} [{layout}], got {got}")
+
+
 def check_feature_map(
     x: object,
     *,
@@ -159,15 +187,7 @@ def check_feature_map(
         owner = _describe(owner)
         raise TypeError(f"{owner}: expected a floating-point input, got dtype {x.dtype}")
     height, width = spatial if spatial is not None else ("H", "W")
-    expected = ["N", channels, height, width]
-    shape = list(x.shape)
-    ok = len(shape) == len(expected) and all(
-        isinstance(e, str) or e == s for e, s in zip(expected, shape, strict=True)
-    )
-    if not ok:
-        owner = _describe(owner)
-        layout = ", ".join(str(e) for e in expected)
-        raise ValueError(f"{owner}: expected input of shape [{layout}], got {shape}")
+    check_input_shape(x, ["N", channels, height, width], owner=owner, what="input of shape")
     if dtype is not None and x.dtype != dtype:
         owner = _describe(owner)
         raise TypeError(f"{owner}: input dtype {x.dtype} differs from the parameters' {dtype}")

@@ -7,6 +7,7 @@ shift of the ``H x W`` grid; other padding modes break equivariance at the borde
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ __all__ = [
     "padding_symmetry",
     "PADDING_MODES",
     "PaddingMode",
+    "SameConv2dBase",
     "SpatialConv2d",
     "check_padding_mode",
     "pad_same",
@@ -94,7 +96,40 @@ def pad_same(x: torch.Tensor, pad: int, padding_mode: PaddingMode) -> torch.Tens
     return F.pad(x, (pad, pad, pad, pad), mode=padding_mode)
 
 
-class SpatialConv2d(nn.Module):
+class SameConv2dBase(nn.Module, ABC):
+    """What the stride-1 'same' convolutions share (arguments: see the concrete classes).
+
+    Checked sizes and padding mode, the padding's symmetry and the forward pass
+    ``same_conv2d(x, filter(), bias)``; a subclass holds its parameters (``bias`` among them,
+    ``[C_out]`` or None) and builds its ``[C_out, C_in, S, S]`` filter in :meth:`filter`.
+    """
+
+    bias: nn.Parameter | None
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding_mode: PaddingMode
+    ) -> None:
+        super().__init__()
+        sizes = check_conv_sizes(self, in_channels, out_channels, kernel_size, padding_mode)
+        self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = sizes
+
+    @abstractmethod
+    def filter(self) -> torch.Tensor:
+        """The filter ``[C_out, C_in, S, S]`` the layer convolves with."""
+
+    @property
+    def symmetry(self) -> LayerSymmetry:
+        """Cyclic-shift equivariance with circular padding, none otherwise."""
+        return padding_symmetry(self.padding_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x: [N, C_in, H, W]`` with :meth:`filter`, returning ``[N, C_out, H, W]``."""
+        filter_ = self.filter()
+        check_feature_map(x, owner=self, channels=self.in_channels, dtype=filter_.dtype)
+        return same_conv2d(x, filter_, self.bias, self.padding_mode)
+
+
+class SpatialConv2d(SameConv2dBase):
     r"""CONV layer: stride-1 'same' convolution with stationary weights (Eq. (3)).
 
     .. math::
@@ -141,9 +176,7 @@ class SpatialConv2d(nn.Module):
         padding_mode: PaddingMode = "circular",
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        sizes = check_conv_sizes(self, in_channels, out_channels, kernel_size, padding_mode)
-        self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = sizes
+        super().__init__(in_channels, out_channels, kernel_size, padding_mode)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
@@ -155,15 +188,9 @@ class SpatialConv2d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    @property
-    def symmetry(self) -> LayerSymmetry:
-        """Cyclic-shift equivariance with circular padding, none otherwise."""
-        return padding_symmetry(self.padding_mode)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the convolution to ``x: [N, C_in, H, W]``, returning ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels, dtype=self.weight.dtype)
-        return same_conv2d(x, self.weight, self.bias, self.padding_mode)
+    def filter(self) -> torch.Tensor:
+        r"""The stationary filter :math:`\bar\theta`: ``weight`` itself."""
+        return self.weight
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""

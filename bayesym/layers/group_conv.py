@@ -47,7 +47,7 @@ from bayesym.groups.expansion import (
     lifting_expansion_index,
 )
 from bayesym.groups.finite import FiniteGroup
-from bayesym.layers._checks import check_positive_int
+from bayesym.layers._checks import check_input_shape, check_positive_int
 from bayesym.layers.conv import PaddingMode, check_padding_mode, same_conv2d
 from bayesym.layers.symmetry import LayerSymmetry
 
@@ -172,13 +172,7 @@ class GroupConvBase(nn.Module):
 
     def _check_input(self, x: Tensor, expected: tuple[int | None, ...]) -> None:
         """Raise unless ``x`` has the ``expected`` shape (``None``: any) and the weight's dtype."""
-        shape = tuple(x.shape)
-        ok = len(shape) == len(expected) and all(
-            e is None or s == e for s, e in zip(shape, expected, strict=True)
-        )
-        if not ok:
-            pretty = ", ".join("?" if e is None else str(e) for e in expected)
-            raise ValueError(f"{self._owner()}: expected input [{pretty}], got {list(shape)}")
+        check_input_shape(x, ["?" if e is None else e for e in expected], owner=self._owner())
         if x.dtype != self.weight.dtype:
             raise TypeError(
                 f"{self._owner()}: input dtype {x.dtype} != weight dtype {self.weight.dtype}"

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bayesym.groups.finite import FiniteGroup
+from bayesym.layers._checks import check_input_shape
 
 __all__ = ["GroupBatchNorm"]
 
@@ -106,11 +107,9 @@ class GroupBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C, |G|, H, W]`` -> same shape, normalised per base channel."""
         n = self.group.order
-        if x.dim() != 5 or x.shape[1] != self.num_channels or x.shape[2] != n:
-            raise ValueError(
-                f"GroupBatchNorm({self.group.name}): expected input "
-                f"[N, {self.num_channels}, {n}, H, W], got {list(x.shape)}"
-            )
+        check_input_shape(
+            x, ("N", self.num_channels, n, "H", "W"), owner=f"GroupBatchNorm({self.group.name})"
+        )
         if self.training:
             self.num_batches_tracked.add_(1)
         base = self.num_channels // self.shared_copies

@@ -25,6 +25,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bayesym.layers._checks import check_input_shape
+
 __all__ = ["GroupPool", "SymmetricAvgPool2d"]
 
 
@@ -46,10 +48,9 @@ class GroupPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C, |G|, H, W]`` -> ``[N, C, H, W]``."""
-        if x.dim() != 5:
-            raise ValueError(
-                f"GroupPool: expected a group feature map [N, C, |G|, H, W], got {list(x.shape)}"
-            )
+        check_input_shape(
+            x, ("N", "C", "|G|", "H", "W"), owner="GroupPool", what="a group feature map"
+        )
         return x.mean(dim=2) if self.mode == "mean" else x.amax(dim=2)
 
     def extra_repr(self) -> str:

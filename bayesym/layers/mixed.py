@@ -59,6 +59,7 @@ from bayesym.groups.expansion import (
 )
 from bayesym.groups.finite import FiniteGroup, coset_index, is_subgroup
 from bayesym.groups.restriction import restriction_index
+from bayesym.layers._checks import check_input_shape
 from bayesym.layers.conv import PaddingMode, same_conv2d
 from bayesym.layers.group_conv import check_d4_subgroup, check_group_conv_arguments
 from bayesym.layers.symmetry import LayerSymmetry
@@ -351,11 +352,7 @@ class MixedLiftingConv2d(_MixedConv):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{self._owner()}: expected input [N, {self.in_channels}, H, W], "
-                f"got {list(x.shape)}"
-            )
+        check_input_shape(x, ("N", self.in_channels, "H", "W"), owner=self._owner())
         out = same_conv2d(x, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
         return out.unflatten(1, (self.out_channels, self.group.order))
 
@@ -403,11 +400,7 @@ class MixedGroupConv2d(_MixedConv):
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C_in, |G|, H, W]`` -> ``[N, C_out, |G|, H, W]``."""
         n = self.group.order
-        if x.dim() != 5 or x.shape[1] != self.in_channels or x.shape[2] != n:
-            raise ValueError(
-                f"{self._owner()}: expected input [N, {self.in_channels}, {n}, H, W], "
-                f"got {list(x.shape)}"
-            )
+        check_input_shape(x, ("N", self.in_channels, n, "H", "W"), owner=self._owner())
         flat = x.flatten(1, 2)
         out = same_conv2d(flat, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
         return out.unflatten(1, (self.out_channels, n))

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bayesym.layers._checks import check_positive_int
+from bayesym.layers._checks import check_input_shape, check_positive_int
 from bayesym.layers.conv import PaddingMode, SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear
@@ -170,11 +170,12 @@ class PathSum(nn.Module):
     def _flatten_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_group_size is None:
             return x
-        if x.dim() != 5 or x.shape[2] != self.in_group_size:
-            raise ValueError(
-                f"{type(self).__name__}: expected a group feature map "
-                f"[N, C, {self.in_group_size}, H, W], got {list(x.shape)}"
-            )
+        check_input_shape(
+            x,
+            ("N", "C", self.in_group_size, "H", "W"),
+            owner=type(self).__name__,
+            what="a group feature map",
+        )
         return x.flatten(1, 2)
 
     def path_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

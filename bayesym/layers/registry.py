@@ -34,6 +34,7 @@ Kinds:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -82,37 +83,30 @@ class LayerFactory(Protocol):
         ...
 
 
-def _fc(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return SpatialLinear(in_channels, out_channels, spatial=spatial, **options)
+def _sized(build: Callable[..., nn.Module]) -> LayerFactory:
+    """The factory of a kind built for one ``spatial`` size (FC kinds: ``kernel_size`` unused)."""
+
+    def factory(in_channels, out_channels, *, spatial, kernel_size, **options):
+        return build(in_channels, out_channels, spatial=spatial, **options)
+
+    return factory
 
 
-def _conv(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return SpatialConv2d(in_channels, out_channels, kernel_size, **options)
+def _any_size(build: Callable[..., nn.Module], **fixed: Any) -> LayerFactory:
+    """The factory of a convolutional kind, which takes maps of any size (``spatial`` unused).
 
+    ``fixed`` are options of the kind itself, passed before the caller's (repeating one is a
+    ``TypeError``).
+    """
 
-def _ffc(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return FactoredLinear(in_channels, out_channels, spatial=spatial, **options)
+    def factory(in_channels, out_channels, *, spatial, kernel_size, **options):
+        return build(in_channels, out_channels, kernel_size=kernel_size, **fixed, **options)
 
-
-def _sfc(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return SparseFactoredLinear(in_channels, out_channels, spatial=spatial, **options)
-
-
-def _sconv(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return SparseConv2d(in_channels, out_channels, kernel_size, **options)
-
-
-def _gconv(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return group_conv_layer(in_channels, out_channels, kernel_size=kernel_size, **options)
-
-
-def _pgconv(in_channels, out_channels, *, spatial, kernel_size, **options):
-    return group_conv_layer(
-        in_channels, out_channels, kernel_size=kernel_size, pointwise=True, **options
-    )
+    return factory
 
 
 def _homotopic_conv_ffc(in_channels, out_channels, *, spatial, kernel_size, **options):
+    # homotopic_conv_ffc takes no **options, so it is not a LayerFactory to the type checker
     return homotopic_conv_ffc(
         in_channels, out_channels, spatial=spatial, kernel_size=kernel_size, **options
     )
@@ -154,20 +148,22 @@ class LayerKind:
 
 
 LAYER_KINDS: dict[str, LayerKind] = {
-    "fc": LayerKind(_fc),
-    "conv": LayerKind(_conv),
-    "ffc": LayerKind(_ffc),
-    "sfc": LayerKind(_sfc),
-    "sconv": LayerKind(_sconv),
+    "fc": LayerKind(_sized(SpatialLinear)),
+    "conv": LayerKind(_any_size(SpatialConv2d)),
+    "ffc": LayerKind(_sized(FactoredLinear)),
+    "sfc": LayerKind(_sized(SparseFactoredLinear)),
+    "sconv": LayerKind(_any_size(SparseConv2d)),
     "fc+conv": LayerKind(fc_plus_conv),
     "ffc+conv": LayerKind(ffc_plus_conv),
     "sfc+sconv": LayerKind(sfc_plus_sconv),
     "conv+fc": LayerKind(conv_plus_fc),
     "homotopic-conv-ffc": LayerKind(_homotopic_conv_ffc),
-    "gconv": LayerKind(_gconv, group_axis=True),
+    "gconv": LayerKind(_any_size(group_conv_layer), group_axis=True),
     "conv+gconv": LayerKind(conv_plus_gconv, group_axis=True),
     "ffc+conv+gconv": LayerKind(ffc_plus_conv_plus_gconv, group_axis=True),
-    "pgconv": LayerKind(_pgconv, group_axis=True, group_pooling="max"),
+    "pgconv": LayerKind(
+        _any_size(group_conv_layer, pointwise=True), group_axis=True, group_pooling="max"
+    ),
     "conv+pgconv": LayerKind(conv_plus_pgconv, group_axis=True, group_pooling="max"),
     "ffc+conv+pgconv": LayerKind(ffc_plus_conv_plus_pgconv, group_axis=True, group_pooling="max"),
     "homotopic-gconv-conv": LayerKind(homotopic_gconv_conv, group_axis=True),

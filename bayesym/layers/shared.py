@@ -47,6 +47,7 @@ from bayesym.groups.permutation import (
     pair_orbits,
 )
 from bayesym.groups.pixel_transforms import permutation_order
+from bayesym.layers._checks import check_input_shape
 from bayesym.layers.symmetry import LayerSymmetry
 
 __all__ = ["OrbitSharedLinear", "PeriodicSharingWarning", "order_mismatches"]
@@ -238,9 +239,7 @@ class OrbitSharedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``y = W x + b`` for ``x: [N, n]``."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
-            shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{self!r}: expected input [N, {self.in_features}], got {shape}")
+        check_input_shape(x, ("N", self.in_features), owner=self)
         return F.linear(x, self.expanded_weight(), self.expanded_bias())
 
     def extra_repr(self) -> str:

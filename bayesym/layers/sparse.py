@@ -13,20 +13,16 @@ import functools
 import torch
 from torch import nn
 
-from bayesym.layers._checks import (
-    check_conv_sizes,
-    check_feature_map,
-    check_spatial_sizes,
-)
+from bayesym.layers._checks import check_feature_map, check_spatial_sizes
 from bayesym.layers.anchors import RBFBasis
-from bayesym.layers.conv import PaddingMode, padding_symmetry, same_conv2d
+from bayesym.layers.conv import PaddingMode, SameConv2dBase
 from bayesym.layers.factored import factored_linear
 from bayesym.layers.symmetry import TRIVIAL_SYMMETRY, LayerSymmetry
 
 __all__ = ["SparseConv2d", "SparseFactoredLinear"]
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(SameConv2dBase):
     r"""S-CONV: a stride-1 convolution whose ``S x S`` filter is interpolated from anchors (Eq. 6).
 
     .. math::
@@ -80,9 +76,7 @@ class SparseConv2d(nn.Module):
         padding_mode: PaddingMode = "circular",
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        sizes = check_conv_sizes(self, in_channels, out_channels, kernel_size, padding_mode)
-        self.in_channels, self.out_channels, self.kernel_size, self.padding_mode = sizes
+        super().__init__(in_channels, out_channels, kernel_size, padding_mode)
         self.basis = RBFBasis(
             (kernel_size, kernel_size),
             num_anchors,
@@ -114,16 +108,6 @@ class SparseConv2d(nn.Module):
     def basis_matrices(self) -> dict[str, torch.Tensor]:
         """``{"anchor_values": Psi}`` with ``Psi: [M, S * S]`` (filter offsets row-major)."""
         return {"anchor_values": self.basis.matrix()}
-
-    @property
-    def symmetry(self) -> LayerSymmetry:
-        """Cyclic-shift equivariance with circular padding, none otherwise."""
-        return padding_symmetry(self.padding_mode)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve ``x: [N, C_in, H, W]`` with the interpolated filter -> ``[N, C_out, H, W]``."""
-        check_feature_map(x, owner=self, channels=self.in_channels, dtype=self.anchor_values.dtype)
-        return same_conv2d(x, self.filter(), self.bias, self.padding_mode)
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""
