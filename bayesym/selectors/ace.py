@@ -83,6 +83,12 @@ from bayesym.priors import GaussianPrior
 from bayesym.selectors.ace_figure import plot_ace_history
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+)
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.training import evaluate_model, train_epochs
@@ -122,29 +128,12 @@ class _ACEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
-        for name in ("lr", "prior_precision", "gamma_tolerance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{owner}.{name} must be positive and finite, got {value}")
-        if isinstance(self.gamma_lr, bool) or not (
-            math.isfinite(self.gamma_lr) and self.gamma_lr > 0
-        ):
-            raise ValueError(f"{owner}.gamma_lr must be positive and finite, got {self.gamma_lr}")
-        if self.gamma_optimizer not in ("sgd", "adam"):
-            raise ValueError(
-                f"{owner}.gamma_optimizer must be 'sgd' or 'adam', got {self.gamma_optimizer!r}"
-            )
-        if not 0 <= self.lr_min <= self.lr:
-            raise ValueError(f"{owner}.lr_min must lie in [0, lr], got {self.lr_min}")
-        if self.init not in ("equivariant", "space"):
-            raise ValueError(f"{owner}.init must be 'equivariant' or 'space', got {self.init!r}")
-        if not math.isfinite(self.gamma_init):
-            raise ValueError(f"{owner}.gamma_init must be finite, got {self.gamma_init}")
+        check_positive_int(self, "epochs", "batch_size")
+        check_positive(self, "lr", "prior_precision", "gamma_tolerance", "gamma_lr")
+        check_one_of(self, "gamma_optimizer", ("sgd", "adam"))
+        check_fields(self, ("lr_min",), lambda v: 0 <= v <= self.lr, "must lie in [0, lr]")
+        check_one_of(self, "init", ("equivariant", "space"))
+        check_fields(self, ("gamma_init",), math.isfinite, "must be finite")
         self.duals()  # checks the dual settings
 
     def duals(self) -> DualSettings:

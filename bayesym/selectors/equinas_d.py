@@ -90,6 +90,12 @@ from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_one_of,
+    check_positive,
+    is_positive_int,
+)
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.training import evaluate_model, train_epochs
 
@@ -141,23 +147,12 @@ class EquiNASDConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "retrain_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EquiNASDConfig.{name} must be an int >= 1, got {value!r}")
-        for name in ("weight_lr", "architecture_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"EquiNASDConfig.{name} must be positive and finite, got {value}")
-        for name, valid in (
-            ("order", ("architecture_first", "weights_first")),
-            ("logit_init", ("uniform", "favour_full")),
-            ("variant", ("mixed", "discretised")),
-        ):
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"EquiNASDConfig.{name} must be one of {valid}, got {getattr(self, name)!r}"
-                )
+        names = ("epochs", "batch_size", "retrain_epochs")
+        check_fields(self, names, is_positive_int, "must be an int >= 1")
+        check_positive(self, "weight_lr", "architecture_lr")
+        check_one_of(self, "order", ("architecture_first", "weights_first"))
+        check_one_of(self, "logit_init", ("uniform", "favour_full"))
+        check_one_of(self, "variant", ("mixed", "discretised"))
 
 
 # --- the mixed layers of a network ------------------------------------------------------------

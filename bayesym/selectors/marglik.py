@@ -29,7 +29,6 @@ curvature passes together fit into :math:`\lceil BN\rceil`; with ``epochs=None``
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -40,6 +39,7 @@ from bayesym.priors import GaussianPrior
 from bayesym.report import report_from_history
 from bayesym.selectors.base import SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
+from bayesym.selectors.config_checks import check_positive, check_training
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
     fit_schedule,
@@ -68,19 +68,13 @@ class MarglikSelectorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.training, MarglikConfig):
-            raise ValueError(
-                f"MarglikSelectorConfig.training must be a MarglikConfig, got {self.training!r}"
-            )
-        if not self.training.learn_prior:
-            raise ValueError(
-                "MarglikSelectorConfig.training.learn_prior must be True (the marglik selector "
-                "learns the precisions; use the 'static' or 'rpp' selector for fixed priors)"
-            )
-        if not math.isfinite(self.init_precision) or self.init_precision <= 0:
-            raise ValueError(
-                f"MarglikSelectorConfig.init_precision must be positive, got {self.init_precision}"
-            )
+        check_training(
+            self,
+            learn_prior=True,
+            why="the marglik selector learns the precisions; use the 'static' or 'rpp' selector "
+            "for fixed priors",
+        )
+        check_positive(self, "init_precision")
 
 
 class MarglikSelector(Selector):

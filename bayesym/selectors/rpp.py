@@ -39,7 +39,6 @@ with ``Budget(epochs=B)``, :math:`E` is the most whole epochs that fit with the 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -54,6 +53,7 @@ from bayesym.priors import GaussianPrior
 from bayesym.report import effective_parameter_report
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
+from bayesym.selectors.config_checks import check_one_of, check_positive, check_training
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
     fit_schedule,
@@ -100,23 +100,10 @@ class RPPConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("eq_prior", "neq_prior", "neq_init_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"RPPConfig.{name} must be positive and finite, got {value}")
-        for name, valid in (
-            ("prior_unit", ("weight_decay", "precision")),
-            ("readout", ("output", "effective")),
-        ):
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"RPPConfig.{name} must be one of {valid}, got {getattr(self, name)!r}"
-                )
-        if not isinstance(self.training, MarglikConfig) or self.training.learn_prior:
-            raise ValueError(
-                "RPPConfig.training must be a MarglikConfig with learn_prior=False (RPP's "
-                "priors are fixed)"
-            )
+        check_positive(self, "eq_prior", "neq_prior", "neq_init_scale")
+        check_one_of(self, "prior_unit", ("weight_decay", "precision"))
+        check_one_of(self, "readout", ("output", "effective"))
+        check_training(self, learn_prior=False, why="RPP's priors are fixed")
 
     def precisions(self, train_size: int) -> tuple[float, float]:
         r"""``(δ_eq, δ_neq)`` on ``train_size`` images (:math:`\delta = 2\,wd\,N` for decays)."""

@@ -23,7 +23,6 @@ choices' scores are the baselines' validation accuracies.
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from bayesym.marglik.evaluation import evaluate
 from bayesym.priors import GaussianPrior
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted
+from bayesym.selectors.config_checks import check_positive, check_training
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 
 __all__ = ["StaticConfig", "StaticSelector", "baseline_seed", "best_on_validation"]
@@ -66,15 +66,8 @@ class StaticConfig:
             raise ValueError(
                 f"StaticConfig.baselines must be a tuple of distinct names, got {self.baselines!r}"
             )
-        if not math.isfinite(self.prior_precision) or self.prior_precision <= 0:
-            raise ValueError(
-                f"StaticConfig.prior_precision must be positive, got {self.prior_precision}"
-            )
-        if not isinstance(self.training, MarglikConfig) or self.training.learn_prior:
-            raise ValueError(
-                "StaticConfig.training must be a MarglikConfig with learn_prior=False (static "
-                "baselines are trained by MAP)"
-            )
+        check_positive(self, "prior_precision")
+        check_training(self, learn_prior=False, why="static baselines are trained by MAP")
 
 
 def baseline_seed(seed: int, name: str) -> int:
