@@ -257,10 +257,9 @@ def _layer_names(model: nn.Module) -> list[str]:
     return names
 
 
-class _ACESelector(Selector):
+class _ACESelector(Selector, spaces={"translation", "d4"}):
     """The primal-dual training loop shared by both ACE selectors."""
 
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
     project: ClassVar[bool]
     config: _ACEConfig
 
@@ -514,17 +513,13 @@ def _homotopic_owner(
     return inside[0] if len(inside) == 1 else None
 
 
-class ACEEqualitySelector(_ACESelector):
+class ACEEqualitySelector(_ACESelector, name="ace-eq", config=ACEEqualityConfig):
     """ACE with the equality constraint γ = 0; returns the equivariant projection."""
 
-    name: ClassVar[str] = "ace-eq"
-    config_class: ClassVar[type] = ACEEqualityConfig
     project: ClassVar[bool] = True
 
 
-class ACEResilientSelector(_ACESelector):
+class ACEResilientSelector(_ACESelector, name="ace-resilient", config=ACEResilientConfig):
     """ACE with the resilient constraint |γ| <= u; returns the trained network."""
 
-    name: ClassVar[str] = "ace-resilient"
-    config_class: ClassVar[type] = ACEResilientConfig
     project: ClassVar[bool] = False

@@ -53,7 +53,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -494,12 +494,9 @@ def _planned_children(config: AENConfig, meter: BudgetMeter, train_size: int) ->
     return (meter.limit - retrain) // child, retrain
 
 
-class AENSelector(Selector):
+class AENSelector(Selector, name="aen", spaces={"pixel"}, config=AENConfig):
     """Deep Q-learning over pixel-transformation states (module docstring)."""
 
-    name: ClassVar[str] = "aen"
-    spaces: ClassVar[frozenset[str]] = frozenset({"pixel"})
-    config_class: ClassVar[type] = AENConfig
     config: AENConfig
 
     def search(self, selection: SelectionRun) -> SelectionResult:

@@ -72,7 +72,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -336,7 +336,7 @@ class _State:
     choices: dict[str, str] | None = None
 
 
-class EquiNASDSelector(Selector):
+class EquiNASDSelector(Selector, name="equinas-d", spaces={"d4"}, config=EquiNASDConfig):
     """EquiNAS_D: alternating Z- and Ψ-steps on a [G]-mixed network of the ``d4`` space.
 
     Configured by :class:`EquiNASDConfig`; returns the trained mixed network (or its
@@ -346,9 +346,6 @@ class EquiNASDSelector(Selector):
     :mod:`bayesym.selectors.equinas_d`.
     """
 
-    name: ClassVar[str] = "equinas-d"
-    spaces: ClassVar[frozenset[str]] = frozenset({"d4"})
-    config_class: ClassVar[type] = EquiNASDConfig
     config: EquiNASDConfig
 
     def search(self, selection: SelectionRun) -> SelectionResult:

@@ -64,7 +64,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -282,12 +282,9 @@ def candidate_seed(seed: int, generation: int, position: int) -> int:
     return (seed * 1_000_003 + generation) * 10_007 + position
 
 
-class EquiNASESelector(Selector):
+class EquiNASESelector(Selector, name="equinas-e", spaces={"d4"}, config=EquiNASEConfig):
     """Evolutionary subgroup search by relaxation morphisms (module docstring)."""
 
-    name: ClassVar[str] = "equinas-e"
-    spaces: ClassVar[frozenset[str]] = frozenset({"d4"})
-    config_class: ClassVar[type] = EquiNASEConfig
     config: EquiNASEConfig
 
     def search(self, selection: SelectionRun) -> SelectionResult:

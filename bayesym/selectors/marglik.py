@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 
@@ -77,12 +76,11 @@ class MarglikSelectorConfig:
         check_positive(self, "init_precision")
 
 
-class MarglikSelector(Selector):
+class MarglikSelector(
+    Selector, name="marglik", spaces={"translation", "d4"}, config=MarglikSelectorConfig
+):
     """Select each layer's symmetry by the Laplace marginal likelihood (module docstring)."""
 
-    name: ClassVar[str] = "marglik"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
-    config_class: ClassVar[type] = MarglikSelectorConfig
     config: MarglikSelectorConfig
 
     def schedule(self, meter: BudgetMeter, num_outputs: int) -> MarglikConfig:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -182,12 +182,9 @@ def output_share_choices(model: nn.Module, data: ImageDataset) -> tuple[LayerCho
     return tuple(choices)
 
 
-class RPPSelector(Selector):
+class RPPSelector(Selector, name="rpp", spaces={"translation", "d4"}, config=RPPConfig):
     """Residual pathway priors: MAP under fixed priors, read out per layer (module docs)."""
 
-    name: ClassVar[str] = "rpp"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
-    config_class: ClassVar[type] = RPPConfig
     config: RPPConfig
 
     def _readout_cost(self, meter: BudgetMeter, num_outputs: int) -> int:

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -136,12 +136,11 @@ def _train_baseline(shared: _Shared, candidate: _Candidate) -> dict[str, Any]:
     }
 
 
-class StaticSelector(Selector):
+class StaticSelector(
+    Selector, name="static", spaces={"translation", "d4", "pixel"}, config=StaticConfig
+):
     """Train fixed baselines and keep the best on validation (module docstring)."""
 
-    name: ClassVar[str] = "static"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4", "pixel"})
-    config_class: ClassVar[type] = StaticConfig
     config: StaticConfig
 
     def baselines(self, space: SearchSpace) -> tuple[str, ...]:
