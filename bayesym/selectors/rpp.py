@@ -59,9 +59,9 @@ from bayesym.selectors.prior_training import (
     fit_schedule,
     path_choices,
     train_metered,
+    trained_result,
 )
 from bayesym.selectors.spaces.base import DataShape
-from bayesym.selectors.training import evaluate_model
 from curvature import KFAC, compute_kfac
 
 __all__ = [
@@ -196,7 +196,6 @@ class RPPSelector(Selector, name="rpp", spaces={"translation", "d4"}, config=RPP
     def search(self, selection: SelectionRun) -> SelectionResult:
         """MAP-train the residual network under fixed priors and read out each layer."""
         train, valid, space = selection.train, selection.valid, selection.space
-        target = selection.device
         meter = selection.meter
         shape = DataShape.of(train)
         readout_cost = self._readout_cost(meter, shape.num_classes)
@@ -207,45 +206,25 @@ class RPPSelector(Selector, name="rpp", spaces={"translation", "d4"}, config=RPP
             extra=readout_cost,
             what="one MAP epoch and the read-out",
         )
-        folder = selection.claim()
+        selection.claim()
         torch.manual_seed(self.config.seed)
         model, eq_path, neq_path = space.residual_network(shape)
-        model = model.to(target)
+        model = model.to(selection.device)
         self._scale_unconstrained(model, neq_path)
         prior = GaussianPrior(model)
         eq, neq = self.config.precisions(len(train))
         prior.set_precisions(path_precisions(model, prior, neq_path, eq, neq))
-        meter.count_candidate()
         run = train_metered(
-            model,
-            prior,
-            config,
-            train,
-            valid,
-            meter=meter,
-            passes_per_curvature_image=1,
-            run_dir=folder,
-            progress=selection.progress,
-            label=f"{self.name} ({space.name})",
+            selection, model, prior, config, passes_per_curvature_image=1, label=self.name
         )
         choices, effective = self._readout(model, prior, train, valid, meter, shape.num_classes)
-        return self.result(
-            space,
-            model,
+        return trained_result(
+            self,
+            selection,
+            run,
             choices=choices,
-            valid=evaluate_model(model, valid, meter),
-            cost=meter.cost(final_model_epochs=float(run.trainer.epoch)),
-            history=tuple(
-                {
-                    **r.to_json(),
-                    "precision_eq": eq,
-                    "precision_neq": neq,
-                    "paths": [eq_path, neq_path],
-                    "stopped_by_budget": run.stopped_by_budget,
-                }
-                for r in run.history
-            ),
             effective_parameters=effective,
+            record={"precision_eq": eq, "precision_neq": neq, "paths": [eq_path, neq_path]},
         )
 
     def _scale_unconstrained(self, model: nn.Module, neq_path: str) -> None:
