@@ -60,10 +60,10 @@ meter, history); a killed run resumes to the same result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -192,60 +192,50 @@ class ACEResilientConfig(_ACEConfig):
     slack_lr: float = 1e-2
 
     def duals(self) -> DualSettings:
-        """The dual update rule."""
-        return DualSettings(
-            "resilient",
-            dual_lr=self.dual_lr,
-            rho=self.rho,
-            slack_lr=self.slack_lr,
-            dual_optimizer=self.dual_optimizer,
-            augmentation=self.augmentation,
+        """The dual update rule: the equality rule's, for the resilient constraint."""
+        return dataclasses.replace(
+            super().duals(), constraint="resilient", rho=self.rho, slack_lr=self.slack_lr
         )
 
 
-class _SplitOptimizer:
+class _Together:
+    """Optimisers or learning-rate schedules stepped together; their state is a list."""
+
+    def __init__(self, *members: Any) -> None:
+        self.members = members
+
+    def step(self) -> None:
+        for m in self.members:
+            m.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [m.state_dict() for m in self.members]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        for m, s in zip(self.members, state, strict=True):
+            m.load_state_dict(s)
+
+
+class _SplitOptimizer(_Together):
     """The weights' and the γ's optimisers, stepped together."""
 
-    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
-        self.optimizers = optimizers
+    def __init__(self, weights: torch.optim.Optimizer, gammas: torch.optim.Optimizer) -> None:
+        super().__init__(weights, gammas)
+        self.weights = weights
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
-        return [g for o in self.optimizers for g in o.param_groups]
+        return [g for o in self.members for g in o.param_groups]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimizers:
+        for o in self.members:
             o.zero_grad(set_to_none=set_to_none)
 
-    def step(self) -> None:
-        for o in self.optimizers:
-            o.step()
 
-    def state_dict(self) -> list[dict[str, Any]]:
-        return [o.state_dict() for o in self.optimizers]
-
-    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
-        for o, s in zip(self.optimizers, state, strict=True):
-            o.load_state_dict(s)
-
-
-class _SplitSchedule:
+def _split_schedule(optimizer: _SplitOptimizer, epochs: int, lr_min: float) -> _Together:
     """The cosine schedule of the weights' optimiser (the γ's learning rate is constant)."""
-
-    def __init__(self, optimizer: _SplitOptimizer, epochs: int, lr_min: float) -> None:
-        weights = optimizer.optimizers[0]
-        self.schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(weights, epochs, lr_min)]
-
-    def step(self) -> None:
-        for s in self.schedules:
-            s.step()
-
-    def state_dict(self) -> list[dict[str, Any]]:
-        return [s.state_dict() for s in self.schedules]
-
-    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
-        for s, d in zip(self.schedules, state, strict=True):
-            s.load_state_dict(d)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer.weights, epochs, lr_min)
+    return _Together(cosine)
 
 
 def _layer_names(model: nn.Module) -> list[str]:
@@ -281,7 +271,7 @@ class _ACESelector(Selector, spaces={"translation", "d4"}):
         duals = ConstraintDuals(len(gammas), config.duals())
         prior = GaussianPrior(model, init_precision=config.prior_precision)
         optimizer = self._optimizer(model, gammas)
-        schedule = _SplitSchedule(optimizer, epochs, config.lr_min)
+        schedule = _split_schedule(optimizer, epochs, config.lr_min)
         history: list[dict[str, Any]] = []
         start = 0
         meter.count_candidate()
@@ -340,7 +330,7 @@ class _ACESelector(Selector, spaces={"translation", "d4"}):
             )
             if stats.stopped_by_budget:
                 break
-        return self._result(model, space, valid, meter, duals, layers, vector(), history, folder)
+        return self._result(selection, model, duals, layers, vector(), history)
 
     def _optimizer(self, model: nn.Module, gammas: list[nn.Parameter]) -> Any:
         """Adam over the weights (``lr``), SGD or Adam over the γ's (``gamma_lr``)."""
@@ -404,16 +394,14 @@ class _ACESelector(Selector, spaces={"translation", "d4"}):
 
     def _result(
         self,
+        selection: SelectionRun,
         model: nn.Module,
-        space: SearchSpace,
-        valid: ImageDataset,
-        meter: BudgetMeter,
         duals: ConstraintDuals,
         layers: list[str],
         gamma: torch.Tensor,
         history: list[dict[str, Any]],
-        folder: Path | None,
     ) -> SelectionResult:
+        space, meter, folder = selection.space, selection.meter, selection.folder
         trained = gamma.detach().double().cpu().tolist()
         if self.project:
             with torch.no_grad():
@@ -449,7 +437,7 @@ class _ACESelector(Selector, spaces={"translation", "d4"}):
             space,
             model,
             choices=tuple(choices),
-            valid=evaluate_model(model, valid, meter),
+            valid=evaluate_model(model, selection.valid, meter),
             cost=meter.cost(final_model_epochs=epochs_done),
             history=tuple(history),
         )

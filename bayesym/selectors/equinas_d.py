@@ -96,7 +96,7 @@ from bayesym.selectors.config_checks import (
     check_positive,
     is_positive_int,
 )
-from bayesym.selectors.spaces.base import DataShape, SearchSpace
+from bayesym.selectors.spaces.base import DataShape
 from bayesym.selectors.training import evaluate_model, train_epochs
 
 __all__ = [
@@ -390,7 +390,7 @@ class EquiNASDSelector(Selector, name="equinas-d", spaces={"d4"}, config=EquiNAS
             self._retrain(
                 model, train, valid, meter, weight_opt, state, checkpoint, selection.progress
             )
-        return self._result(model, space, valid, meter, state, folder, padding)
+        return self._result(selection, model, state, padding)
 
     # --- phases ---------------------------------------------------------------------------------
     def _search(
@@ -582,23 +582,17 @@ class EquiNASDSelector(Selector, name="equinas-d", spaces={"d4"}, config=EquiNAS
         return model, weight_opt
 
     def _result(
-        self,
-        model: nn.Module,
-        space: SearchSpace,
-        valid: ImageDataset,
-        meter: BudgetMeter,
-        state: _State,
-        folder: Path | None,
-        padding: str,
+        self, selection: SelectionRun, model: nn.Module, state: _State, padding: str
     ) -> SelectionResult:
+        meter, folder = selection.meter, selection.folder
         searched = [r for r in state.history if r["phase"] == "search"][-1]["z"]
         choices = mixture_choices(searched, state.choices, padding)
         meter.count_candidate()
         result = self.result(
-            space,
+            selection.space,
             model,
             choices=choices,
-            valid=evaluate_model(model, valid, meter),
+            valid=evaluate_model(model, selection.valid, meter),
             cost=meter.cost(final_model_epochs=state.weight_images / meter.train_size),
             history=tuple(state.history),
         )
