@@ -60,10 +60,10 @@ meter, history); a killed run resumes to the same result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -83,6 +83,12 @@ from bayesym.priors import GaussianPrior
 from bayesym.selectors.ace_figure import plot_ace_history
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+)
 from bayesym.selectors.constraints import ConstraintDuals, DualSettings
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 from bayesym.selectors.training import evaluate_model, train_epochs
@@ -122,29 +128,12 @@ class _ACEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
-        for name in ("lr", "prior_precision", "gamma_tolerance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{owner}.{name} must be positive and finite, got {value}")
-        if isinstance(self.gamma_lr, bool) or not (
-            math.isfinite(self.gamma_lr) and self.gamma_lr > 0
-        ):
-            raise ValueError(f"{owner}.gamma_lr must be positive and finite, got {self.gamma_lr}")
-        if self.gamma_optimizer not in ("sgd", "adam"):
-            raise ValueError(
-                f"{owner}.gamma_optimizer must be 'sgd' or 'adam', got {self.gamma_optimizer!r}"
-            )
-        if not 0 <= self.lr_min <= self.lr:
-            raise ValueError(f"{owner}.lr_min must lie in [0, lr], got {self.lr_min}")
-        if self.init not in ("equivariant", "space"):
-            raise ValueError(f"{owner}.init must be 'equivariant' or 'space', got {self.init!r}")
-        if not math.isfinite(self.gamma_init):
-            raise ValueError(f"{owner}.gamma_init must be finite, got {self.gamma_init}")
+        check_positive_int(self, "epochs", "batch_size")
+        check_positive(self, "lr", "prior_precision", "gamma_tolerance", "gamma_lr")
+        check_one_of(self, "gamma_optimizer", ("sgd", "adam"))
+        check_fields(self, ("lr_min",), lambda v: 0 <= v <= self.lr, "must lie in [0, lr]")
+        check_one_of(self, "init", ("equivariant", "space"))
+        check_fields(self, ("gamma_init",), math.isfinite, "must be finite")
         self.duals()  # checks the dual settings
 
     def duals(self) -> DualSettings:
@@ -203,60 +192,50 @@ class ACEResilientConfig(_ACEConfig):
     slack_lr: float = 1e-2
 
     def duals(self) -> DualSettings:
-        """The dual update rule."""
-        return DualSettings(
-            "resilient",
-            dual_lr=self.dual_lr,
-            rho=self.rho,
-            slack_lr=self.slack_lr,
-            dual_optimizer=self.dual_optimizer,
-            augmentation=self.augmentation,
+        """The dual update rule: the equality rule's, for the resilient constraint."""
+        return dataclasses.replace(
+            super().duals(), constraint="resilient", rho=self.rho, slack_lr=self.slack_lr
         )
 
 
-class _SplitOptimizer:
+class _Together:
+    """Optimisers or learning-rate schedules stepped together; their state is a list."""
+
+    def __init__(self, *members: Any) -> None:
+        self.members = members
+
+    def step(self) -> None:
+        for m in self.members:
+            m.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [m.state_dict() for m in self.members]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        for m, s in zip(self.members, state, strict=True):
+            m.load_state_dict(s)
+
+
+class _SplitOptimizer(_Together):
     """The weights' and the γ's optimisers, stepped together."""
 
-    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
-        self.optimizers = optimizers
+    def __init__(self, weights: torch.optim.Optimizer, gammas: torch.optim.Optimizer) -> None:
+        super().__init__(weights, gammas)
+        self.weights = weights
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
-        return [g for o in self.optimizers for g in o.param_groups]
+        return [g for o in self.members for g in o.param_groups]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimizers:
+        for o in self.members:
             o.zero_grad(set_to_none=set_to_none)
 
-    def step(self) -> None:
-        for o in self.optimizers:
-            o.step()
 
-    def state_dict(self) -> list[dict[str, Any]]:
-        return [o.state_dict() for o in self.optimizers]
-
-    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
-        for o, s in zip(self.optimizers, state, strict=True):
-            o.load_state_dict(s)
-
-
-class _SplitSchedule:
+def _split_schedule(optimizer: _SplitOptimizer, epochs: int, lr_min: float) -> _Together:
     """The cosine schedule of the weights' optimiser (the γ's learning rate is constant)."""
-
-    def __init__(self, optimizer: _SplitOptimizer, epochs: int, lr_min: float) -> None:
-        weights = optimizer.optimizers[0]
-        self.schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(weights, epochs, lr_min)]
-
-    def step(self) -> None:
-        for s in self.schedules:
-            s.step()
-
-    def state_dict(self) -> list[dict[str, Any]]:
-        return [s.state_dict() for s in self.schedules]
-
-    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
-        for s, d in zip(self.schedules, state, strict=True):
-            s.load_state_dict(d)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer.weights, epochs, lr_min)
+    return _Together(cosine)
 
 
 def _layer_names(model: nn.Module) -> list[str]:
@@ -268,10 +247,9 @@ def _layer_names(model: nn.Module) -> list[str]:
     return names
 
 
-class _ACESelector(Selector):
+class _ACESelector(Selector, spaces={"translation", "d4"}):
     """The primal-dual training loop shared by both ACE selectors."""
 
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
     project: ClassVar[bool]
     config: _ACEConfig
 
@@ -293,7 +271,7 @@ class _ACESelector(Selector):
         duals = ConstraintDuals(len(gammas), config.duals())
         prior = GaussianPrior(model, init_precision=config.prior_precision)
         optimizer = self._optimizer(model, gammas)
-        schedule = _SplitSchedule(optimizer, epochs, config.lr_min)
+        schedule = _split_schedule(optimizer, epochs, config.lr_min)
         history: list[dict[str, Any]] = []
         start = 0
         meter.count_candidate()
@@ -352,7 +330,7 @@ class _ACESelector(Selector):
             )
             if stats.stopped_by_budget:
                 break
-        return self._result(model, space, valid, meter, duals, layers, vector(), history, folder)
+        return self._result(selection, model, duals, layers, vector(), history)
 
     def _optimizer(self, model: nn.Module, gammas: list[nn.Parameter]) -> Any:
         """Adam over the weights (``lr``), SGD or Adam over the γ's (``gamma_lr``)."""
@@ -416,16 +394,14 @@ class _ACESelector(Selector):
 
     def _result(
         self,
+        selection: SelectionRun,
         model: nn.Module,
-        space: SearchSpace,
-        valid: ImageDataset,
-        meter: BudgetMeter,
         duals: ConstraintDuals,
         layers: list[str],
         gamma: torch.Tensor,
         history: list[dict[str, Any]],
-        folder: Path | None,
     ) -> SelectionResult:
+        space, meter, folder = selection.space, selection.meter, selection.folder
         trained = gamma.detach().double().cpu().tolist()
         if self.project:
             with torch.no_grad():
@@ -461,7 +437,7 @@ class _ACESelector(Selector):
             space,
             model,
             choices=tuple(choices),
-            valid=evaluate_model(model, valid, meter),
+            valid=evaluate_model(model, selection.valid, meter),
             cost=meter.cost(final_model_epochs=epochs_done),
             history=tuple(history),
         )
@@ -525,17 +501,13 @@ def _homotopic_owner(
     return inside[0] if len(inside) == 1 else None
 
 
-class ACEEqualitySelector(_ACESelector):
+class ACEEqualitySelector(_ACESelector, name="ace-eq", config=ACEEqualityConfig):
     """ACE with the equality constraint γ = 0; returns the equivariant projection."""
 
-    name: ClassVar[str] = "ace-eq"
-    config_class: ClassVar[type] = ACEEqualityConfig
     project: ClassVar[bool] = True
 
 
-class ACEResilientSelector(_ACESelector):
+class ACEResilientSelector(_ACESelector, name="ace-resilient", config=ACEResilientConfig):
     """ACE with the resilient constraint |γ| <= u; returns the trained network."""
 
-    name: ClassVar[str] = "ace-resilient"
-    config_class: ClassVar[type] = ACEResilientConfig
     project: ClassVar[bool] = False

@@ -53,7 +53,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -63,6 +63,12 @@ from bayesym.marglik.evaluation import evaluate
 from bayesym.runs import resolve_device
 from bayesym.selectors.base import SelectionResult, SelectionRun, Selector, parameter_count
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter, BudgetTooSmall
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_positive,
+    check_positive_int,
+    is_positive_int,
+)
 from bayesym.selectors.dqn import PAPER_EPSILON_PHASES, DQNAgent, EpsilonSchedule, ReplayMemory
 from bayesym.selectors.executor import CandidateExecutor
 from bayesym.selectors.spaces.base import DataShape
@@ -134,27 +140,19 @@ class AENConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("child_epochs", "retrain_epochs"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"AENConfig.{name} must be positive, got {value}")
-        for name in (
-            "top_k", "children", "q_batch_size", "min_replay",
+        check_positive(self, "child_epochs", "retrain_epochs")
+        check_positive_int(
+            self, "top_k", "children", "q_batch_size", "min_replay",
             "q_updates_per_step", "replay_capacity", "target_sync", "max_steps_per_child",
             "checkpoint_every",
-        ):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AENConfig.{name} must be a positive int, got {value!r}")
-        if self.episode_length is not None and (
-            isinstance(self.episode_length, bool) or self.episode_length < 1
-        ):
-            raise ValueError(
-                f"AENConfig.episode_length must be a positive int or None, got "
-                f"{self.episode_length!r}"
-            )
-        if not 0 <= self.gamma < 1:
-            raise ValueError(f"AENConfig.gamma must lie in [0, 1), got {self.gamma}")
+        )  # fmt: skip
+        check_fields(
+            self,
+            ("episode_length",),
+            lambda v: v is None or is_positive_int(v),
+            "must be a positive int or None",
+        )
+        check_fields(self, ("gamma",), lambda v: 0 <= v < 1, "must lie in [0, 1)")
         object.__setattr__(self, "q_hidden", tuple(self.q_hidden))
         phases = tuple((float(e), int(n)) for e, n in self.epsilon_phases)
         object.__setattr__(self, "epsilon_phases", phases)
@@ -496,12 +494,9 @@ def _planned_children(config: AENConfig, meter: BudgetMeter, train_size: int) ->
     return (meter.limit - retrain) // child, retrain
 
 
-class AENSelector(Selector):
+class AENSelector(Selector, name="aen", spaces={"pixel"}, config=AENConfig):
     """Deep Q-learning over pixel-transformation states (module docstring)."""
 
-    name: ClassVar[str] = "aen"
-    spaces: ClassVar[frozenset[str]] = frozenset({"pixel"})
-    config_class: ClassVar[type] = AENConfig
     config: AENConfig
 
     def search(self, selection: SelectionRun) -> SelectionResult:

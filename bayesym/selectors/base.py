@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -182,9 +182,15 @@ def parameter_count(model: nn.Module) -> int:
 class Selector(ABC):
     """A method that selects the symmetry of every layer (see the module docstring).
 
-    Subclasses set :attr:`name` (their registry key), :attr:`spaces` (the search spaces they
-    support) and :attr:`config_class`, and implement :meth:`search`; :meth:`fit` is the same
-    for every selector (checks, budget meter, run directory, result files).
+    Subclasses name their registry key, the search spaces they support and their configuration
+    class as class keywords, which set :attr:`name`, :attr:`spaces` and :attr:`config_class`
+    (a keyword left out is inherited)::
+
+        class AENSelector(Selector, name="aen", spaces={"pixel"}, config=AENConfig):
+            config: AENConfig  # the type of self.config, for the type checker
+
+    and implement :meth:`search`; :meth:`fit` is the same for every selector (checks, budget
+    meter, run directory, result files).
 
     Args:
         config: the selector's configuration (default: ``config_class()``).
@@ -194,6 +200,22 @@ class Selector(ABC):
     spaces: ClassVar[frozenset[str]]
     config_class: ClassVar[type[DataclassInstance]]
     config: DataclassInstance
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        spaces: Iterable[str] | None = None,
+        config: type[DataclassInstance] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if spaces is not None:
+            cls.spaces = frozenset(spaces)
+        if config is not None:
+            cls.config_class = config
 
     def __init__(self, config: Any = None) -> None:
         if config is None:

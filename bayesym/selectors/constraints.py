@@ -56,12 +56,13 @@ is :math:`\gamma^\star = 0`, :math:`\lambda^\star = 2`):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+from bayesym.selectors.config_checks import check_non_negative, check_one_of, check_positive
 
 __all__ = ["ConstraintDuals", "DualSettings"]
 
@@ -93,23 +94,10 @@ class DualSettings:
     augmentation: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.constraint not in ("equality", "resilient"):
-            raise ValueError(
-                "DualSettings.constraint must be 'equality' or 'resilient', "
-                f"got {self.constraint!r}"
-            )
-        if self.dual_optimizer not in ("ascent", "adam"):
-            raise ValueError(
-                "DualSettings.dual_optimizer must be 'ascent' or 'adam', "
-                f"got {self.dual_optimizer!r}"
-            )
-        for name in ("dual_lr", "rho", "slack_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"DualSettings.{name} must be positive and finite, got {value}")
-        value = self.augmentation
-        if isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"DualSettings.augmentation must be >= 0 and finite, got {value}")
+        check_one_of(self, "constraint", ("equality", "resilient"))
+        check_one_of(self, "dual_optimizer", ("ascent", "adam"))
+        check_positive(self, "dual_lr", "rho", "slack_lr")
+        check_non_negative(self, "augmentation")
 
 
 class ConstraintDuals:

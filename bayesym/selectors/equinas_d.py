@@ -72,7 +72,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +90,13 @@ from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
-from bayesym.selectors.spaces.base import DataShape, SearchSpace
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_one_of,
+    check_positive,
+    is_positive_int,
+)
+from bayesym.selectors.spaces.base import DataShape
 from bayesym.selectors.training import evaluate_model, train_epochs
 
 __all__ = [
@@ -141,23 +147,12 @@ class EquiNASDConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "retrain_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EquiNASDConfig.{name} must be an int >= 1, got {value!r}")
-        for name in ("weight_lr", "architecture_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"EquiNASDConfig.{name} must be positive and finite, got {value}")
-        for name, valid in (
-            ("order", ("architecture_first", "weights_first")),
-            ("logit_init", ("uniform", "favour_full")),
-            ("variant", ("mixed", "discretised")),
-        ):
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"EquiNASDConfig.{name} must be one of {valid}, got {getattr(self, name)!r}"
-                )
+        names = ("epochs", "batch_size", "retrain_epochs")
+        check_fields(self, names, is_positive_int, "must be an int >= 1")
+        check_positive(self, "weight_lr", "architecture_lr")
+        check_one_of(self, "order", ("architecture_first", "weights_first"))
+        check_one_of(self, "logit_init", ("uniform", "favour_full"))
+        check_one_of(self, "variant", ("mixed", "discretised"))
 
 
 # --- the mixed layers of a network ------------------------------------------------------------
@@ -341,7 +336,7 @@ class _State:
     choices: dict[str, str] | None = None
 
 
-class EquiNASDSelector(Selector):
+class EquiNASDSelector(Selector, name="equinas-d", spaces={"d4"}, config=EquiNASDConfig):
     """EquiNAS_D: alternating Z- and Ψ-steps on a [G]-mixed network of the ``d4`` space.
 
     Configured by :class:`EquiNASDConfig`; returns the trained mixed network (or its
@@ -351,9 +346,6 @@ class EquiNASDSelector(Selector):
     :mod:`bayesym.selectors.equinas_d`.
     """
 
-    name: ClassVar[str] = "equinas-d"
-    spaces: ClassVar[frozenset[str]] = frozenset({"d4"})
-    config_class: ClassVar[type] = EquiNASDConfig
     config: EquiNASDConfig
 
     def search(self, selection: SelectionRun) -> SelectionResult:
@@ -398,7 +390,7 @@ class EquiNASDSelector(Selector):
             self._retrain(
                 model, train, valid, meter, weight_opt, state, checkpoint, selection.progress
             )
-        return self._result(model, space, valid, meter, state, folder, padding)
+        return self._result(selection, model, state, padding)
 
     # --- phases ---------------------------------------------------------------------------------
     def _search(
@@ -590,23 +582,17 @@ class EquiNASDSelector(Selector):
         return model, weight_opt
 
     def _result(
-        self,
-        model: nn.Module,
-        space: SearchSpace,
-        valid: ImageDataset,
-        meter: BudgetMeter,
-        state: _State,
-        folder: Path | None,
-        padding: str,
+        self, selection: SelectionRun, model: nn.Module, state: _State, padding: str
     ) -> SelectionResult:
+        meter, folder = selection.meter, selection.folder
         searched = [r for r in state.history if r["phase"] == "search"][-1]["z"]
         choices = mixture_choices(searched, state.choices, padding)
         meter.count_candidate()
         result = self.result(
-            space,
+            selection.space,
             model,
             choices=choices,
-            valid=evaluate_model(model, valid, meter),
+            valid=evaluate_model(model, selection.valid, meter),
             cost=meter.cost(final_model_epochs=state.weight_images / meter.train_size),
             history=tuple(state.history),
         )

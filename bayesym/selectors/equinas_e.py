@@ -64,7 +64,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -81,6 +81,13 @@ from bayesym.selectors.base import (
     parameter_count,
 )
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter, BudgetTooSmall
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_non_negative,
+    check_one_of,
+    check_positive,
+    is_positive_int,
+)
 from bayesym.selectors.equinas_lineage import plot_lineage
 from bayesym.selectors.executor import CandidateExecutor
 from bayesym.selectors.pareto import pareto_select
@@ -146,23 +153,17 @@ class EquiNASEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("population", "generations"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EquiNASEConfig.{name} must be an int >= 1, got {value!r}")
-        if not math.isfinite(self.fraction) or self.fraction <= 0:
-            raise ValueError(f"EquiNASEConfig.fraction must be positive, got {self.fraction}")
-        if not math.isfinite(self.finish_epochs) or self.finish_epochs < 0:
-            raise ValueError(f"EquiNASEConfig.finish_epochs must be >= 0, got {self.finish_epochs}")
-        for name, valid in (("moves", ("any", "reference")), ("front", ("whole", "cap"))):
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"EquiNASEConfig.{name} must be one of {valid}, got {getattr(self, name)!r}"
-                )
-        if not isinstance(self.optimizer, OptimizerSettings):
-            raise ValueError(
-                f"EquiNASEConfig.optimizer must be OptimizerSettings, got {self.optimizer!r}"
-            )
+        check_fields(self, ("population", "generations"), is_positive_int, "must be an int >= 1")
+        check_positive(self, "fraction")
+        check_non_negative(self, "finish_epochs")
+        check_one_of(self, "moves", ("any", "reference"))
+        check_one_of(self, "front", ("whole", "cap"))
+        check_fields(
+            self,
+            ("optimizer",),
+            lambda v: isinstance(v, OptimizerSettings),
+            "must be OptimizerSettings",
+        )
 
 
 def child_moves(groups: Sequence[str], moves: Literal["any", "reference"]) -> list[Move]:
@@ -281,12 +282,9 @@ def candidate_seed(seed: int, generation: int, position: int) -> int:
     return (seed * 1_000_003 + generation) * 10_007 + position
 
 
-class EquiNASESelector(Selector):
+class EquiNASESelector(Selector, name="equinas-e", spaces={"d4"}, config=EquiNASEConfig):
     """Evolutionary subgroup search by relaxation morphisms (module docstring)."""
 
-    name: ClassVar[str] = "equinas-e"
-    spaces: ClassVar[frozenset[str]] = frozenset({"d4"})
-    config_class: ClassVar[type] = EquiNASEConfig
     config: EquiNASEConfig
 
     def search(self, selection: SelectionRun) -> SelectionResult:

@@ -29,9 +29,7 @@ curvature passes together fit into :math:`\lceil BN\rceil`; with ``epochs=None``
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 
@@ -40,14 +38,15 @@ from bayesym.priors import GaussianPrior
 from bayesym.report import report_from_history
 from bayesym.selectors.base import SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
+from bayesym.selectors.config_checks import check_positive, check_training
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
     fit_schedule,
     path_choices,
     train_metered,
+    trained_result,
 )
 from bayesym.selectors.spaces.base import DataShape
-from bayesym.selectors.training import evaluate_model
 
 __all__ = ["MarglikSelector", "MarglikSelectorConfig"]
 
@@ -68,27 +67,20 @@ class MarglikSelectorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.training, MarglikConfig):
-            raise ValueError(
-                f"MarglikSelectorConfig.training must be a MarglikConfig, got {self.training!r}"
-            )
-        if not self.training.learn_prior:
-            raise ValueError(
-                "MarglikSelectorConfig.training.learn_prior must be True (the marglik selector "
-                "learns the precisions; use the 'static' or 'rpp' selector for fixed priors)"
-            )
-        if not math.isfinite(self.init_precision) or self.init_precision <= 0:
-            raise ValueError(
-                f"MarglikSelectorConfig.init_precision must be positive, got {self.init_precision}"
-            )
+        check_training(
+            self,
+            learn_prior=True,
+            why="the marglik selector learns the precisions; use the 'static' or 'rpp' selector "
+            "for fixed priors",
+        )
+        check_positive(self, "init_precision")
 
 
-class MarglikSelector(Selector):
+class MarglikSelector(
+    Selector, name="marglik", spaces={"translation", "d4"}, config=MarglikSelectorConfig
+):
     """Select each layer's symmetry by the Laplace marginal likelihood (module docstring)."""
 
-    name: ClassVar[str] = "marglik"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
-    config_class: ClassVar[type] = MarglikSelectorConfig
     config: MarglikSelectorConfig
 
     def schedule(self, meter: BudgetMeter, num_outputs: int) -> MarglikConfig:
@@ -104,43 +96,24 @@ class MarglikSelector(Selector):
 
     def search(self, selection: SelectionRun) -> SelectionResult:
         """Train the relaxed network with the marglik and read the choice per layer off it."""
-        train, valid, space = selection.train, selection.valid, selection.space
-        target = selection.device
-        meter = selection.meter
-        shape = DataShape.of(train)
-        config = self.schedule(meter, shape.num_classes)
-        folder = selection.claim()
+        shape = DataShape.of(selection.train)
+        config = self.schedule(selection.meter, shape.num_classes)
+        selection.claim()
         torch.manual_seed(self.config.seed)
-        model = space.relaxed_network(shape).to(target)
+        model = selection.space.relaxed_network(shape).to(selection.device)
         prior = GaussianPrior(model, init_precision=self.config.init_precision)
-        meter.count_candidate()
         run = train_metered(
+            selection,
             model,
             prior,
             config,
-            train,
-            valid,
-            meter=meter,
             passes_per_curvature_image=curvature_passes_per_image(config.kfac, shape.num_classes),
-            run_dir=folder,
-            progress=selection.progress,
-            label=f"{self.name} ({space.name})",
+            label=self.name,
         )
-        history = run.history
-        if hyper_records(history):
-            report = report_from_history(history, prior.groups)
-            choices = path_choices(model, report)
-            effective = dict(hyper_records(history)[-1].effective_parameters or {})
+        hyper = hyper_records(run.history)
+        if hyper:
+            choices = path_choices(model, report_from_history(run.history, prior.groups))
+            effective = dict(hyper[-1].effective_parameters or {})
         else:  # stopped by a wall-clock limit before the first hyper step
-            choices, effective = space.describe(model), None
-        return self.result(
-            space,
-            model,
-            choices=choices,
-            valid=evaluate_model(model, valid, meter),
-            cost=meter.cost(final_model_epochs=float(run.trainer.epoch)),
-            history=tuple(
-                {**r.to_json(), "stopped_by_budget": run.stopped_by_budget} for r in history
-            ),
-            effective_parameters=effective,
-        )
+            choices, effective = selection.space.describe(model), None
+        return trained_result(self, selection, run, choices=choices, effective_parameters=effective)

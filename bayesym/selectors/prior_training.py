@@ -28,20 +28,21 @@ passes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from bayesym.data.image_dataset import ImageDataset
 from bayesym.layers.paths import PathSum
 from bayesym.marglik import EpochRecord, MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import load_checkpoint
 from bayesym.priors import GaussianPrior
 from bayesym.report import EffectiveParameterReport
-from bayesym.selectors.base import LayerChoice
+from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter, BudgetTooSmall
+from bayesym.selectors.training import evaluate_model
 from curvature import KFACConfig
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "scaled_schedule",
     "schedule_passes",
     "train_metered",
+    "trained_result",
 ]
 
 
@@ -175,35 +177,39 @@ def _resume_meter(
 
 
 def train_metered(
+    selection: SelectionRun,
     model: nn.Module,
     prior: GaussianPrior,
     config: MarglikConfig,
-    train: ImageDataset,
-    valid: ImageDataset | None,
     *,
-    meter: BudgetMeter,
     passes_per_curvature_image: int,
-    run_dir: Path | None,
-    progress: bool,
     label: str,
 ) -> TrainedRun:
-    """Train ``model`` under ``prior`` with ``config``, charging ``meter`` before all work.
+    """Train ``model`` under ``prior`` with ``config`` as the one candidate of ``selection``.
 
-    With ``run_dir`` the trainer checkpoints every epoch into ``run_dir / "trainer"`` and a
-    restart resumes it (the meter included). A refused charge (wall-clock limit) stops
-    training where it is.
+    Every pass is charged to the selection's meter before it is made. With a claimed run
+    directory the trainer checkpoints every epoch into its ``trainer`` folder and a restart
+    resumes it (the meter included). A refused charge (wall-clock limit) stops training where
+    it is.
+
+    Args:
+        selection: the selection run (training and validation splits, meter, progress, the
+            claimed :attr:`~bayesym.selectors.base.SelectionRun.folder`).
+        model: the network, on the selection's device.
+        prior: its prior.
+        config: the trainer's schedule (fitted to the budget, :func:`fit_schedule`).
+        passes_per_curvature_image: :func:`curvature_passes_per_image` of the hyper steps.
+        label: the progress label; the space's name is added in parentheses.
     """
-    trainer_dir = None if run_dir is None else run_dir / "trainer"
+    train, valid, meter = selection.train, selection.valid, selection.meter
+    meter.count_candidate()
+    trainer_dir = None if selection.folder is None else selection.folder / "trainer"
     curvature_cost = (config.marglik_subset or len(train)) * passes_per_curvature_image
     curvature_cost = min(curvature_cost, len(train) * passes_per_curvature_image)
     done = 0
     if trainer_dir is not None and (trainer_dir / "checkpoint.pt").is_file():
         done = _resume_meter(
-            meter,
-            trainer_dir / "checkpoint.pt",
-            config,
-            curvature_cost,
-            0 if valid is None else len(valid),
+            meter, trainer_dir / "checkpoint.pt", config, curvature_cost, len(valid)
         )
     charge: Callable[[str, int], None] = lambda kind, images: meter.charge(  # noqa: E731
         images * (passes_per_curvature_image if kind == "curvature" else 1)
@@ -213,8 +219,8 @@ def train_metered(
         prior=prior,
         config=config,
         run_dir=trainer_dir,
-        progress=progress,
-        progress_label=label,
+        progress=selection.progress,
+        progress_label=f"{label} ({selection.space.name})",
         charge=charge,
     )
     stopped = False
@@ -222,10 +228,38 @@ def train_metered(
         trainer.fit(train, valid)
     except BudgetExhausted:
         stopped = True
-    if valid is not None:
-        meter.count_eval((len(trainer.history) - done) * len(valid))
+    meter.count_eval((len(trainer.history) - done) * len(valid))
     trainer.model.train()
     return TrainedRun(trainer, list(trainer.history), stopped)
+
+
+def trained_result(
+    selector: Selector,
+    selection: SelectionRun,
+    run: TrainedRun,
+    *,
+    choices: Sequence[LayerChoice],
+    effective_parameters: Mapping[str, float] | None,
+    record: Mapping[str, Any] | None = None,
+) -> SelectionResult:
+    """``selector``'s result for the model of ``run``, scored on the validation split.
+
+    The cost counts the epochs trained as the final model's; the history is one record per
+    epoch: the trainer's, then ``record``'s entries and ``stopped_by_budget``.
+    """
+    model = run.trainer.model
+    return selector.result(
+        selection.space,
+        model,
+        choices=choices,
+        valid=evaluate_model(model, selection.valid, selection.meter),
+        cost=selection.meter.cost(final_model_epochs=float(run.trainer.epoch)),
+        history=tuple(
+            {**r.to_json(), **(record or {}), "stopped_by_budget": run.stopped_by_budget}
+            for r in run.history
+        ),
+        effective_parameters=effective_parameters,
+    )
 
 
 def path_choices(model: nn.Module, report: EffectiveParameterReport) -> tuple[LayerChoice, ...]:

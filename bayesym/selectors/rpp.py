@@ -39,9 +39,8 @@ with ``Budget(epochs=B)``, :math:`E` is the most whole epochs that fit with the 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -54,14 +53,15 @@ from bayesym.priors import GaussianPrior
 from bayesym.report import effective_parameter_report
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
+from bayesym.selectors.config_checks import check_one_of, check_positive, check_training
 from bayesym.selectors.prior_training import (
     curvature_passes_per_image,
     fit_schedule,
     path_choices,
     train_metered,
+    trained_result,
 )
 from bayesym.selectors.spaces.base import DataShape
-from bayesym.selectors.training import evaluate_model
 from curvature import KFAC, compute_kfac
 
 __all__ = [
@@ -100,23 +100,10 @@ class RPPConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("eq_prior", "neq_prior", "neq_init_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"RPPConfig.{name} must be positive and finite, got {value}")
-        for name, valid in (
-            ("prior_unit", ("weight_decay", "precision")),
-            ("readout", ("output", "effective")),
-        ):
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"RPPConfig.{name} must be one of {valid}, got {getattr(self, name)!r}"
-                )
-        if not isinstance(self.training, MarglikConfig) or self.training.learn_prior:
-            raise ValueError(
-                "RPPConfig.training must be a MarglikConfig with learn_prior=False (RPP's "
-                "priors are fixed)"
-            )
+        check_positive(self, "eq_prior", "neq_prior", "neq_init_scale")
+        check_one_of(self, "prior_unit", ("weight_decay", "precision"))
+        check_one_of(self, "readout", ("output", "effective"))
+        check_training(self, learn_prior=False, why="RPP's priors are fixed")
 
     def precisions(self, train_size: int) -> tuple[float, float]:
         r"""``(δ_eq, δ_neq)`` on ``train_size`` images (:math:`\delta = 2\,wd\,N` for decays)."""
@@ -195,12 +182,9 @@ def output_share_choices(model: nn.Module, data: ImageDataset) -> tuple[LayerCho
     return tuple(choices)
 
 
-class RPPSelector(Selector):
+class RPPSelector(Selector, name="rpp", spaces={"translation", "d4"}, config=RPPConfig):
     """Residual pathway priors: MAP under fixed priors, read out per layer (module docs)."""
 
-    name: ClassVar[str] = "rpp"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4"})
-    config_class: ClassVar[type] = RPPConfig
     config: RPPConfig
 
     def _readout_cost(self, meter: BudgetMeter, num_outputs: int) -> int:
@@ -212,7 +196,6 @@ class RPPSelector(Selector):
     def search(self, selection: SelectionRun) -> SelectionResult:
         """MAP-train the residual network under fixed priors and read out each layer."""
         train, valid, space = selection.train, selection.valid, selection.space
-        target = selection.device
         meter = selection.meter
         shape = DataShape.of(train)
         readout_cost = self._readout_cost(meter, shape.num_classes)
@@ -223,45 +206,25 @@ class RPPSelector(Selector):
             extra=readout_cost,
             what="one MAP epoch and the read-out",
         )
-        folder = selection.claim()
+        selection.claim()
         torch.manual_seed(self.config.seed)
         model, eq_path, neq_path = space.residual_network(shape)
-        model = model.to(target)
+        model = model.to(selection.device)
         self._scale_unconstrained(model, neq_path)
         prior = GaussianPrior(model)
         eq, neq = self.config.precisions(len(train))
         prior.set_precisions(path_precisions(model, prior, neq_path, eq, neq))
-        meter.count_candidate()
         run = train_metered(
-            model,
-            prior,
-            config,
-            train,
-            valid,
-            meter=meter,
-            passes_per_curvature_image=1,
-            run_dir=folder,
-            progress=selection.progress,
-            label=f"{self.name} ({space.name})",
+            selection, model, prior, config, passes_per_curvature_image=1, label=self.name
         )
         choices, effective = self._readout(model, prior, train, valid, meter, shape.num_classes)
-        return self.result(
-            space,
-            model,
+        return trained_result(
+            self,
+            selection,
+            run,
             choices=choices,
-            valid=evaluate_model(model, valid, meter),
-            cost=meter.cost(final_model_epochs=float(run.trainer.epoch)),
-            history=tuple(
-                {
-                    **r.to_json(),
-                    "precision_eq": eq,
-                    "precision_neq": neq,
-                    "paths": [eq_path, neq_path],
-                    "stopped_by_budget": run.stopped_by_budget,
-                }
-                for r in run.history
-            ),
             effective_parameters=effective,
+            record={"precision_eq": eq, "precision_neq": neq, "paths": [eq_path, neq_path]},
         )
 
     def _scale_unconstrained(self, model: nn.Module, neq_path: str) -> None:

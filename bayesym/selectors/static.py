@@ -23,12 +23,11 @@ choices' scores are the baselines' validation accuracies.
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -39,6 +38,7 @@ from bayesym.marglik.evaluation import evaluate
 from bayesym.priors import GaussianPrior
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted
+from bayesym.selectors.config_checks import check_positive, check_training
 from bayesym.selectors.spaces.base import DataShape, SearchSpace
 
 __all__ = ["StaticConfig", "StaticSelector", "baseline_seed", "best_on_validation"]
@@ -66,15 +66,8 @@ class StaticConfig:
             raise ValueError(
                 f"StaticConfig.baselines must be a tuple of distinct names, got {self.baselines!r}"
             )
-        if not math.isfinite(self.prior_precision) or self.prior_precision <= 0:
-            raise ValueError(
-                f"StaticConfig.prior_precision must be positive, got {self.prior_precision}"
-            )
-        if not isinstance(self.training, MarglikConfig) or self.training.learn_prior:
-            raise ValueError(
-                "StaticConfig.training must be a MarglikConfig with learn_prior=False (static "
-                "baselines are trained by MAP)"
-            )
+        check_positive(self, "prior_precision")
+        check_training(self, learn_prior=False, why="static baselines are trained by MAP")
 
 
 def baseline_seed(seed: int, name: str) -> int:
@@ -143,12 +136,11 @@ def _train_baseline(shared: _Shared, candidate: _Candidate) -> dict[str, Any]:
     }
 
 
-class StaticSelector(Selector):
+class StaticSelector(
+    Selector, name="static", spaces={"translation", "d4", "pixel"}, config=StaticConfig
+):
     """Train fixed baselines and keep the best on validation (module docstring)."""
 
-    name: ClassVar[str] = "static"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation", "d4", "pixel"})
-    config_class: ClassVar[type] = StaticConfig
     config: StaticConfig
 
     def baselines(self, space: SearchSpace) -> tuple[str, ...]:

@@ -23,6 +23,12 @@ from torch import Tensor, nn
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.marglik.evaluation import evaluate
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "OptimizerSettings",
@@ -51,14 +57,10 @@ class OptimizerSettings:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.name not in ("adam", "sgd"):
-            raise ValueError(f"OptimizerSettings.name must be 'adam' or 'sgd', got {self.name!r}")
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"OptimizerSettings.lr must be positive and finite, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"OptimizerSettings.momentum must lie in [0, 1), got {self.momentum}")
-        if isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ValueError(f"OptimizerSettings.batch_size must be >= 1, got {self.batch_size}")
+        check_one_of(self, "name", ("adam", "sgd"))
+        check_positive(self, "lr")
+        check_fields(self, ("momentum",), lambda v: 0 <= v < 1, "must lie in [0, 1)")
+        check_positive_int(self, "batch_size")
 
 
 def make_optimizer(

@@ -44,12 +44,9 @@ def _config(**changes):
     return CompareConfig(**{**SMALL, "selector_options": options, **changes})
 
 
-class SpySelector(Selector):
+class SpySelector(Selector, name="spy", spaces={"translation"}, config=StaticConfig):
     """Records everything its search receives; returns an untrained CONV network."""
 
-    name: ClassVar[str] = "spy"
-    spaces: ClassVar[frozenset[str]] = frozenset({"translation"})
-    config_class: ClassVar[type] = StaticConfig
     received: ClassVar[list] = []
 
     def search(self, selection):
@@ -225,9 +222,8 @@ def test_bad_configurations_are_refused_listing_the_valid_choices(changes, messa
 
 
 def test_a_space_a_selector_does_not_support_is_refused(monkeypatch):
-    class D4Only(SpySelector):
-        name = "d4-only"
-        spaces = frozenset({"d4"})
+    class D4Only(SpySelector, name="d4-only", spaces={"d4"}):
+        pass
 
     monkeypatch.setitem(SELECTORS, "d4-only", D4Only)
     with pytest.raises(ValueError, match="'d4-only' does not support the 'translation' space; it"):

@@ -23,6 +23,7 @@ from bayesym.selectors import (
     selection_split,
     train_epochs,
 )
+from bayesym.selectors.registry import SELECTORS
 from bayesym.selectors.training import seeded_batches
 
 
@@ -204,6 +205,33 @@ def test_selection_result_round_trips_through_json(tmp_path):
 
 def test_serial_executor_keeps_order():
     assert SerialExecutor().map(pow, [1, 2, 3], shared=2) == [2, 4, 8]
+
+
+def test_selectors_register_name_spaces_and_config_by_class_keywords():
+    expected = {
+        "static": ({"translation", "d4", "pixel"}, "StaticConfig"),
+        "marglik": ({"translation", "d4"}, "MarglikSelectorConfig"),
+        "rpp": ({"translation", "d4"}, "RPPConfig"),
+        "equinas-d": ({"d4"}, "EquiNASDConfig"),
+        "equinas-e": ({"d4"}, "EquiNASEConfig"),
+        "ace-eq": ({"translation", "d4"}, "ACEEqualityConfig"),
+        "ace-resilient": ({"translation", "d4"}, "ACEResilientConfig"),
+        "aen": ({"pixel"}, "AENConfig"),
+    }
+    assert list(SELECTORS) == list(expected)
+    for key, selector in SELECTORS.items():
+        spaces, config = expected[key]
+        assert selector.name == key
+        assert selector.spaces == frozenset(spaces) and isinstance(selector.spaces, frozenset)
+        assert selector.config_class.__name__ == config
+        assert type(make_selector(key).config) is selector.config_class
+
+    class Renamed(SELECTORS["rpp"], name="rpp-renamed"):  # keywords left out are inherited
+        pass
+
+    assert (Renamed.name, Renamed.spaces) == ("rpp-renamed", frozenset({"translation", "d4"}))
+    assert Renamed.config_class is SELECTORS["rpp"].config_class
+    assert SELECTORS["rpp"].name == "rpp"
 
 
 def test_unknown_selector_and_space_names_list_the_valid_ones():
