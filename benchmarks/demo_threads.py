@@ -105,10 +105,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-busy", action="store_true", help="without the busy process")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 epochs, 32")
     parser.add_argument("--threads", type=int, default=1, help="threads of this script (1)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "demo_threads.json")
+    parser.add_argument("--out", type=Path, default=None, help="default results/demo_threads")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.epochs, args.train_subset = 1, 2, 32
+    if args.out is None:  # a smoke run never replaces the published measurement
+        args.out = RESULTS / ("demo_threads_quick.json" if args.quick else "demo_threads.json")
     return args
 
 

@@ -224,7 +224,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=4, help="independent candidates")
     parser.add_argument("--candidate-n", type=int, default=None, help="images per candidate")
     parser.add_argument(
-        "--output", default="distributed_speed", help="result file benchmarks/results/NAME.json"
+        "--output",
+        default=None,
+        help="result file benchmarks/results/NAME.json (default distributed_speed[_quick])",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -233,6 +235,7 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         worker(args.n, args.batch_size, args.repeats, args.out)
         return
+    args.output = args.output or ("distributed_speed_quick" if args.quick else "distributed_speed")
     args.n = args.n or (1024 if args.quick else 4096)
     args.candidate_n = args.candidate_n or (1024 if args.quick else 4096)
     args.repeats = args.repeats or (3 if args.quick else 5)
