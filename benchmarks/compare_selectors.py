@@ -65,19 +65,15 @@ def build_config(args: argparse.Namespace) -> CompareConfig:
             f"compare_selectors: the {args.space!r} space is not registered in this checkout "
             f"(registered: {', '.join(SPACES)}); pass --space with one of them"
         )
-    sizes = chosen_sizes(args, DEFAULT, QUICK)
+    sizes, width = chosen_sizes(args, DEFAULT, QUICK)
     return CompareConfig(
         task=args.task,
         space=args.space,
         selectors=names(args.selectors),
         baselines=names(args.baselines),
-        seeds=sizes["seeds"],
-        budget_epochs=sizes["budget_epochs"],
-        train_size=sizes["train_size"],
-        val_size=sizes["val_size"],
-        test_size=sizes["test_size"],
+        **sizes,
         image_size=args.image_size,
-        space_options={} if sizes["width"] is None else {"width": sizes["width"]},
+        space_options={} if width is None else {"width": width},
     )
 
 

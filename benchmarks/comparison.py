@@ -50,15 +50,21 @@ def add_comparison_arguments(
 
 def chosen_sizes(
     args: argparse.Namespace, default: Mapping[str, Any], quick: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Each of :data:`SIZE_OPTIONS` as given, else the script's default; seeds as a tuple."""
+) -> tuple[dict[str, Any], int | None]:
+    """Each of :data:`SIZE_OPTIONS` as given, else the script's default.
+
+    Returns:
+        The :class:`~bayesym.selectors.compare.CompareConfig` fields among them (seeds as a
+        tuple), and the network width (``None``: the space's).
+    """
     sizes = quick if args.quick else default
     chosen = {
         name: sizes.get(name) if getattr(args, name) is None else getattr(args, name)
         for name in SIZE_OPTIONS
     }
     chosen["seeds"] = tuple(int(s) for s in str(chosen["seeds"]).split(","))
-    return chosen
+    width = chosen.pop("width")
+    return chosen, width
 
 
 def names(text: str) -> tuple[str, ...]:

@@ -76,18 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace, task: str) -> CompareConfig:
-    sizes = chosen_sizes(args, DEFAULT, QUICK)
+    sizes, width = chosen_sizes(args, DEFAULT, QUICK)
     return CompareConfig(
         task=task,
         space="translation",
         selectors=names(args.selectors),
         baselines=names(args.baselines),
-        seeds=sizes["seeds"],
-        budget_epochs=sizes["budget_epochs"],
-        train_size=sizes["train_size"],
-        val_size=sizes["val_size"],
-        test_size=sizes["test_size"],
-        space_options={} if sizes["width"] is None else {"width": sizes["width"]},
+        **sizes,
+        space_options={} if width is None else {"width": width},
     )
 
 

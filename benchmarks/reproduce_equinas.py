@@ -155,7 +155,9 @@ def selector_options(args: argparse.Namespace, selectors: tuple[str, ...]) -> di
 
 
 def build_config(args: argparse.Namespace) -> CompareConfig:
-    sizes = chosen_sizes(args, DEFAULT, QUICK)
+    sizes, width = chosen_sizes(args, DEFAULT, QUICK)
+    if args.protocol != "equal":  # every cell trains the lineage's epochs instead
+        sizes["budget_epochs"] = None
     selectors = names(args.selectors)
     priors = names(args.prior_baselines)
     return CompareConfig(
@@ -163,13 +165,9 @@ def build_config(args: argparse.Namespace) -> CompareConfig:
         space="d4",
         selectors=selectors,
         baselines=names(args.baselines) + priors,
-        seeds=sizes["seeds"],
-        budget_epochs=sizes["budget_epochs"] if args.protocol == "equal" else None,
-        train_size=sizes["train_size"],
-        val_size=sizes["val_size"],
-        test_size=sizes["test_size"],
+        **sizes,
         image_size=args.image_size,
-        space_options={"width": sizes["width"], "norm": args.norm, "prior_baselines": priors},
+        space_options={"width": width, "norm": args.norm, "prior_baselines": priors},
         selector_options=selector_options(args, selectors),
     )
 
