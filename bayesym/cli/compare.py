@@ -29,17 +29,37 @@ from typing import Any
 import torch
 
 from bayesym.cli.errors import CliError
-from bayesym.cli.options import add_session_options, set_threads
+from bayesym.cli.options import (
+    ConfigOption,
+    add_config_options,
+    add_session_options,
+    option_values,
+    set_threads,
+)
 from bayesym.runs import resolve_device
 from bayesym.selectors.compare import CompareConfig, compare
 from bayesym.selectors.executor import CandidateExecutor, SerialExecutor
 from bayesym.selectors.registry import SELECTORS, SPACES
 
-__all__ = ["register"]
+__all__ = ["COMPARE_OPTIONS", "register"]
 
-_FLAGS = {
-    f"CompareConfig.{name}": f"--{name.replace('_', '-')}"
-    for name in ("train_size", "val_size", "test_size", "image_size", "seeds", "budget_epochs")
+COMPARE_OPTIONS: tuple[ConfigOption, ...] = (
+    ConfigOption(
+        "--budget-epochs",
+        "budget_epochs",
+        "budget of every selector in training image passes / training images "
+        "(none: each selector's own schedule)",
+    ),
+    ConfigOption("--train-size", "train_size", "training images"),
+    ConfigOption("--val-size", "val_size", "validation images"),
+    ConfigOption("--test-size", "test_size", "seeded test subset (none: all of the test split)"),
+    ConfigOption("--image-size", "image_size", "resize images to N x N (none: as they are)"),
+    ConfigOption("--root", "root", "Fashion-MNIST directory (none: $BAYESYM_DATA or Debian's)"),
+)
+"""The options that set a :class:`CompareConfig` field as they are (type and default from it)."""
+
+_FLAGS = {f"CompareConfig.{o.path}": o.flag for o in COMPARE_OPTIONS} | {
+    "CompareConfig.seeds": "--seeds"
 }
 """Configuration fields as the command line names them (for one-line errors)."""
 
@@ -83,13 +103,8 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
             selectors=_names(args.selectors, "--selectors"),
             baselines=_names(args.baselines, "--baselines"),
             seeds=_seeds(args.seeds),
-            budget_epochs=args.budget_epochs,
-            train_size=args.train_size,
-            val_size=args.val_size,
-            test_size=args.test_size,
-            image_size=args.image_size,
             space_options=space_options,
-            root=None if args.root is None else str(args.root),
+            **option_values(args, COMPARE_OPTIONS),
         )
     except ValueError as err:
         raise CliError(_as_flags(str(err))) from None
@@ -162,23 +177,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: all of the space's when static is among the selectors)",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    parser.add_argument(
-        "--budget-epochs",
-        type=float,
-        default=None,
-        help="budget of every selector in training image passes / training images "
-        "(default: each selector's own schedule)",
-    )
-    parser.add_argument("--train-size", type=int, default=1000, help="training images (1000)")
-    parser.add_argument("--val-size", type=int, default=300, help="validation images (300)")
-    parser.add_argument(
-        "--test-size", type=int, default=None, help="seeded test subset (default: all)"
-    )
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="resize images to N x N (default: as is)"
-    )
+    add_config_options(parser, COMPARE_OPTIONS, CompareConfig)
     parser.add_argument("--width", type=int, default=None, help="width of the space's networks")
-    parser.add_argument("--root", type=Path, default=None, help="Fashion-MNIST directory")
     parser.add_argument("--out", required=True, help="output directory (resumed if it exists)")
     add_session_options(parser, quiet_help="no progress bars or cell lines")
     parser.add_argument(

@@ -35,7 +35,8 @@ from pathlib import Path
 from bayesym.cli.errors import CliError
 from bayesym.cli.options import (
     GROUP_CHOICES,
-    add_run_options,
+    RUN_OPTIONS,
+    add_config_options,
     add_session_options,
     check_run_config,
     run_config_from_args,
@@ -228,7 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train one network on one task into --out (re-running resumes).",
     )
     fit.add_argument("--out", required=True, help="run directory (resumed if it exists)")
-    add_run_options(fit)
+    add_config_options(fit, RUN_OPTIONS, RunConfig)
     fit.add_argument(
         "--group",
         default=None,
@@ -258,6 +259,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{' and '.join(DEMO_TASKS)} and print which symmetry every layer chose.",
     )
     demo.add_argument("--out", default="runs/demo", help="directory of the two runs")
-    add_run_options(demo, exclude=("--task", "--kind"))
+    add_config_options(demo, RUN_OPTIONS, RunConfig, exclude=("--task", "--kind"))
     add_session_options(demo)
     demo.set_defaults(handler=_demo)

@@ -1,9 +1,11 @@
-"""The command-line options of a run, derived from one table over :class:`~bayesym.runs.RunConfig`.
+"""Command-line options derived from one table over a configuration dataclass.
 
-Each :class:`RunOption` names a flag and the dotted path of the configuration field it sets;
-its type, its choices (for ``Literal`` fields and layer kinds) and its default are read from
-the configuration classes, so the CLI cannot drift from them. ``bayesym fit`` and
-``bayesym demo`` add the same table (the demo without ``--task``/``--kind``, which it fixes).
+Each :class:`ConfigOption` names a flag and the dotted path of the configuration field it sets;
+its type, its choices (for ``Literal`` fields, or the option's own) and its default are read
+from the configuration classes, so the CLI cannot drift from them. ``bayesym fit`` and
+``bayesym demo`` add :data:`RUN_OPTIONS` over :class:`~bayesym.runs.RunConfig` (the demo without
+``--task``/``--kind``, which it fixes); ``bayesym compare`` adds its sizes and budget over
+:class:`~bayesym.selectors.compare.CompareConfig` the same way.
 
 The session options (:func:`add_session_options`: ``--quiet``, ``--device``, ``--threads``)
 change how a run is shown or where it runs, never its result, so they never block a resume.
@@ -16,10 +18,11 @@ every parallel region, and the networks of the demo are too small to gain from m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +36,11 @@ from bayesym.runs import RunConfig
 __all__ = [
     "DEFAULT_THREADS",
     "RUN_OPTIONS",
-    "RunOption",
-    "add_run_options",
+    "ConfigOption",
+    "add_config_options",
     "add_session_options",
     "check_run_config",
+    "option_values",
     "run_config_from_args",
     "set_threads",
 ]
@@ -46,18 +50,21 @@ DEFAULT_THREADS = 1
 
 
 @dataclass(frozen=True)
-class RunOption:
-    """One command-line option that sets one field of :class:`~bayesym.runs.RunConfig`.
+class ConfigOption:
+    """One command-line option that sets one field of a configuration dataclass.
 
     Attributes:
         flag: the option, e.g. ``"--batch-size"``.
         path: dotted field path in the configuration, e.g. ``"training.batch_size"``.
         help: what it does (the default and the valid values are appended).
+        choices: the valid values, when the field's type does not list them (called when
+            the option is added, so registrations made before then count).
     """
 
     flag: str
     path: str
     help: str
+    choices: Callable[[], Sequence[Any]] | None = None
 
     @property
     def dest(self) -> str:
@@ -65,43 +72,54 @@ class RunOption:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-RUN_OPTIONS: tuple[RunOption, ...] = (
-    RunOption("--task", "task", "task to learn (`bayesym data list` shows them)"),
-    RunOption("--kind", "model.layer_kind", "layer kind of every block of the backbone"),
-    RunOption("--width", "model.width", "width multiplier a of the backbone"),
-    RunOption("--epochs", "training.epochs", "training epochs"),
-    RunOption("--batch-size", "training.batch_size", "mini-batch size of the MAP steps"),
-    RunOption("--lr", "training.lr", "learning rate of the parameters (Adam, cosine to 0)"),
-    RunOption("--burn-in", "training.burn_in", "epochs before the first hyper step"),
-    RunOption("--hyper-every", "training.hyper_every", "epochs between hyper steps"),
-    RunOption(
+RUN_OPTIONS: tuple[ConfigOption, ...] = (
+    ConfigOption("--task", "task", "task to learn (`bayesym data list` shows them)"),
+    ConfigOption(
+        "--kind", "model.layer_kind", "layer kind of every block of the backbone", layer_kinds
+    ),
+    ConfigOption("--width", "model.width", "width multiplier a of the backbone"),
+    ConfigOption("--epochs", "training.epochs", "training epochs"),
+    ConfigOption("--batch-size", "training.batch_size", "mini-batch size of the MAP steps"),
+    ConfigOption("--lr", "training.lr", "learning rate of the parameters (Adam, cosine to 0)"),
+    ConfigOption("--burn-in", "training.burn_in", "epochs before the first hyper step"),
+    ConfigOption("--hyper-every", "training.hyper_every", "epochs between hyper steps"),
+    ConfigOption(
         "--hyper-steps", "training.hyper_steps", "Adam steps on the precisions per hyper step"
     ),
-    RunOption("--ggn", "training.kfac.ggn_type", "curvature: exact GGN, 1-sample MC or empirical"),
-    RunOption("--approx", "training.kfac.approx", "KFAC approximation of shared weights"),
-    RunOption("--marglik-subset", "training.marglik_subset", "compute the curvature on N images"),
-    RunOption(
+    ConfigOption(
+        "--ggn", "training.kfac.ggn_type", "curvature: exact GGN, 1-sample MC or empirical"
+    ),
+    ConfigOption("--approx", "training.kfac.approx", "KFAC approximation of shared weights"),
+    ConfigOption(
+        "--marglik-subset", "training.marglik_subset", "compute the curvature on N images"
+    ),
+    ConfigOption(
         "--marglik-batch-size",
         "training.marglik_batch_size",
         "batch size of the curvature pass (none: the training batch size on the CPU, at least "
         "512 on a GPU; the factors do not depend on it)",
     ),
-    RunOption("--train-subset", "train_subset", "train on a seeded subset of N images"),
-    RunOption("--seed", "training.seed", "seed of initialisation, task, shuffling and curvature"),
-    RunOption("--root", "data_root", "Fashion-MNIST directory (none: $BAYESYM_DATA or Debian's)"),
+    ConfigOption("--train-subset", "train_subset", "train on a seeded subset of N images"),
+    ConfigOption(
+        "--seed", "training.seed", "seed of initialisation, task, shuffling and curvature"
+    ),
+    ConfigOption(
+        "--root", "data_root", "Fashion-MNIST directory (none: $BAYESYM_DATA or Debian's)"
+    ),
 )
 """The table: every run option of ``bayesym fit`` (and, but for task and kind, of the demo)."""
 
 
-def _field(path: str) -> tuple[Any, Any]:
-    """The resolved type and the default of the configuration field at ``path``."""
-    owner: Any = RunConfig
-    value: Any = RunConfig()
-    for name in path.split("."):
-        hints = typing.get_type_hints(owner)
-        annotation = hints[name]
+def _field(config_type: type, path: str) -> tuple[Any, Any]:
+    """The resolved type and the default of the field of ``config_type`` at ``path``."""
+    first, *rest = path.split(".")
+    (field,) = [f for f in dataclasses.fields(config_type) if f.name == first]
+    default_factory: Any = field.default_factory
+    value = field.default if default_factory is dataclasses.MISSING else default_factory()
+    annotation = typing.get_type_hints(config_type)[first]
+    for name in rest:
+        annotation = typing.get_type_hints(annotation)[name]
         value = getattr(value, name)
-        owner = annotation
     return annotation, value
 
 
@@ -127,25 +145,42 @@ def _parser_and_choices(annotation: Any) -> tuple[Callable[[str], Any], tuple[An
     return annotation, None
 
 
-def add_run_options(parser: argparse.ArgumentParser, *, exclude: Collection[str] = ()) -> None:
-    """Add every option of :data:`RUN_OPTIONS` to ``parser``, except the flags in ``exclude``."""
-    for option in RUN_OPTIONS:
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    options: Sequence[ConfigOption],
+    config_type: type,
+    *,
+    exclude: Collection[str] = (),
+) -> None:
+    """Add every option of ``options`` (fields of ``config_type``) except the flags in ``exclude``.
+
+    A field without a default makes a required option.
+    """
+    for option in options:
         if option.flag in exclude:
             continue
-        annotation, default = _field(option.path)
+        annotation, default = _field(config_type, option.path)
         parse, choices = _parser_and_choices(annotation)
-        if option.path == "model.layer_kind":
-            choices = layer_kinds()
-        shown = "none" if default is None else default
+        if option.choices is not None:
+            choices = tuple(option.choices())
         valid = f"; one of: {', '.join(map(str, choices))}" if choices else ""
+        required = default is dataclasses.MISSING
+        shown = "" if required else f"default: {'none' if default is None else default}"
+        details = "; ".join(part for part in (shown, valid.removeprefix("; ")) if part)
         parser.add_argument(
             option.flag,
             type=parse,
-            default=default,
+            required=required,
+            default=None if required else default,
             choices=choices,
             metavar=option.dest.upper() if choices and len(choices) > 4 else None,
-            help=f"{option.help} (default: {shown}{valid})",
+            help=f"{option.help} ({details})" if details else option.help,
         )
+
+
+def option_values(args: argparse.Namespace, options: Sequence[ConfigOption]) -> dict[str, Any]:
+    """Field path -> parsed value of every option of ``options`` that ``args`` has."""
+    return {o.path: getattr(args, o.dest) for o in options if hasattr(args, o.dest)}
 
 
 def run_config_from_args(
@@ -161,10 +196,7 @@ def run_config_from_args(
     Raises:
         CliError: for a value the configuration refuses (one line naming the field).
     """
-    values: dict[str, Any] = {}
-    for option in RUN_OPTIONS:
-        if hasattr(args, option.dest):
-            values[option.path] = getattr(args, option.dest)
+    values = option_values(args, RUN_OPTIONS)
     if getattr(args, "map", False):
         values["training.learn_prior"] = False
     if getattr(args, "group", None):

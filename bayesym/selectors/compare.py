@@ -102,7 +102,7 @@ class CompareConfig:
     seeds: tuple[int, ...] = (0,)
     budget_epochs: float | None = None
     train_size: int = 1000
-    val_size: int = 500
+    val_size: int = 300
     test_size: int | None = None
     image_size: int | None = None
     space_options: Mapping[str, Any] = field(default_factory=dict)

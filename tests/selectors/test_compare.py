@@ -242,7 +242,7 @@ def test_the_cli_refuses_bad_options_in_one_line_before_any_work(tmp_path, capsy
         (["--selectors", "static", "--baselines", "C4"], "unknown baseline 'C4' of the"),
         (["--selectors", "rpp", "--train-size", "0"], "--train-size must be a positive int"),
         (["--selectors", "rpp", "--seeds", "0,x"], "--seeds must be comma-separated"),
-        (["--selectors", "rpp", "--budget-epochs", "-2"], "--budget-epochs must be positive"),
+        (["--selectors", "rpp", "--budget-epochs", "-2"], "--budget-epochs: must be a positive"),
         (["--selectors", "rpp", "--threads", "0"], "--threads must be >= 1"),
         (["--selectors", "rpp", "--train-size", "5000"], "exceeds the 1400 images"),
     ]
