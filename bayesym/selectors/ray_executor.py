@@ -36,6 +36,12 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+from bayesym.selectors.config_checks import (
+    check_fields,
+    check_non_negative,
+    check_positive_int,
+    is_positive_int,
+)
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, Item, Result
 
 __all__ = ["RayExecutor"]
@@ -77,7 +83,8 @@ class RayExecutor(CandidateExecutor):
 
     Raises:
         ValueError: for ``num_cpus`` with an ``address`` (a cluster has its own CPUs), or
-            a negative ``max_retries`` or ``gpus_per_task`` / non-positive ``threads``.
+            a ``num_cpus`` or ``threads`` that is not a positive int, a ``max_retries`` that
+            is not an int ``>= 0``, a ``gpus_per_task`` below 0 or not finite.
     """
 
     name = "ray"
@@ -92,20 +99,28 @@ class RayExecutor(CandidateExecutor):
         gpus_per_task: float = 0.0,
         runtime_env: Mapping[str, Any] | None = None,
     ) -> None:
-        if address is not None and num_cpus is not None:
-            raise ValueError("RayExecutor: num_cpus applies to a local instance, not to address=")
-        if max_retries < 0:
-            raise ValueError(f"RayExecutor: max_retries must be >= 0, got {max_retries}")
-        if gpus_per_task < 0:
-            raise ValueError(f"RayExecutor: gpus_per_task must be >= 0, got {gpus_per_task}")
-        if threads < 1:
-            raise ValueError(f"RayExecutor: threads must be >= 1, got {threads}")
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
         self.threads = threads
         self.gpus_per_task = gpus_per_task
         self.runtime_env = dict(runtime_env or {})
+        if address is not None and num_cpus is not None:
+            raise ValueError("RayExecutor: num_cpus applies to a local instance, not to address=")
+        check_fields(
+            self,
+            ("num_cpus",),
+            lambda v: v is None or is_positive_int(v),
+            "must be None or a positive int",
+        )
+        check_fields(
+            self,
+            ("max_retries",),
+            lambda v: (v == 0 and type(v) is int) or is_positive_int(v),
+            "must be an int >= 0",
+        )
+        check_positive_int(self, "threads")
+        check_non_negative(self, "gpus_per_task")
         self._started = False  # whether this executor started Ray (and shuts it down)
 
     def start(self) -> None:

@@ -156,9 +156,13 @@ def test_bad_executor_settings_are_refused():
 
     for kwargs, message in [
         ({"address": "auto", "num_cpus": 2}, "num_cpus applies to a local instance"),
-        ({"max_retries": -1}, "max_retries must be >= 0"),
-        ({"threads": 0}, "threads must be >= 1"),
-        ({"gpus_per_task": -1}, "gpus_per_task must be >= 0"),
+        ({"num_cpus": 0}, "RayExecutor.num_cpus must be None or a positive int, got 0"),
+        ({"max_retries": -1}, "RayExecutor.max_retries must be an int >= 0, got -1"),
+        ({"max_retries": True}, "RayExecutor.max_retries must be an int >= 0, got True"),
+        ({"threads": 0}, "RayExecutor.threads must be a positive int, got 0"),
+        ({"threads": 1.5}, "RayExecutor.threads must be a positive int, got 1.5"),
+        ({"gpus_per_task": -1}, "RayExecutor.gpus_per_task must be >= 0 and finite, got -1"),
+        ({"gpus_per_task": float("nan")}, "RayExecutor.gpus_per_task must be >= 0 and finite"),
     ]:
         with pytest.raises(ValueError, match=message):
             RayExecutor(**kwargs)
