@@ -78,10 +78,11 @@ class FactoredLinear(nn.Module):
     Example:
         >>> _ = torch.manual_seed(0)
         >>> ffc = FactoredLinear(2, 3, spatial=(4, 4), bias=False)
-        >>> sum(p.numel() for p in ffc.parameters()) == 2 * 3 * 2 * 4 * 4
-        True
-        >>> ffc(torch.randn(5, 2, 4, 4)).shape
-        torch.Size([5, 3, 4, 4])
+        >>> sum(p.numel() for p in ffc.parameters())  # 2 C_out C_in H W (FC: C_out C_in (H W)^2)
+        192
+        >>> x = torch.randn(5, 2, 4, 4)
+        >>> ffc(x).shape, ffc.intermediate(x).shape
+        (torch.Size([5, 3, 4, 4]), torch.Size([5, 3, 2]))
     """
 
     def __init__(
