@@ -27,10 +27,8 @@ import torch
 from torch import nn
 
 from bayesym.layers._checks import check_finite_float
-from bayesym.layers.conv import PaddingMode, SpatialConv2d
-from bayesym.layers.factored import FactoredLinear
 from bayesym.layers.group_paths import group_path_sum
-from bayesym.layers.paths import PathSum, path_symmetry
+from bayesym.layers.paths import PathSum, path_sum, path_symmetry
 from bayesym.layers.symmetry import LayerSymmetry
 
 __all__ = [
@@ -168,21 +166,25 @@ def homotopic_conv_ffc(
     out_channels: int,
     *,
     spatial: tuple[int, int],
-    kernel_size: int = 3,
-    padding_mode: PaddingMode = "circular",
-    bias: bool = True,
     gamma_init: float = 1.0,
+    **options: Any,
 ) -> HomotopicLayer:
     """ACE's homotopic CONV / F-FC layer ``conv(x) + γ ffc(x)`` on ``[N, C, H, W]`` maps.
 
-    Paths ``"eq"`` (CONV, with the per-channel bias) and ``"neq"`` (bias-free F-FC); exactly
-    translation-equivariant (circular padding) at ``γ = 0``.
+    The paths are those of :func:`~bayesym.layers.paths.path_sum` with kinds
+    ``("conv", "ffc")``: ``"eq"`` the convolution (with the per-channel bias), ``"neq"`` the
+    bias-free F-FC. Exactly translation-equivariant (circular padding) at ``γ = 0``.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        spatial: ``(H, W)``.
+        gamma_init: initial ``γ``.
+        **options: ``kernel_size``, ``padding_mode``, ``bias`` of
+            :func:`~bayesym.layers.paths.path_sum`.
     """
-    return HomotopicLayer(
-        SpatialConv2d(in_channels, out_channels, kernel_size, padding_mode=padding_mode, bias=bias),
-        FactoredLinear(in_channels, out_channels, spatial=spatial, bias=False),
-        gamma_init=gamma_init,
-    )
+    relaxed = path_sum(("conv", "ffc"), in_channels, out_channels, spatial=spatial, **options)
+    return homotopic_from_paths(relaxed, "conv", "ffc", gamma_init=gamma_init)
 
 
 def homotopic_from_paths(

@@ -105,13 +105,6 @@ def _any_size(build: Callable[..., nn.Module], **fixed: Any) -> LayerFactory:
     return factory
 
 
-def _homotopic_conv_ffc(in_channels, out_channels, *, spatial, kernel_size, **options):
-    # homotopic_conv_ffc takes no **options, so it is not a LayerFactory to the type checker
-    return homotopic_conv_ffc(
-        in_channels, out_channels, spatial=spatial, kernel_size=kernel_size, **options
-    )
-
-
 GroupPooling = Literal["mean", "max"]
 GROUP_POOLINGS: tuple[str, ...] = ("mean", "max")
 """How a network of a group kind pools its last feature maps over the group axis."""
@@ -157,7 +150,7 @@ LAYER_KINDS: dict[str, LayerKind] = {
     "ffc+conv": LayerKind(ffc_plus_conv),
     "sfc+sconv": LayerKind(sfc_plus_sconv),
     "conv+fc": LayerKind(conv_plus_fc),
-    "homotopic-conv-ffc": LayerKind(_homotopic_conv_ffc),
+    "homotopic-conv-ffc": LayerKind(homotopic_conv_ffc),
     "gconv": LayerKind(_any_size(group_conv_layer), group_axis=True),
     "conv+gconv": LayerKind(conv_plus_gconv, group_axis=True),
     "ffc+conv+gconv": LayerKind(ffc_plus_conv_plus_gconv, group_axis=True),
