@@ -167,6 +167,14 @@ class GroupConvBase(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def extra_repr(self) -> str:
+        """Constructor arguments, for ``repr``."""
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"group={self.group.name}, padding_mode={self.padding_mode!r}, "
+            f"bias={self.bias is not None}"
+        )
+
     def _owner(self) -> str:
         return f"{type(self).__name__}({self.group.name})"
 
@@ -215,14 +223,6 @@ class LiftingConv2d(GroupConvBase):
         self._check_input(x, (None, self.in_channels, None, None))
         out = same_conv2d(x, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
         return out.unflatten(1, (self.out_channels, self.group.order))
-
-    def extra_repr(self) -> str:
-        """Constructor arguments, for ``repr``."""
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"group={self.group.name}, padding_mode={self.padding_mode!r}, "
-            f"bias={self.bias is not None}"
-        )
 
 
 class GroupConv2d(GroupConvBase):
@@ -275,11 +275,3 @@ class GroupConv2d(GroupConvBase):
         flat = x.flatten(1, 2)
         out = same_conv2d(flat, self.expanded_kernel(), self.expanded_bias(), self.padding_mode)
         return out.unflatten(1, (self.out_channels, n))
-
-    def extra_repr(self) -> str:
-        """Constructor arguments, for ``repr``."""
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"group={self.group.name}, padding_mode={self.padding_mode!r}, "
-            f"bias={self.bias is not None}"
-        )

@@ -56,15 +56,8 @@ __all__ = ["PointwiseGroupConv2d"]
 class PointwiseGroupConv2d(GroupConvBase):
     """GCONV pointwise in ``G``: ``[N, C_in, |G|, H, W] -> [N, C_out, |G|, H, W]`` (module doc).
 
-    Args:
-        in_channels: ``C_in`` (channels per group element).
-        out_channels: ``C_out``.
-        kernel_size: Odd ``k``.
-        group: ``G <= D4`` (e.g. ``d4_subgroup("C4")``).
-        padding_mode: See :data:`~bayesym.layers.conv.PaddingMode` (default ``"circular"``).
-        bias: Learn one bias per output channel ``d``, shared over the group axis.
-        device: Parameter device.
-        dtype: Parameter dtype.
+    A drop-in replacement of :class:`~bayesym.layers.group_conv.GroupConv2d`: the same
+    arguments, input and output, with ``|G|`` times fewer weights.
 
     Attributes:
         weight: ``ψ: [C_out, C_in, k, k]``, the one filter bank shared over the copies.
@@ -74,8 +67,7 @@ class PointwiseGroupConv2d(GroupConvBase):
             lifting_expansion_index`): copy ``g`` is convolved with ``T_g ψ``.
 
     Raises:
-        ValueError / TypeError: Bad sizes, even kernel, unknown padding, non-D4 group; on
-            call, wrong input shape or dtype (the message names the layer and shapes).
+        ValueError / TypeError: As :class:`~bayesym.layers.group_conv.GroupConv2d`.
     """
 
     def copy_kernels(self) -> Tensor:
@@ -97,11 +89,3 @@ class PointwiseGroupConv2d(GroupConvBase):
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1, 1)
         return out.contiguous()
-
-    def extra_repr(self) -> str:
-        """Constructor arguments, for ``repr``."""
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"group={self.group.name}, padding_mode={self.padding_mode!r}, "
-            f"bias={self.bias is not None}"
-        )
