@@ -88,13 +88,13 @@ from bayesym.layers.mixed import (
 )
 from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
+from bayesym.seeds import derived_seed
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.config_checks import (
-    check_fields,
     check_one_of,
     check_positive,
-    is_positive_int,
+    check_positive_int,
 )
 from bayesym.selectors.spaces.base import DataShape
 from bayesym.selectors.training import evaluate_model, train_epochs
@@ -147,8 +147,7 @@ class EquiNASDConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        names = ("epochs", "batch_size", "retrain_epochs")
-        check_fields(self, names, is_positive_int, "must be an int >= 1")
+        check_positive_int(self, "epochs", "batch_size", "retrain_epochs")
         check_positive(self, "weight_lr", "architecture_lr")
         check_one_of(self, "order", ("architecture_first", "weights_first"))
         check_one_of(self, "logit_init", ("uniform", "favour_full"))
@@ -316,7 +315,7 @@ def search_orders(size: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
     They are drawn from independent generators seeded by ``(seed, epoch, stream)``, so the two
     batches of a step are independent uniform draws from the training split.
     """
-    base = (seed * 1_000_003 + epoch) * 2
+    base = derived_seed(seed, epoch) * 2
     weights_order, architecture_order = (
         torch.randperm(size, generator=torch.Generator().manual_seed(base + stream))
         for stream in (0, 1)
@@ -490,7 +489,7 @@ class EquiNASDSelector(Selector, name="equinas-d", spaces={"d4"}, config=EquiNAS
                 epochs=1.0,
                 optimizer=optimizer,
                 batch_size=config.batch_size,
-                seed=(config.seed * 1_000_003 + state.epoch) * 2 + 7,
+                seed=derived_seed(config.seed, state.epoch) * 2 + 7,
                 meter=meter,
             )
             if stats.images == 0:

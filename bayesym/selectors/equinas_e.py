@@ -73,6 +73,7 @@ from bayesym.backbones.equinas import EquiNASNet
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.groups.d4 import d4_subgroup, d4_subgroups
 from bayesym.groups.finite import is_subgroup
+from bayesym.seeds import derived_seed
 from bayesym.selectors.base import (
     LayerChoice,
     SelectionResult,
@@ -86,7 +87,7 @@ from bayesym.selectors.config_checks import (
     check_non_negative,
     check_one_of,
     check_positive,
-    is_positive_int,
+    check_positive_int,
 )
 from bayesym.selectors.equinas_lineage import plot_lineage
 from bayesym.selectors.executor import CandidateExecutor
@@ -153,7 +154,7 @@ class EquiNASEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_fields(self, ("population", "generations"), is_positive_int, "must be an int >= 1")
+        check_positive_int(self, "population", "generations")
         check_positive(self, "fraction")
         check_non_negative(self, "finish_epochs")
         check_one_of(self, "moves", ("any", "reference"))
@@ -279,7 +280,7 @@ def _train_candidate(shared: _Shared, candidate: _Candidate) -> dict[str, Any]:
 
 def candidate_seed(seed: int, generation: int, position: int) -> int:
     """The batch-order (and root initialisation) seed of a candidate."""
-    return (seed * 1_000_003 + generation) * 10_007 + position
+    return derived_seed(seed, generation) * 10_007 + position
 
 
 class EquiNASESelector(Selector, name="equinas-e", spaces={"d4"}, config=EquiNASEConfig):

@@ -312,7 +312,7 @@ def test_norm_free_backbone_runs():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"epochs": 0}, "epochs must be an int >= 1"),
+        ({"epochs": 0}, "epochs must be a positive int"),
         ({"weight_lr": -1.0}, "weight_lr must be positive"),
         ({"order": "z"}, "order must be one of"),
         ({"variant": "argmax"}, "variant must be one of"),
