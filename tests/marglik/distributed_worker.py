@@ -151,4 +151,7 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    try:
+        main(sys.argv[1])
+    finally:  # as the CLI does: a group left to the interpreter's exit can abort the process
+        torch.distributed.destroy_process_group()
