@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from bayesym.backbones.layerwise import LayerwiseBackbone, LayerwiseBackboneConfig
+from bayesym.checks import check_positive_int
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.data.registry import make_task
-from bayesym.layers._checks import check_positive_int
 from bayesym.layers.registry import layer_kind
 from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import (

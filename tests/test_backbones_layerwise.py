@@ -147,7 +147,7 @@ def test_config_is_hashable_and_compares_by_value():
 def test_config_and_input_errors():
     with pytest.raises(ValueError, match="unknown layer_kind 'cnn'"):
         LayerwiseBackboneConfig("cnn")
-    with pytest.raises(ValueError, match="width must be >= 1"):
+    with pytest.raises(ValueError, match="width must be a positive int"):
         LayerwiseBackboneConfig(width=0)
     net = LayerwiseBackbone(LayerwiseBackboneConfig(width=1, input_size=(8, 8)))
     with pytest.raises(

@@ -47,10 +47,10 @@ def one_line(stderr: str) -> str:
 
 
 BAD = {
-    "--epochs -1": (["--epochs", "-1"], "epochs must be >= 1"),
+    "--epochs -1": (["--epochs", "-1"], "epochs must be a positive int"),
     "--lr nan": (["--lr", "nan"], "--lr: must be a positive finite number, got nan"),
-    "--batch-size 0": (["--batch-size", "0"], "batch_size must be >= 1"),
-    "--width 0": (["--width", "0"], "width must be >= 1"),
+    "--batch-size 0": (["--batch-size", "0"], "batch_size must be a positive int"),
+    "--width 0": (["--width", "0"], "width must be a positive int"),
     "--group Q8": (
         ["--kind", "ffc+conv+gconv", "--group", "Q8"],
         "--group: invalid choice: 'Q8' (choose from 'C1', 'C2', 'C4', 'D1', 'D2', 'D4')",

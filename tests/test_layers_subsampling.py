@@ -121,5 +121,5 @@ def test_aps_errors_name_the_shapes():
         PolyphaseSubsample2d()(torch.randn(1, 1, 5, 6))
     with pytest.raises(ValueError, match="norm must be one of"):
         PolyphaseSubsample2d(norm="l1")
-    with pytest.raises(ValueError, match="stride must be >= 1"):
+    with pytest.raises(ValueError, match="stride must be a positive int"):
         PolyphaseSubsample2d(0)

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bayesym.checks import check_positive_int
 from bayesym.groups.pixel_transforms import resolve_transforms
-from bayesym.layers._checks import check_positive_int, check_spatial
+from bayesym.layers._checks import check_spatial
 from bayesym.layers.shared import OrbitSharedLinear
 
 __all__ = ["AENMLP", "AENMLPConfig"]

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from bayesym.backbones.initialisation import scale_layer
+from bayesym.checks import is_positive_int
 from bayesym.groups.d4 import d4_subgroup, dihedral4
 from bayesym.groups.finite import FiniteGroup, coset_index, is_subgroup
 from bayesym.groups.lattice import d4_lattice
@@ -126,8 +127,8 @@ class EquiNASConfig:
         if self.hidden_features is not None:
             positive["hidden_features"] = self.hidden_features
         for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EquiNASConfig: {name} must be an int >= 1, got {value!r}")
+            if not is_positive_int(value):
+                raise ValueError(f"EquiNASConfig: {name} must be a positive int, got {value!r}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
             raise ValueError(f"EquiNASConfig: depth must be an int >= 2, got {self.depth!r}")
 

@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from bayesym.backbones.initialisation import scale_layer
-from bayesym.layers._checks import check_feature_map, check_positive_int, check_spatial
+from bayesym.checks import check_positive_int
+from bayesym.layers._checks import check_feature_map, check_spatial
 from bayesym.layers.conv import SpatialConv2d
 from bayesym.layers.registry import GROUP_POOLINGS, LAYER_KINDS, layer_kind, make_layer
 from bayesym.layers.subsampling import PolyphaseSubsample2d

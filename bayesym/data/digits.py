@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bayesym.checks import is_positive_int
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.data.splits import Split, check_split, derive_seed, validation_split
 
@@ -77,7 +78,7 @@ def resize_and_pad(
         raise ValueError(
             f"resize_and_pad: interpolation must be 'nearest' or 'bilinear', got {interpolation!r}"
         )
-    if size is not None and (not isinstance(size, int) or size < 1):
+    if size is not None and not is_positive_int(size):
         raise ValueError(f"resize_and_pad: size must be a positive int or None, got {size!r}")
     if not isinstance(pad, int) or pad < 0:
         raise ValueError(f"resize_and_pad: pad must be a non-negative int, got {pad!r}")

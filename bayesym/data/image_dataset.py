@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bayesym.checks import is_positive_int
+
 __all__ = ["BatchLoader", "ImageDataset"]
 
 
@@ -33,7 +35,7 @@ def _check_images_and_labels(images: Tensor, labels: Tensor, num_classes: int, n
         raise ValueError(f"{name}: labels must be [N={images.shape[0]}], got {shape}")
     if labels.dtype != torch.int64:
         raise ValueError(f"{name}: labels must be int64, got {labels.dtype}")
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not is_positive_int(num_classes):
         raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
@@ -230,7 +232,7 @@ class BatchLoader:
         drop_last: bool = False,
         device: torch.device | str | None = None,
     ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if not is_positive_int(batch_size):
             raise ValueError(f"BatchLoader: batch_size must be a positive int, got {batch_size!r}")
         if images.shape[:1] != labels.shape[:1]:
             raise ValueError(f"BatchLoader: {images.shape[0]} images but {labels.shape[0]} labels")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bayesym.checks import is_positive_int
 from bayesym.groups.actions import image_transform
 from bayesym.groups.finite import FiniteGroup
 
@@ -57,7 +58,7 @@ __all__ = [
 
 
 def _check_kernel_size(kernel_size: int, owner: str) -> None:
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+    if not is_positive_int(kernel_size):
         raise ValueError(f"{owner}: kernel_size must be a positive int, got {kernel_size!r}")
     if kernel_size % 2 == 0:
         raise ValueError(

@@ -30,6 +30,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from bayesym.checks import is_positive_int
 from bayesym.groups.pixel_transforms import pixel_permutation, resolve_transforms
 
 __all__ = [
@@ -88,7 +89,7 @@ class PermutationGroup:
     generators: tuple[Tensor, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.degree, bool) or not isinstance(self.degree, int) or self.degree < 1:
+        if not is_positive_int(self.degree):
             raise ValueError(
                 f"PermutationGroup: degree must be a positive int, got {self.degree!r}"
             )

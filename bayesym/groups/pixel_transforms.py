@@ -73,6 +73,8 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from bayesym.checks import is_positive_int
+
 __all__ = [
     "AUGMENTATION_PRESETS",
     "PIXEL_TRANSFORMS",
@@ -346,7 +348,7 @@ def resolve_transforms(spec: str | Iterable[str]) -> tuple[str, ...]:
 
 def _check_size(height: int, width: int) -> None:
     for label, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_positive_int(value):
             raise ValueError(f"pixel grid {label} must be a positive int, got {value!r}")
 
 

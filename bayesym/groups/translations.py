@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from bayesym.checks import is_positive_int
 from bayesym.groups.finite import FiniteGroup
 
 __all__ = ["TranslationGroup", "translation_group"]
@@ -45,8 +46,10 @@ class TranslationGroup(FiniteGroup):
 
     def __init__(self, height: int, width: int) -> None:
         for label, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"translation group: {label} must be an int >= 1, got {value!r}")
+            if not is_positive_int(value):
+                raise ValueError(
+                    f"translation group: {label} must be a positive int, got {value!r}"
+                )
         dy = torch.arange(height).repeat_interleave(width)
         dx = torch.arange(width).repeat(height)
         table = ((dy[:, None] + dy[None, :]) % height) * width + (dx[:, None] + dx[None, :]) % width

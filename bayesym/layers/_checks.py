@@ -9,6 +9,8 @@ from typing import Literal, cast, get_args
 import torch
 from torch import nn
 
+from bayesym.checks import check_positive_int
+
 __all__ = [
     "PADDING_MODES",
     "PaddingMode",
@@ -19,7 +21,6 @@ __all__ = [
     "check_finite_float",
     "check_input_shape",
     "check_kernel_size",
-    "check_positive_int",
     "check_spatial",
 ]
 
@@ -42,15 +43,6 @@ def check_padding_mode(padding_mode: object, *, owner: str) -> PaddingMode:
             f"{owner}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
         )
     return cast(PaddingMode, padding_mode)  # one of PADDING_MODES, checked above
-
-
-def check_positive_int(value: object, *, name: str, owner: str) -> int:
-    """Return ``value`` if it is a positive int, else raise naming ``owner`` and ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
-    return value
 
 
 def check_channels(in_channels: object, out_channels: object, *, owner: str) -> tuple[int, int]:

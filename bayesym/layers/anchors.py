@@ -25,7 +25,8 @@ import math
 import torch
 from torch import nn
 
-from bayesym.layers._checks import check_finite_float, check_positive_int, check_spatial
+from bayesym.checks import check_positive_int
+from bayesym.layers._checks import check_finite_float, check_spatial
 
 __all__ = [
     "RBFBasis",

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bayesym.checks import check_positive_int
 from bayesym.groups.d4 import dihedral4
 from bayesym.groups.expansion import (
     expand_group_kernel,
@@ -47,7 +48,7 @@ from bayesym.groups.expansion import (
     lifting_expansion_index,
 )
 from bayesym.groups.finite import FiniteGroup
-from bayesym.layers._checks import check_input_shape, check_positive_int
+from bayesym.layers._checks import check_input_shape
 from bayesym.layers.conv import PaddingMode, check_padding_mode, same_conv2d
 from bayesym.layers.symmetry import LayerSymmetry
 

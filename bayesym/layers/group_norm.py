@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bayesym.checks import is_positive_int
 from bayesym.groups.finite import FiniteGroup
 from bayesym.layers._checks import check_input_shape
 
@@ -82,8 +83,10 @@ class GroupBatchNorm(nn.Module):
         if not isinstance(group, FiniteGroup):
             raise TypeError(f"GroupBatchNorm: group must be a FiniteGroup, got {group!r}")
         for name, value in (("num_channels", num_channels), ("shared_copies", shared_copies)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GroupBatchNorm({group.name}): {name} must be an int >= 1")
+            if not is_positive_int(value):
+                raise ValueError(
+                    f"GroupBatchNorm({group.name}): {name} must be a positive int, got {value!r}"
+                )
         if num_channels % shared_copies:
             raise ValueError(
                 f"GroupBatchNorm({group.name}): num_channels {num_channels} is not a multiple "

@@ -52,6 +52,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
+from bayesym.checks import is_positive_int
 from bayesym.groups.finite import FiniteGroup, coset_index, right_coset_representatives
 from bayesym.groups.restriction import restriction_index
 from bayesym.layers.group_conv import GroupConv2d, LiftingConv2d
@@ -253,8 +254,8 @@ def relax_pooled_linear(linear: nn.Linear, copies: int) -> nn.Linear:
     Raises:
         ValueError: ``copies`` is not a positive int.
     """
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
-        raise ValueError(f"relax_pooled_linear: copies must be an int >= 1, got {copies!r}")
+    if not is_positive_int(copies):
+        raise ValueError(f"relax_pooled_linear: copies must be a positive int, got {copies!r}")
     new = nn.Linear(
         linear.in_features * copies, linear.out_features, bias=linear.bias is not None,
         **_factory(linear),

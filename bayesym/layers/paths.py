@@ -23,7 +23,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bayesym.layers._checks import check_input_shape, check_positive_int
+from bayesym.checks import check_positive_int
+from bayesym.layers._checks import check_input_shape
 from bayesym.layers.conv import PaddingMode, SpatialConv2d
 from bayesym.layers.dense import SpatialLinear
 from bayesym.layers.factored import FactoredLinear

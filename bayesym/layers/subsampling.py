@@ -28,7 +28,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from bayesym.layers._checks import check_positive_int
+from bayesym.checks import check_positive_int
 
 __all__ = ["PhaseNorm", "PolyphaseSubsample2d"]
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bayesym.checks import is_positive_int
 from bayesym.marglik.checkpoint import (
     TRAINER_KEYS,
     config_differences,
@@ -124,8 +125,10 @@ class MarglikConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "hyper_every", "hyper_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MarglikConfig.{name} must be >= 1, got {getattr(self, name)}")
+            if not is_positive_int(getattr(self, name)):
+                raise ValueError(
+                    f"MarglikConfig.{name} must be a positive int, got {getattr(self, name)!r}"
+                )
         if self.burn_in < 0:
             raise ValueError(f"MarglikConfig.burn_in must be >= 0, got {self.burn_in}")
         if self.optimizer not in ("adam", "sgd"):
@@ -133,9 +136,10 @@ class MarglikConfig:
                 f"MarglikConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"
             )
         for name in ("marglik_subset", "marglik_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+            if getattr(self, name) is not None and not is_positive_int(getattr(self, name)):
                 raise ValueError(
-                    f"MarglikConfig.{name} must be positive or None, got {getattr(self, name)}"
+                    f"MarglikConfig.{name} must be a positive int or None, got "
+                    f"{getattr(self, name)!r}"
                 )
 
     def is_hyper_epoch(self, epoch: int) -> bool:

@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bayesym.checks import is_positive_int
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.marglik.evaluation import evaluate
 from bayesym.runs import resolve_device
@@ -67,7 +68,6 @@ from bayesym.selectors.config_checks import (
     check_fields,
     check_positive,
     check_positive_int,
-    is_positive_int,
 )
 from bayesym.selectors.dqn import PAPER_EPSILON_PHASES, DQNAgent, EpsilonSchedule, ReplayMemory
 from bayesym.selectors.executor import CandidateExecutor

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bayesym.checks import is_positive_int
+
 __all__ = ["Budget", "BudgetExhausted", "BudgetMeter", "BudgetTooSmall", "Cost"]
 
 
@@ -105,7 +107,7 @@ class BudgetMeter:
     def __init__(
         self, budget: Budget, train_size: int, clock: Callable[[], float] = time.perf_counter
     ) -> None:
-        if not isinstance(train_size, int) or train_size < 1:
+        if not is_positive_int(train_size):
             raise ValueError(f"BudgetMeter: train_size must be a positive int, got {train_size!r}")
         self.budget = budget
         self.train_size = train_size

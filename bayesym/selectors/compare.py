@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from bayesym.checks import is_positive_int
 from bayesym.data.registry import TASKS
 from bayesym.marglik.checkpoint import config_differences
 from bayesym.runs import resolve_device
@@ -138,7 +139,7 @@ class CompareConfig:
             value = getattr(self, name)
             if value is None and name in ("test_size", "image_size"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_positive_int(value):
                 raise ValueError(f"CompareConfig.{name} must be a positive int, got {value!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"CompareConfig.seeds must be distinct ints, got {self.seeds!r}")

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from bayesym.checks import is_positive_int
 from bayesym.marglik import MarglikConfig
 
 __all__ = [
@@ -21,13 +22,7 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "check_training",
-    "is_positive_int",
 ]
-
-
-def is_positive_int(value: Any) -> bool:
-    """Whether ``value`` is an ``int`` (not a ``bool``) of at least 1."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def check_fields(

@@ -62,6 +62,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from bayesym.checks import is_positive_int
 from bayesym.selectors.config_checks import check_non_negative, check_one_of, check_positive
 
 __all__ = ["ConstraintDuals", "DualSettings"]
@@ -116,7 +117,7 @@ class ConstraintDuals:
     """
 
     def __init__(self, count: int, settings: DualSettings | None = None) -> None:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if not is_positive_int(count):
             raise ValueError(f"ConstraintDuals: count must be a positive int, got {count!r}")
         self.settings = settings or DualSettings()
         self.count = count

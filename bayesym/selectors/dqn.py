@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bayesym.checks import is_positive_int
+
 __all__ = [
     "PAPER_EPSILON_PHASES",
     "DQNAgent",
@@ -101,8 +103,8 @@ class ReplayMemory:
     """
 
     def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"ReplayMemory: capacity must be >= 1, got {capacity}")
+        if not is_positive_int(capacity):
+            raise ValueError(f"ReplayMemory: capacity must be a positive int, got {capacity!r}")
         self.capacity = capacity
         self.transitions: list[tuple[int, int, int, float]] = []
         self._next = 0
@@ -184,8 +186,8 @@ class EpsilonSchedule:
         Phase boundaries are ``round(cumulative count * total / self.total)``; a phase may
         get no state when ``total`` is small.
         """
-        if total < 1:
-            raise ValueError(f"EpsilonSchedule.scaled: total must be >= 1, got {total}")
+        if not is_positive_int(total):
+            raise ValueError(f"EpsilonSchedule.scaled: total must be a positive int, got {total!r}")
         bounds, cumulative = [], 0
         for _, count in self.phases:
             cumulative += count

@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from bayesym.checks import is_positive_int
+
 __all__ = ["dominates", "pareto_front", "pareto_select"]
 
 
@@ -75,8 +77,8 @@ def pareto_select(costs: Sequence[Sequence[float]], size: int, *, cap: bool = Fa
     Raises:
         ValueError: for ``size < 1`` or bad costs.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"pareto_select: size must be an int >= 1, got {size!r}")
+    if not is_positive_int(size):
+        raise ValueError(f"pareto_select: size must be a positive int, got {size!r}")
     points = _checked(costs)
 
     def order(indices: Sequence[int]) -> list[int]:

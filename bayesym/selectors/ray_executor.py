@@ -36,11 +36,11 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+from bayesym.checks import is_positive_int
 from bayesym.selectors.config_checks import (
     check_fields,
     check_non_negative,
     check_positive_int,
-    is_positive_int,
 )
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, Item, Result
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bayesym.checks import is_positive_int
 from bayesym.data.digits import resize_and_pad
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.data.registry import make_task
@@ -42,7 +43,7 @@ class Resize:
     pad: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+        if not is_positive_int(self.size):
             raise ValueError(f"Resize.size must be a positive int, got {self.size!r}")
         if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError(f"Resize.pad must be a non-negative int, got {self.pad!r}")
@@ -81,7 +82,7 @@ class SelectionSplit:
 
 def _check_sizes(train_size: int, val_size: int, available: int, task: str) -> None:
     for name, value in (("train_size", train_size), ("val_size", val_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_positive_int(value):
             raise ValueError(f"selection_split: {name} must be a positive int, got {value!r}")
     if train_size + val_size > available:
         raise ValueError(

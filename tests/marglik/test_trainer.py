@@ -176,7 +176,7 @@ def test_curvature_batch_size_defaults_by_device(monkeypatch):
     assert trainer.curvature_batch_size() == trainer_module.GPU_CURVATURE_BATCH
     explicit = MarglikConfig(**{**CONFIG.__dict__, "marglik_batch_size": 48})
     assert MarglikTrainer(make_model(), config=explicit).curvature_batch_size() == 48
-    with pytest.raises(ValueError, match="marglik_batch_size must be positive"):
+    with pytest.raises(ValueError, match="marglik_batch_size must be a positive int"):
         MarglikConfig(marglik_batch_size=0)
 
 

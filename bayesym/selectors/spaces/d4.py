@@ -53,9 +53,9 @@ from torch import nn
 
 from bayesym.backbones.equinas import NORMS, EquiNASBlock, EquiNASConfig, EquiNASNet
 from bayesym.backbones.equinas_paths import EquiNASPathBlock, EquiNASPathNet
+from bayesym.checks import check_positive_int
 from bayesym.groups.d4 import D4_SUBGROUP_NAMES, d4_subgroup
 from bayesym.groups.finite import is_subgroup
-from bayesym.layers._checks import check_positive_int
 from bayesym.layers.homotopic import homotopic_from_paths
 from bayesym.layers.mixed import MixedGroupConv2d, MixedLiftingConv2d
 from bayesym.layers.paths import PathSum

@@ -32,8 +32,9 @@ from typing import ClassVar
 from torch import nn
 
 from bayesym.backbones.aen_mlp import AENMLP, AENMLPConfig
+from bayesym.checks import check_positive_int
 from bayesym.groups.pixel_transforms import TRANSFORM_NAMES, resolve_transforms
-from bayesym.layers._checks import check_positive_int, check_spatial
+from bayesym.layers._checks import check_spatial
 from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.selectors.base import LayerChoice
 from bayesym.selectors.spaces.base import DataShape, SearchSpace

@@ -23,7 +23,7 @@ from typing import ClassVar
 from torch import nn
 
 from bayesym.backbones.layerwise import LayerwiseBackbone, LayerwiseBackboneConfig
-from bayesym.layers._checks import check_positive_int
+from bayesym.checks import check_positive_int
 from bayesym.layers.paths import PathSum, path_symmetry
 from bayesym.layers.registry import layer_kind
 from bayesym.selectors.base import LayerChoice
