@@ -24,7 +24,7 @@ from bayesym.data.fashion_mnist import (
 from bayesym.data.idx import read_idx
 from bayesym.data.image_dataset import BatchLoader, ImageDataset
 from bayesym.data.registry import TASKS, TaskSpec, get_task_spec, make_task, task_names
-from bayesym.data.splits import SPLITS, Split, derive_seed, validation_split
+from bayesym.data.splits import SPLITS, Split, validation_split
 from bayesym.data.standardization import Standardization
 from bayesym.data.symmetry_tasks import (
     QUADRANT_NAMES,
@@ -35,6 +35,7 @@ from bayesym.data.symmetry_tasks import (
     rotated,
     translated,
 )
+from bayesym.seeds import derive_seed
 
 __all__ = [
     "DATA_DIR_ENV",

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from bayesym.checks import is_positive_int
 from bayesym.data.image_dataset import ImageDataset
-from bayesym.data.splits import Split, check_split, derive_seed, validation_split
+from bayesym.data.splits import Split, check_split, validation_split
+from bayesym.seeds import derive_seed
 
 __all__ = [
     "DIGITS_TEST_SIZE",

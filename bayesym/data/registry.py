@@ -41,7 +41,7 @@ from bayesym.data.digits import load_digits, resize_and_pad
 from bayesym.data.errors import UnknownTaskError
 from bayesym.data.fashion_mnist import load_fashion_mnist
 from bayesym.data.image_dataset import ImageDataset
-from bayesym.data.splits import Split, check_split, derive_seed
+from bayesym.data.splits import Split, check_split
 from bayesym.data.standardization import Standardization
 from bayesym.data.symmetry_tasks import (
     aen_transformed,
@@ -51,6 +51,7 @@ from bayesym.data.symmetry_tasks import (
     translated,
 )
 from bayesym.groups.pixel_transforms import AUGMENTATION_PRESETS, PIXEL_TRANSFORMS
+from bayesym.seeds import derive_seed
 
 __all__ = ["TASKS", "TaskSpec", "get_task_spec", "make_task", "task_names"]
 

@@ -1,4 +1,4 @@
-"""Deterministic train / validation / test splits and seed derivation.
+"""Deterministic train / validation / test splits.
 
 Validation sets are carved from a training file with a seeded permutation: the same
 ``split_seed`` always gives the same split, on every machine (the permutation is drawn
@@ -8,14 +8,14 @@ samples keep their file order.
 
 from __future__ import annotations
 
-import zlib
 from typing import Literal, get_args
 
-import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SPLITS", "Split", "check_split", "derive_seed", "validation_split"]
+from bayesym.seeds import derive_seed
+
+__all__ = ["SPLITS", "Split", "check_split", "validation_split"]
 
 Split = Literal["train", "val", "test"]
 """``"train"``: training data minus the validation part; ``"val"``: the part carved from the
@@ -28,26 +28,6 @@ def check_split(split: str) -> None:
     """Raise ``ValueError`` unless ``split`` is one of :data:`SPLITS`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-
-
-def derive_seed(seed: int, *keys: str | int) -> int:
-    """A 63-bit seed from ``seed`` and a path of keys, stable across processes and machines.
-
-    Strings are hashed with CRC-32 (Python's ``hash`` is salted per process), then mixed
-    with numpy's ``SeedSequence``. Different keys give independent streams, e.g. the
-    rotation angles of the train and test split of the same task.
-
-    Example:
-        >>> derive_seed(0, "quadrant-digits", "train") == derive_seed(0, "quadrant-digits", "train")
-        True
-        >>> derive_seed(0, "a") != derive_seed(0, "b") != derive_seed(1, "a")
-        True
-    """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    words = [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
-    state = np.random.SeedSequence([seed, *words]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def validation_split(num_samples: int, val_size: int, split_seed: int) -> tuple[Tensor, Tensor]:

@@ -63,7 +63,7 @@ from bayesym.marglik.objective import (
     log_marginal_likelihood,
 )
 from bayesym.priors import GaussianPrior
-from bayesym.seeds import derived_seed
+from bayesym.seeds import indexed_seed
 from curvature import KFAC, KFACConfig, compute_kfac
 from curvature.plan import block_specs
 
@@ -510,7 +510,7 @@ class MarglikTrainer:
         at_once = self._checks_loss_every_step()
         count = 0
         for step, (xb, yb) in enumerate(
-            source.batches(config.batch_size, derived_seed(config.seed, epoch))
+            source.batches(config.batch_size, indexed_seed(config.seed, epoch))
         ):
             where = f"training data, batch {step} of epoch {epoch + 1}"
             if not checked:

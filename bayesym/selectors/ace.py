@@ -80,7 +80,7 @@ from bayesym.layers.homotopic import (
 )
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
 from bayesym.priors import GaussianPrior
-from bayesym.seeds import derived_seed
+from bayesym.seeds import indexed_seed
 from bayesym.selectors.ace_figure import plot_ace_history
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetMeter
@@ -301,7 +301,7 @@ class _ACESelector(Selector, spaces={"translation", "d4"}):
                 epochs=1.0,
                 optimizer=optimizer,
                 batch_size=config.batch_size,
-                seed=derived_seed(config.seed, epoch),
+                seed=indexed_seed(config.seed, epoch),
                 meter=meter,
                 penalty=lambda: prior.penalty(model) / n + duals.penalty(vector()),
                 step_hook=lambda _: duals.step(vector().detach()),

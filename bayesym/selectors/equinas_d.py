@@ -88,7 +88,7 @@ from bayesym.layers.mixed import (
 )
 from bayesym.layers.symmetry import LayerSymmetry
 from bayesym.marglik.checkpoint import load_checkpoint, save_checkpoint
-from bayesym.seeds import derived_seed
+from bayesym.seeds import indexed_seed
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.config_checks import (
@@ -315,7 +315,7 @@ def search_orders(size: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
     They are drawn from independent generators seeded by ``(seed, epoch, stream)``, so the two
     batches of a step are independent uniform draws from the training split.
     """
-    base = derived_seed(seed, epoch) * 2
+    base = indexed_seed(seed, epoch) * 2
     weights_order, architecture_order = (
         torch.randperm(size, generator=torch.Generator().manual_seed(base + stream))
         for stream in (0, 1)
@@ -489,7 +489,7 @@ class EquiNASDSelector(Selector, name="equinas-d", spaces={"d4"}, config=EquiNAS
                 epochs=1.0,
                 optimizer=optimizer,
                 batch_size=config.batch_size,
-                seed=derived_seed(config.seed, state.epoch) * 2 + 7,
+                seed=indexed_seed(config.seed, state.epoch) * 2 + 7,
                 meter=meter,
             )
             if stats.images == 0:

@@ -73,7 +73,7 @@ from bayesym.backbones.equinas import EquiNASNet
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.groups.d4 import d4_subgroup, d4_subgroups
 from bayesym.groups.finite import is_subgroup
-from bayesym.seeds import derived_seed
+from bayesym.seeds import indexed_seed
 from bayesym.selectors.base import (
     LayerChoice,
     SelectionResult,
@@ -280,7 +280,7 @@ def _train_candidate(shared: _Shared, candidate: _Candidate) -> dict[str, Any]:
 
 def candidate_seed(seed: int, generation: int, position: int) -> int:
     """The batch-order (and root initialisation) seed of a candidate."""
-    return derived_seed(seed, generation) * 10_007 + position
+    return indexed_seed(seed, generation) * 10_007 + position
 
 
 class EquiNASESelector(Selector, name="equinas-e", spaces={"d4"}, config=EquiNASEConfig):

@@ -36,7 +36,7 @@ from bayesym.marglik import MarglikConfig, MarglikTrainer
 from bayesym.marglik.checkpoint import load_checkpoint
 from bayesym.marglik.evaluation import evaluate
 from bayesym.priors import GaussianPrior
-from bayesym.seeds import SEED_STRIDE, derived_seed
+from bayesym.seeds import SEED_STRIDE, indexed_seed
 from bayesym.selectors.base import LayerChoice, SelectionResult, SelectionRun, Selector
 from bayesym.selectors.budget import BudgetExhausted
 from bayesym.selectors.config_checks import check_positive, check_training
@@ -73,7 +73,7 @@ class StaticConfig:
 
 def baseline_seed(seed: int, name: str) -> int:
     """The seed of baseline ``name`` under the selector seed ``seed`` (stable across runs)."""
-    return derived_seed(seed, zlib.crc32(name.encode()) % SEED_STRIDE)
+    return indexed_seed(seed, zlib.crc32(name.encode()) % SEED_STRIDE)
 
 
 def best_on_validation(metrics: Sequence[Mapping[str, float]]) -> int:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.marglik.evaluation import evaluate
-from bayesym.seeds import derived_seed
+from bayesym.seeds import indexed_seed
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter
 from bayesym.selectors.config_checks import (
     check_fields,
@@ -103,7 +103,7 @@ def seeded_batches(size: int, batch_size: int, images: int, seed: int) -> Iterat
     remaining = images
     while remaining > 0:
         if order is None or position >= size:
-            generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
+            generator = torch.Generator().manual_seed(indexed_seed(seed, epoch))
             order, position, epoch = torch.randperm(size, generator=generator), 0, epoch + 1
         take = min(batch_size, remaining, size - position)
         yield order[position : position + take]
