@@ -177,7 +177,7 @@ class MarglikTrainer:
             coefficients) are always left out of the curvature as well.
         progress: show a progress bar over the epochs.
         progress_label: description of the progress bar (default ``"marglik"`` or ``"MAP"``).
-        charge: called as ``charge(kind, images)`` *before* training images are passed
+        charge: called as ``charge(work, images)`` *before* training images are passed
             through the network: ``("map", batch size)`` before every MAP step and
             ``("curvature", images)`` before every hyper step's curvature pass. A budget
             meter uses it to count and stop the work (an exception raised by ``charge``

@@ -65,12 +65,12 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 
 def _check_choice(
-    kind: str, names: tuple[str, ...], valid: tuple[str, ...], where: str = ""
+    what: str, names: tuple[str, ...], valid: tuple[str, ...], where: str = ""
 ) -> None:
     listed = ", ".join(valid) or "none"
     for name in names:
         if name not in valid:
-            raise ValueError(f"unknown {kind} {name!r}{where}; valid: {listed}")
+            raise ValueError(f"unknown {what} {name!r}{where}; valid: {listed}")
 
 
 @dataclass(frozen=True)

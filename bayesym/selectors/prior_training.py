@@ -211,8 +211,8 @@ def train_metered(
         done = _resume_meter(
             meter, trainer_dir / "checkpoint.pt", config, curvature_cost, len(valid)
         )
-    charge: Callable[[str, int], None] = lambda kind, images: meter.charge(  # noqa: E731
-        images * (passes_per_curvature_image if kind == "curvature" else 1)
+    charge: Callable[[str, int], None] = lambda work, images: meter.charge(  # noqa: E731
+        images * (passes_per_curvature_image if work == "curvature" else 1)
     )
     trainer = MarglikTrainer(
         model,
