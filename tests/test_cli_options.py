@@ -34,7 +34,7 @@ class _Toy:
 
 _TOY_OPTIONS = (
     ConfigOption("--name", "name", "a name", lambda: ("x", "y")),
-    ConfigOption("--count", "count", "how many"),
+    ConfigOption("--count", "count", "how many", unset="as many as there are"),
     ConfigOption("--rate", "inner.rate", "a rate"),
     ConfigOption("--mode", "inner.mode", "a mode"),
 )
@@ -63,7 +63,7 @@ def test_types_defaults_choices_and_required_come_from_the_dataclass():
         parser.parse_args(["--name", "x", "--rate", "0"])
     text = parser.format_help()
     assert "a rate (default: 0.25)" in text and "a mode (default: a; one of: a, b)" in text
-    assert "a name (one of: x, y)" in text
+    assert "a name (one of: x, y)" in text and "how many (default: as many as there are)" in text
 
 
 def _parse(options_of, argv):

@@ -47,14 +47,14 @@ COMPARE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption(
         "--budget-epochs",
         "budget_epochs",
-        "budget of every selector in training image passes / training images "
-        "(none: each selector's own schedule)",
+        "budget of every selector in training image passes / training images",
+        unset="each selector's own schedule",
     ),
     ConfigOption("--train-size", "train_size", "training images"),
     ConfigOption("--val-size", "val_size", "validation images"),
-    ConfigOption("--test-size", "test_size", "seeded test subset (none: all of the test split)"),
-    ConfigOption("--image-size", "image_size", "resize images to N x N (none: as they are)"),
-    ConfigOption("--root", "root", "Fashion-MNIST directory (none: $BAYESYM_DATA or Debian's)"),
+    ConfigOption("--test-size", "test_size", "seeded test subset", unset="all of the test split"),
+    ConfigOption("--image-size", "image_size", "resize images to N x N", unset="as they are"),
+    ConfigOption("--root", "root", "Fashion-MNIST directory", unset="$BAYESYM_DATA or Debian's"),
 )
 """The options that set a :class:`CompareConfig` field as they are (type and default from it)."""
 

@@ -59,12 +59,14 @@ class ConfigOption:
         help: what it does (the default and the valid values are appended).
         choices: the valid values, when the field's type does not list them (called when
             the option is added, so registrations made before then count).
+        unset: what the field's default ``None`` means, shown as the default in ``--help``.
     """
 
     flag: str
     path: str
     help: str
     choices: Callable[[], Sequence[Any]] | None = None
+    unset: str | None = None
 
     @property
     def dest(self) -> str:
@@ -91,20 +93,28 @@ RUN_OPTIONS: tuple[ConfigOption, ...] = (
     ),
     ConfigOption("--approx", "training.kfac.approx", "KFAC approximation of shared weights"),
     ConfigOption(
-        "--marglik-subset", "training.marglik_subset", "compute the curvature on N images"
+        "--marglik-subset",
+        "training.marglik_subset",
+        "compute the curvature on N images",
+        unset="all training images",
     ),
     ConfigOption(
         "--marglik-batch-size",
         "training.marglik_batch_size",
-        "batch size of the curvature pass (none: the training batch size on the CPU, at least "
-        "512 on a GPU; the factors do not depend on it)",
+        "batch size of the curvature pass (the factors do not depend on it)",
+        unset="the training batch size on the CPU, at least 512 on a GPU",
     ),
-    ConfigOption("--train-subset", "train_subset", "train on a seeded subset of N images"),
+    ConfigOption(
+        "--train-subset",
+        "train_subset",
+        "train on a seeded subset of N images",
+        unset="all training images",
+    ),
     ConfigOption(
         "--seed", "training.seed", "seed of initialisation, task, shuffling and curvature"
     ),
     ConfigOption(
-        "--root", "data_root", "Fashion-MNIST directory (none: $BAYESYM_DATA or Debian's)"
+        "--root", "data_root", "Fashion-MNIST directory", unset="$BAYESYM_DATA or Debian's"
     ),
 )
 """The table: every run option of ``bayesym fit`` (and, but for task and kind, of the demo)."""
@@ -165,7 +175,12 @@ def add_config_options(
             choices = tuple(option.choices())
         valid = f"; one of: {', '.join(map(str, choices))}" if choices else ""
         required = default is dataclasses.MISSING
-        shown = "" if required else f"default: {'none' if default is None else default}"
+        if required:
+            shown = ""
+        elif default is None:
+            shown = f"default: {option.unset or 'none'}"
+        else:
+            shown = f"default: {default}"
         details = "; ".join(part for part in (shown, valid.removeprefix("; ")) if part)
         parser.add_argument(
             option.flag,
