@@ -33,7 +33,7 @@ class _Toy:
 
 
 _TOY_OPTIONS = (
-    ConfigOption("--name", "name", "a name", lambda: ("x", "y")),
+    ConfigOption("--name", "name", "a name", choices=lambda: ("x", "y")),
     ConfigOption("--count", "count", "how many", unset="as many as there are"),
     ConfigOption("--rate", "inner.rate", "a rate"),
     ConfigOption("--mode", "inner.mode", "a mode"),

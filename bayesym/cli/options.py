@@ -77,7 +77,10 @@ class ConfigOption:
 RUN_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("--task", "task", "task to learn (`bayesym data list` shows them)"),
     ConfigOption(
-        "--kind", "model.layer_kind", "layer kind of every block of the backbone", layer_kinds
+        "--kind",
+        "model.layer_kind",
+        "layer kind of every block of the backbone",
+        choices=layer_kinds,
     ),
     ConfigOption("--width", "model.width", "width multiplier a of the backbone"),
     ConfigOption("--epochs", "training.epochs", "training epochs"),
