@@ -58,7 +58,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bayesym.checks import is_positive_int
 from bayesym.data.image_dataset import ImageDataset
 from bayesym.marglik.evaluation import evaluate
 from bayesym.runs import resolve_device
@@ -66,6 +65,7 @@ from bayesym.selectors.base import SelectionResult, SelectionRun, Selector, para
 from bayesym.selectors.budget import BudgetExhausted, BudgetMeter, BudgetTooSmall
 from bayesym.selectors.config_checks import (
     check_fields,
+    check_optional_positive_int,
     check_positive,
     check_positive_int,
 )
@@ -146,12 +146,7 @@ class AENConfig:
             "q_updates_per_step", "replay_capacity", "target_sync", "max_steps_per_child",
             "checkpoint_every",
         )  # fmt: skip
-        check_fields(
-            self,
-            ("episode_length",),
-            lambda v: v is None or is_positive_int(v),
-            "must be a positive int or None",
-        )
+        check_optional_positive_int(self, "episode_length")
         check_fields(self, ("gamma",), lambda v: 0 <= v < 1, "must lie in [0, 1)")
         object.__setattr__(self, "q_hidden", tuple(self.q_hidden))
         phases = tuple((float(e), int(n)) for e, n in self.epsilon_phases)

@@ -19,6 +19,7 @@ __all__ = [
     "check_fields",
     "check_non_negative",
     "check_one_of",
+    "check_optional_positive_int",
     "check_positive",
     "check_positive_int",
     "check_training",
@@ -62,6 +63,13 @@ def check_non_negative(config: object, *names: str) -> None:
 def check_positive_int(config: object, *names: str) -> None:
     """Every field of ``names`` is an ``int >= 1`` (:func:`is_positive_int`)."""
     check_fields(config, names, is_positive_int, "must be a positive int")
+
+
+def check_optional_positive_int(config: object, *names: str) -> None:
+    """Every field of ``names`` is ``None`` or an ``int >= 1`` (:func:`is_positive_int`)."""
+    check_fields(
+        config, names, lambda v: v is None or is_positive_int(v), "must be a positive int or None"
+    )
 
 
 def check_one_of(config: object, name: str, choices: tuple[Any, ...]) -> None:

@@ -40,6 +40,7 @@ from bayesym.checks import is_positive_int
 from bayesym.selectors.config_checks import (
     check_fields,
     check_non_negative,
+    check_optional_positive_int,
     check_positive_int,
 )
 from bayesym.selectors.executor import CandidateExecutor, CandidateFailed, Item, Result
@@ -107,12 +108,7 @@ class RayExecutor(CandidateExecutor):
         self.runtime_env = dict(runtime_env or {})
         if address is not None and num_cpus is not None:
             raise ValueError("RayExecutor: num_cpus applies to a local instance, not to address=")
-        check_fields(
-            self,
-            ("num_cpus",),
-            lambda v: v is None or is_positive_int(v),
-            "must be None or a positive int",
-        )
+        check_optional_positive_int(self, "num_cpus")
         check_fields(
             self,
             ("max_retries",),

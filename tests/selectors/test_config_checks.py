@@ -1,5 +1,6 @@
 """The selectors' configuration checks: one wording per kind, naming the class and the field."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -9,6 +10,7 @@ from bayesym.selectors.config_checks import (
     check_fields,
     check_non_negative,
     check_one_of,
+    check_optional_positive_int,
     check_positive,
     check_positive_int,
     check_training,
@@ -39,6 +41,11 @@ def positive_int_count(c):
     check_positive_int(c, "count")
 
 
+def optional_positive_int_count(c):
+    check_optional_positive_int(c, "count")
+    check_optional_positive_int(dataclasses.replace(c, count=None), "count")  # None passes
+
+
 def kind_a_or_b(c):
     check_one_of(c, "kind", ("a", "b"))
 
@@ -56,6 +63,16 @@ def count_below_two(c):
         (non_negative_rate, {"rate": -1.0}, "_Toy.rate must be >= 0 and finite, got -1.0"),
         (positive_int_count, {"count": 0}, "_Toy.count must be a positive int, got 0"),
         (positive_int_count, {"count": 2.0}, "_Toy.count must be a positive int, got 2.0"),
+        (
+            optional_positive_int_count,
+            {"count": 0},
+            "_Toy.count must be a positive int or None, got 0",
+        ),
+        (
+            optional_positive_int_count,
+            {"count": True},
+            "_Toy.count must be a positive int or None, got True",
+        ),
         (kind_a_or_b, {"kind": "c"}, "_Toy.kind must be one of ('a', 'b'), got 'c'"),
         (count_below_two, {"count": 2}, "_Toy.count must be < 2, got 2"),
     ],

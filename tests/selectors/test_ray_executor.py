@@ -156,7 +156,7 @@ def test_bad_executor_settings_are_refused():
 
     for kwargs, message in [
         ({"address": "auto", "num_cpus": 2}, "num_cpus applies to a local instance"),
-        ({"num_cpus": 0}, "RayExecutor.num_cpus must be None or a positive int, got 0"),
+        ({"num_cpus": 0}, "RayExecutor.num_cpus must be a positive int or None, got 0"),
         ({"max_retries": -1}, "RayExecutor.max_retries must be an int >= 0, got -1"),
         ({"max_retries": True}, "RayExecutor.max_retries must be an int >= 0, got True"),
         ({"threads": 0}, "RayExecutor.threads must be a positive int, got 0"),
